@@ -1,0 +1,68 @@
+"""What every tool shares: error handling, the rich console, progress bars and summary tables."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import UserError
+
+console = Console(stderr=True)
+
+
+def run(fn: Callable, name: str | None = None) -> None:
+    """Run ``fn`` as a python-fire CLI. A UserError becomes one line on stderr and exit status 2."""
+    import fire
+
+    # SIGTERM (e.g. from `timeout` or a scheduler) unwinds like Ctrl-C, so temp files are cleaned up.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        fire.Fire(fn, name=name)
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]: nothing was written at the output path")
+        sys.exit(130)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def progress() -> Progress:
+    """A progress bar with count, rate (items/s) and time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def rate_text(n: int, seconds: float, unit: str = "img/s") -> str:
+    return f"{n / seconds:,.0f} {unit}" if seconds > 0 else ""
+
+
+def counts_table(title: str, counts: dict[str, dict[str, int]], classes: list[str]) -> Table:
+    """Per-split, per-class counts as a rich table with totals."""
+    table = Table(title=title)
+    table.add_column("split")
+    for c in classes:
+        table.add_column(c, justify="right")
+    table.add_column("total", justify="right")
+    for split, per_class in counts.items():
+        row = [per_class.get(c, 0) for c in classes]
+        table.add_row(split, *map(str, row), str(sum(row)))
+    totals = [sum(pc.get(c, 0) for pc in counts.values()) for c in classes]
+    table.add_row("[bold]all", *map(str, totals), str(sum(totals)))
+    return table

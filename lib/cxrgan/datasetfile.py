@@ -1,0 +1,192 @@
+"""The HDF5 dataset contract (docs/dataset-format.md): writing it, and opening it with validation.
+
+One file per dataset; a group per split; in each group ``images`` uint8 (N, H, W), ``labels`` int64 (N,),
+``names`` utf-8 (N,), and for real data ``patient_ids`` int64 (N,). Root attributes describe the whole file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import UserError
+
+SCHEMA = "cxrgan-dataset/1"
+SPLITS = ("train", "val", "test")
+DEFAULT_CLASSES = ("No Finding", "Infiltration")
+# gzip level 1: the same ratio as level 9 on radiographs and the fastest to write; readable by any HDF5 tool
+# (measured in bench/compression.py, see docs/benchmarks.md).
+GZIP_LEVEL = 1
+STR = h5py.string_dtype("utf-8")
+
+
+def compress_image(image: np.ndarray) -> bytes:
+    """Compress one uint8 image into exactly the bytes HDF5's gzip filter stores for a one-image chunk.
+
+    Lets worker processes do the compression; the writer then stores the chunk as-is.
+    """
+    return zlib.compress(np.ascontiguousarray(image, dtype=np.uint8).tobytes(), GZIP_LEVEL)
+
+
+def image_digest(image: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(image, dtype=np.uint8).tobytes()).digest()
+
+
+class DatasetWriter:
+    """Writes a dataset file split by split, one image at a time, with bounded memory.
+
+    ``capacity`` is the most images each split can receive (datasets are trimmed to what was written
+    on ``close``). Write to a temp path and rename when done (see ``fileio.atomic_output``).
+    """
+
+    def __init__(self, path: str | Path, size: int, classes, capacity: dict[str, int],
+                 with_patients: bool = True, extra_text: tuple[str, ...] = ()):
+        self.size = int(size)
+        self.classes = list(classes)
+        self.with_patients = with_patients
+        self.extra_text = tuple(extra_text)
+        self._file = h5py.File(path, "w")
+        self._n = {s: 0 for s in capacity}
+        self._meta = {s: {"labels": [], "names": [], "patient_ids": [], **{k: [] for k in extra_text}} for s in capacity}
+        self._content_hash = hashlib.sha256()
+        for split, cap in capacity.items():
+            g = self._file.create_group(split)
+            g.create_dataset("images", shape=(cap, size, size), maxshape=(None, size, size), dtype=np.uint8,
+                             chunks=(1, size, size), compression="gzip", compression_opts=GZIP_LEVEL)
+
+    def add(self, split: str, label: int, name: str, image: np.ndarray | None = None, *,
+            compressed: bytes | None = None, digest: bytes | None = None, patient_id: int = -1, **extra: str) -> None:
+        """Append one image to ``split``: either the uint8 array or its ``compress_image`` bytes plus digest."""
+        if image is not None:
+            if image.shape != (self.size, self.size) or image.dtype != np.uint8:
+                raise ValueError(f"image must be uint8 {self.size}x{self.size}, got {image.dtype} {image.shape}")
+            compressed, digest = compress_image(image), image_digest(image)
+        i = self._n[split]
+        ds = self._file[split]["images"]
+        if i >= ds.shape[0]:
+            ds.resize(i + 1, axis=0)
+        ds.id.write_direct_chunk((i, 0, 0), compressed)
+        self._n[split] = i + 1
+        meta = self._meta[split]
+        meta["labels"].append(int(label))
+        meta["names"].append(str(name))
+        meta["patient_ids"].append(int(patient_id))
+        for k in self.extra_text:
+            meta[k].append(str(extra.get(k, "")))
+        self._content_hash.update(f"{split}\0{name}\0{int(label)}\0".encode() + digest)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images written so far, per split and class name."""
+        out = {}
+        for split, meta in self._meta.items():
+            labels = np.asarray(meta["labels"], dtype=np.int64)
+            out[split] = {c: int((labels == k).sum()) for k, c in enumerate(self.classes)}
+        return out
+
+    def close(self, **attrs) -> dict:
+        """Trim, write the per-image arrays and the root attributes, and close. Returns the attributes."""
+        for split, meta in self._meta.items():
+            g = self._file[split]
+            g["images"].resize(self._n[split], axis=0)
+            g.create_dataset("labels", data=np.asarray(meta["labels"], dtype=np.int64))
+            g.create_dataset("names", data=np.asarray(meta["names"], dtype=object), dtype=STR)
+            if self.with_patients:
+                g.create_dataset("patient_ids", data=np.asarray(meta["patient_ids"], dtype=np.int64))
+            for k in self.extra_text:
+                g.create_dataset(k, data=np.asarray(meta[k], dtype=object), dtype=STR)
+        root = {
+            "schema": SCHEMA,
+            "classes": self.classes,
+            "size": self.size,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "counts": self.counts(),
+            "content_sha256": self._content_hash.hexdigest(),
+            **attrs,
+        }
+        for key, value in root.items():
+            self._file.attrs[key] = _attr_value(value)
+        self._file.close()
+        return root
+
+    def abort(self) -> None:
+        if self._file:
+            self._file.close()
+
+
+def _attr_value(value):
+    """Attributes: strings and numbers as themselves, lists of strings as string arrays, the rest as JSON."""
+    if isinstance(value, (str, int, float, np.integer, np.floating)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return np.asarray(value, dtype=STR)
+    return json.dumps(value, sort_keys=False, default=str)
+
+
+@dataclass
+class DatasetInfo:
+    """The root attributes of a dataset file, decoded."""
+
+    path: Path
+    schema: str
+    classes: list[str]
+    size: int
+    splits: list[str]
+    counts: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+
+def open_h5(path: str | Path, schemas: tuple[str, ...] = (SCHEMA,)) -> h5py.File:
+    """Open a cxrgan HDF5 file read-only, refusing anything whose ``schema`` this version does not know."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; build a dataset with tools/make_hdf5.py or tools/make_phantoms.py")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable HDF5 file ({e}); rebuild it with tools/make_hdf5.py") from None
+    schema = f.attrs.get("schema")
+    if isinstance(schema, bytes):
+        schema = schema.decode()
+    if schema not in schemas:
+        f.close()
+        raise UserError(f"{path}: schema {schema!r} is not one this cxrgan reads ({', '.join(schemas)}); "
+                        "rebuild the file with this version's tools")
+    return f
+
+
+def read_info(path: str | Path, schemas: tuple[str, ...] = (SCHEMA,)) -> DatasetInfo:
+    with open_h5(path, schemas) as f:
+        attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+        splits = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
+    return DatasetInfo(path=Path(path), schema=attrs["schema"], classes=list(attrs["classes"]), size=int(attrs["size"]),
+                       splits=splits, counts=attrs.get("counts", {}), attrs=attrs)
+
+
+def _decode_attr(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.ndarray):
+        return [x.decode() if isinstance(x, bytes) else x for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, str) and v[:1] in "{[":
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def parse_ref(ref: str, default_split: str) -> tuple[str, str]:
+    """``FILE.h5[:split]`` -> (file, split)."""
+    path, sep, split = str(ref).rpartition(":")
+    if sep and split and not split.startswith(("/", "\\")) and path:
+        return path, split
+    return str(ref), default_split

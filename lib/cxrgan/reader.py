@@ -1,0 +1,93 @@
+"""Reading a dataset file as a torch Dataset: float images in [-1, 1] of shape (1, H, W), and int labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .datasetfile import SCHEMA, open_h5, read_info
+from .errors import UserError
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W) -> float32 (..., 1, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(-3).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """The inverse of ``to_tensor``: float (..., 1, H, W) in [-1, 1] -> uint8 (..., H, W), rounded."""
+    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.squeeze(-3).cpu().numpy()
+
+
+class H5ImageDataset(Dataset):
+    """One split of a cxrgan HDF5 file.
+
+    Works with DataLoader workers: each process opens the file itself on first access. ``in_memory=True``
+    decompresses the whole split into RAM once (uint8), which is the fast path for training when it fits.
+    ``transform`` is applied to each (1, H, W) float tensor.
+    """
+
+    def __init__(self, path: str | Path, split: str = "train", in_memory: bool = False,
+                 transform: Callable | None = None, schemas: tuple[str, ...] = (SCHEMA,)):
+        self.path = str(path)
+        self.split = split
+        self.transform = transform
+        self.info = read_info(path, schemas)
+        with open_h5(path, schemas) as f:
+            if split not in f:
+                raise UserError(f"{path}: no split {split!r}; it has {', '.join(self.info.splits)}")
+            g = f[split]
+            self.labels = g["labels"][:].astype(np.int64)
+            self.names = [n.decode() if isinstance(n, bytes) else n for n in g["names"][:]]
+            self.patient_ids = g["patient_ids"][:] if "patient_ids" in g else None
+            self.images = g["images"][:] if in_memory else None
+        self.classes = self.info.classes
+        self.size = self.info.size
+        self._file: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _images_ds(self) -> h5py.Dataset:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file[self.split]["images"]
+
+    def __getstate__(self):  # a worker process opens its own handle
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+    def read_uint8(self, indices) -> np.ndarray:
+        """Raw uint8 images (n, H, W) for any indices, in the order given; one HDF5 read for the batch."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.images is not None:
+            return self.images[idx]
+        order = np.argsort(idx, kind="stable")
+        uniq, inverse = np.unique(idx[order], return_inverse=True)
+        block = self._images_ds()[uniq] if len(uniq) else np.empty((0, self.size, self.size), np.uint8)
+        out = np.empty((len(idx), self.size, self.size), dtype=np.uint8)
+        out[order] = block[inverse]
+        return out
+
+    def __getitem__(self, i: int):
+        x = to_tensor(self.read_uint8([i])[0])
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+    def __getitems__(self, indices):
+        """Batched fetch used by DataLoader: one read for the whole batch."""
+        xs = to_tensor(self.read_uint8(indices))
+        return [(self.transform(x) if self.transform else x, int(self.labels[i])) for x, i in zip(xs, indices)]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
