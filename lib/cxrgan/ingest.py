@@ -172,12 +172,15 @@ def select(cat: Catalog, cfg: IngestConfig) -> pd.DataFrame:
     else:
         t = t.assign(split=splits.patient_split(t["patient"].to_numpy(), t["label"].to_numpy(), cfg.fractions,
                                                 cfg.seed))
-    if cfg.balance:
-        t = t[splits.balance_classes(t["split"].to_numpy(), t["label"].to_numpy(), len(cat.classes), rng)]
     for k, c in enumerate(cat.classes):
         if not (t["label"] == k).any():
             raise UserError(f"class {c!r} has no images after filtering ({_describe(cat)}); "
                             "check --finding, --finding-only, --view and the csv")
+    if cfg.balance:
+        t = t[splits.balance_classes(t["split"].to_numpy(), t["label"].to_numpy(), len(cat.classes), rng)]
+        if t.empty:
+            raise UserError("balancing left no images: no split holds both classes; add data, change --fractions, "
+                            "or pass --nobalance")
     return t.sort_values("name", kind="stable").reset_index(drop=True)
 
 

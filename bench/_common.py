@@ -1,0 +1,108 @@
+"""Helpers shared by the benchmark scripts: source images, timing, tables, the machine, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+FULLRES = ROOT.parent / "shared" / "data" / "nih-fullres"  # 18 real 1024x1024 8-bit NIH radiographs
+console = Console()
+
+_HEADER = """# Benchmarks
+
+Speed and size measurements of the data layer, written by the scripts in `bench/` (`make bench` runs them all).
+Each section is replaced when its script runs again; the command, machine and date under each table say
+where its numbers come from. Rates are images per second; medians of repeated runs unless a section says otherwise.
+"""
+
+
+def fullres_pngs(src: str | Path | None = None) -> list[Path]:
+    """The real full-resolution radiographs the benchmarks are run on."""
+    src = Path(src) if src else FULLRES
+    files = sorted(src.glob("*.png"))
+    if not files:
+        sys.exit(f"no PNGs in {src}: pass --src DIR with real radiographs (e.g. ../shared/data/nih-fullres)")
+    return files
+
+
+def median_time(fn, repeat: int) -> float:
+    """Median wall time in seconds of ``repeat`` calls of ``fn()``."""
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def show_table(title: str, headers: list[str], rows: list[list]) -> str:
+    """Print the rows as a rich table; return them as a markdown table."""
+    table = Table(title=title)
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*map(str, row))
+    console.print(table)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    libs = ", ".join(f"{name} {version(dist)}" for name, dist in
+                     (("torch", "torch"), ("h5py", "h5py"), ("pillow", "pillow"), ("numpy", "numpy")))
+    return f"{cpu_model()}, {cores} cores usable ({os.cpu_count()} online); Python {platform.python_version()}, {libs}"
+
+
+def command() -> str:
+    """This script's command line, as run from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(ROOT)
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def write_section(key: str, title: str, body: str, out: str | Path | None = None) -> None:
+    """Replace (or append) the ``key`` section of ``out`` (default docs/benchmarks.md) between marker comments;
+    ``out=""`` writes nothing."""
+    if out == "":
+        return
+    out = Path(out) if out else DOC
+    date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    section = (f"<!-- bench:{key} -->\n## {title}\n\n{body.strip()}\n\n"
+               f"- Command: `{command()}`\n- Machine: {machine()}\n- Date: {date}\n<!-- /bench:{key} -->")
+    text = out.read_text() if out.exists() else _HEADER
+    pattern = re.compile(rf"<!-- bench:{re.escape(key)} -->.*?<!-- /bench:{re.escape(key)} -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    console.print(f"updated the '{title}' section of {out}")

@@ -1,0 +1,88 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from cxrgan.datasetfile import DatasetWriter, parse_ref, read_info
+from cxrgan.errors import UserError
+from cxrgan.fileio import atomic_output
+from cxrgan.reader import H5ImageDataset, to_tensor, to_uint8
+
+
+@pytest.fixture
+def small_file(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16), dtype=np.uint8)
+    path = tmp_path / "s.h5"
+    with atomic_output(path) as tmp:
+        w = DatasetWriter(tmp, 16, ["No Finding", "Infiltration"], {"train": 30, "val": 5, "test": 10})
+        for i, im in enumerate(images):
+            split = "train" if i < 30 else "val" if i < 35 else "test"
+            w.add(split, i % 2, f"img{i:03d}.png", image=im, patient_id=i // 2)
+        w.close(source="test")
+    return path, images
+
+
+def test_writer_trims_unused_capacity_and_counts(small_file):
+    path, _ = small_file
+    info = read_info(path)
+    assert info.counts == {"train": {"No Finding": 15, "Infiltration": 15}, "val": {"No Finding": 3, "Infiltration": 2},
+                           "test": {"No Finding": 2, "Infiltration": 3}}
+    with h5py.File(path) as f:
+        assert f["test/images"].shape == (5, 16, 16) and f["val/names"].asstr()[0] == "img030.png"
+
+
+def test_tensor_conversion_is_exact_both_ways():
+    u = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    x = to_tensor(u)
+    assert x.shape == (1, 16, 16) and x.min() == -1 and x.max() == 1
+    assert np.array_equal(to_uint8(x), u)
+
+
+def test_dataloader_with_workers_matches_direct_access(small_file):
+    path, images = small_file
+    ds = H5ImageDataset(path, "train")
+    loader = DataLoader(ds, batch_size=7, shuffle=False, num_workers=2)
+    xs, ys = zip(*loader)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert np.array_equal(to_uint8(x), images[:30]) and y.tolist() == [i % 2 for i in range(30)]
+
+
+def test_batched_read_keeps_the_requested_order(small_file):
+    path, images = small_file
+    for in_memory in (False, True):
+        ds = H5ImageDataset(path, "train", in_memory=in_memory)
+        idx = [7, 2, 2, 29, 0]
+        batch = ds.__getitems__(idx)
+        assert np.array_equal(to_uint8(torch.stack([b[0] for b in batch])), images[idx])
+        assert [b[1] for b in batch] == [i % 2 for i in idx]
+
+
+def test_transform_is_applied(small_file):
+    path, _ = small_file
+    ds = H5ImageDataset(path, "train", transform=lambda x: x * 0)
+    assert ds[0][0].abs().sum() == 0
+
+
+def test_refuses_unknown_schema_and_bad_files(small_file, tmp_path):
+    path, _ = small_file
+    with h5py.File(path, "a") as f:
+        f.attrs["schema"] = "someone-else/9"
+    with pytest.raises(UserError, match="schema 'someone-else/9'"):
+        H5ImageDataset(path)
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(UserError, match="not a readable HDF5"):
+        H5ImageDataset(tmp_path / "junk.h5")
+    with pytest.raises(UserError, match="no such file"):
+        H5ImageDataset(tmp_path / "absent.h5")
+
+
+def test_missing_split(small_file):
+    with pytest.raises(UserError, match="no split 'synthetic'"):
+        H5ImageDataset(small_file[0], "synthetic")
+
+
+def test_parse_ref():
+    assert parse_ref("data/x.h5:test", "train") == ("data/x.h5", "test")
+    assert parse_ref("data/x.h5", "train") == ("data/x.h5", "train")
