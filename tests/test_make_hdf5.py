@@ -324,3 +324,18 @@ def test_real_mixed_sizes_one_csv(tmp_path):
     names = {n for s in got.values() for n in s}
     assert names & {p.name for p in (SHARED_DATA / "nih-fullres").glob("*.png")}
     assert all(im.shape == (64, 64) for s in got.values() for _, _, im in s.values())
+
+
+def test_official_split_lists(nih_tree, tmp_path):
+    src, rows = nih_tree
+    test_patients = {1, 2, 3}
+    (src / "test_list.txt").write_text("\n".join(r["name"] for r in rows if r["patient"] in test_patients))
+    (src / "train_val_list.txt").write_text("\n".join(r["name"] for r in rows if r["patient"] not in test_patients))
+    build(src, tmp_path / "o.h5", official_split=True, balance=False)
+    got = contents(tmp_path / "o.h5")
+    assert {p for _, p, _ in got["test"].values()} <= test_patients
+    assert not {p for s in ("train", "val") for _, p, _ in got[s].values()} & test_patients
+    assert read_info(tmp_path / "o.h5").attrs["split_method"] == "official"
+    (src / "test_list.txt").unlink()
+    with pytest.raises(UserError, match="test_list.txt"):
+        build(src, tmp_path / "p.h5", official_split=True)

@@ -1,0 +1,24 @@
+from cxrgan.parallel import ordered_map
+
+
+def _square(x):
+    return x * x
+
+
+def test_order_is_kept_and_memory_is_bounded():
+    pulled = []
+
+    def items():
+        for i in range(200):
+            pulled.append(i)
+            yield i
+
+    out = []
+    for y in ordered_map(_square, items(), workers=2, window=6):
+        out.append(y)
+        assert len(pulled) - len(out) <= 6  # never more than `window` items in flight
+    assert out == [i * i for i in range(200)]
+
+
+def test_in_process_when_one_worker():
+    assert list(ordered_map(_square, range(5), workers=1)) == [0, 1, 4, 9, 16]
