@@ -7,7 +7,6 @@ import os
 import platform
 import re
 import shlex
-import statistics
 import sys
 import time
 from importlib.metadata import version
@@ -20,12 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 FULLRES = ROOT.parent / "shared" / "data" / "nih-fullres"  # 18 real 1024x1024 8-bit NIH radiographs
 console = Console()
+LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews every rate; recorded with the results
 
 _HEADER = """# Benchmarks
 
 Speed and size measurements of the data layer, written by the scripts in `bench/` (`make bench` runs them all).
 Each section is replaced when its script runs again; the command, machine and date under each table say
-where its numbers come from. Rates are images per second; medians of repeated runs unless a section says otherwise.
+where its numbers come from. Rates are images per second from the best (shortest) of repeated runs: the machine these were measured on is
+small and shared, and the best run is the one least disturbed by other work (the load average at the start of
+each script is recorded with its results).
 """
 
 
@@ -38,14 +40,14 @@ def fullres_pngs(src: str | Path | None = None) -> list[Path]:
     return files
 
 
-def median_time(fn, repeat: int) -> float:
-    """Median wall time in seconds of ``repeat`` calls of ``fn()``."""
+def best_time(fn, repeat: int) -> float:
+    """Shortest wall time in seconds of ``repeat`` calls of ``fn()``."""
     times = []
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def show_table(title: str, headers: list[str], rows: list[list]) -> str:
@@ -75,7 +77,8 @@ def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     libs = ", ".join(f"{name} {version(dist)}" for name, dist in
                      (("torch", "torch"), ("h5py", "h5py"), ("pillow", "pillow"), ("numpy", "numpy")))
-    return f"{cpu_model()}, {cores} cores usable ({os.cpu_count()} online); Python {platform.python_version()}, {libs}"
+    return (f"{cpu_model()}, {cores} cores usable ({os.cpu_count()} online); Python {platform.python_version()}, "
+            f"{libs}; 1-minute load average at start {LOAD_AT_START:.2f}")
 
 
 def command() -> str:

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from _common import fullres_pngs, median_time, show_table, write_section
+from _common import fullres_pngs, best_time, show_table, write_section
 from cxrgan.datasetfile import GZIP_LEVEL, compress_image
 from cxrgan.imaging import decode
 
@@ -35,12 +35,12 @@ def bench_h5(images: np.ndarray, path: Path, opts: dict, order: np.ndarray, repe
                     ds.id.write_direct_chunk((i, 0, 0), compress_image(images[i]))
                 else:
                     ds[i] = images[i]
-    write = n / median_time(write_all, repeat)
+    write = n / best_time(write_all, repeat)
     with h5py.File(path, "r") as f:
         ds = f["images"]
         ratio = images.nbytes / ds.id.get_storage_size()
         assert all(np.array_equal(ds[i], images[i]) for i in order[:20])
-        read = n / median_time(lambda: [ds[int(i)] for i in order], repeat)
+        read = n / best_time(lambda: [ds[int(i)] for i in order], repeat)
     return ratio, write, read
 
 
@@ -48,14 +48,14 @@ def bench_png(images: np.ndarray, folder: Path, order: np.ndarray, repeat: int) 
     """(ratio, write img/s, read img/s) of one PNG file per image (PIL's default settings, as a PNG folder has)."""
     folder.mkdir()
     paths = [folder / f"{i:05d}.png" for i in range(len(images))]
-    write = len(images) / median_time(lambda: [Image.fromarray(img).save(p) for p, img in zip(paths, images)], repeat)
+    write = len(images) / best_time(lambda: [Image.fromarray(img).save(p) for p, img in zip(paths, images)], repeat)
     ratio = images.nbytes / sum(p.stat().st_size for p in paths)
 
     def read_all():
         for i in order:
             with Image.open(paths[i]) as im:
                 np.asarray(im)
-    return ratio, write, len(images) / median_time(read_all, repeat)
+    return ratio, write, len(images) / best_time(read_all, repeat)
 
 
 def main(repeat: int = 20, size: int = 256, passes: int = 3, src: str = None, out: str = None):
@@ -64,7 +64,7 @@ def main(repeat: int = 20, size: int = 256, passes: int = 3, src: str = None, ou
     Args:
         repeat: how many times the real images are repeated (18 x 20 = 360 images by default).
         size: image side after the resize (default 256).
-        passes: timed write and read passes per option; the median is reported.
+        passes: timed write and read passes per option; the best is reported.
         src: folder of full-resolution PNGs (default ../shared/data/nih-fullres).
         out: the markdown file whose 'compression' section is replaced (default docs/benchmarks.md); "" to only print.
     """
@@ -93,7 +93,7 @@ def main(repeat: int = 20, size: int = 256, passes: int = 3, src: str = None, ou
     body = f"""{len(base)} real 1024x1024 NIH radiographs, reduced to {size}x{size} by `cxrgan.imaging.decode` and
 repeated {repeat} times ({len(images)} images, {images.nbytes / 2**20:.1f} MiB raw). HDF5: one uint8 dataset
 with one image per chunk, written image by image through h5py's filter pipeline, then read back one image at
-a time (`ds[i]`) in a fixed random order; each the median of {passes} passes. The file is in the page cache, so reads
+a time (`ds[i]`) in a fixed random order; each the best of {passes} passes. The file is in the page cache, so reads
 measure decompression and h5py overhead, not the disk. The "DatasetWriter's path" row compresses with
 `compress_image` (zlib) and stores the bytes with `write_direct_chunk`, as `DatasetWriter` does (the same bytes
 as gzip-{GZIP_LEVEL}). PNG: one file per image saved with PIL's defaults, read with `Image.open` + `np.asarray`.

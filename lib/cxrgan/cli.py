@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 from typing import Callable
@@ -22,6 +23,7 @@ def run(fn: Callable, name: str | None = None) -> None:
     # SIGTERM (e.g. from `timeout` or a scheduler) unwinds like Ctrl-C, so temp files are cleaned up.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        check_flags(fn, sys.argv[1:])
         fire.Fire(fn, name=name)
     except UserError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
@@ -29,6 +31,28 @@ def run(fn: Callable, name: str | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: nothing was written at the output path")
         sys.exit(130)
+
+
+def check_flags(fn: Callable, argv: list[str]) -> None:
+    """Catch an unknown or missing flag before python-fire does, so the user gets one line instead of a usage page."""
+    if any(a in ("-h", "--help", "--") for a in argv):
+        return
+    params = inspect.signature(fn).parameters
+    known = {p.replace("_", "-") for p in params}
+    flags = [a[2:].split("=", 1)[0].replace("_", "-") for a in argv if a.startswith("--")]
+    for flag in flags:
+        if flag not in known and not (flag.startswith("no") and flag[2:] in known):
+            raise UserError(f"unknown option --{flag}; see --help for the options")
+    positional, i = 0, 0
+    while i < len(argv):  # count bare values that are not the value of a preceding --flag
+        if argv[i].startswith("--"):
+            i += 1 if "=" in argv[i] or i + 1 == len(argv) or argv[i + 1].startswith("--") else 2
+        else:
+            positional, i = positional + 1, i + 1
+    required = [p for p, v in params.items() if v.default is inspect.Parameter.empty]
+    missing = [p for p in required if p.replace("_", "-") not in flags]
+    if len(missing) > positional:
+        raise UserError(f"missing --{missing[-1].replace('_', '-')}; see --help for the options")
 
 
 def _raise_interrupt(signum, frame):

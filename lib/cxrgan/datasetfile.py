@@ -56,10 +56,14 @@ class DatasetWriter:
         self._n = {s: 0 for s in capacity}
         self._meta = {s: {"labels": [], "names": [], "patient_ids": [], **{k: [] for k in extra_text}} for s in capacity}
         self._content_hash = hashlib.sha256()
-        for split, cap in capacity.items():
-            g = self._file.create_group(split)
-            g.create_dataset("images", shape=(cap, size, size), maxshape=(None, size, size), dtype=np.uint8,
-                             chunks=(1, size, size), compression="gzip", compression_opts=GZIP_LEVEL)
+        try:
+            for split, cap in capacity.items():
+                g = self._file.create_group(split)
+                g.create_dataset("images", shape=(cap, size, size), maxshape=(None, size, size), dtype=np.uint8,
+                                 chunks=(1, size, size), compression="gzip", compression_opts=GZIP_LEVEL)
+        except BaseException:
+            self._file.close()
+            raise
 
     def add(self, split: str, label: int, name: str, image: np.ndarray | None = None, *,
             compressed: bytes | None = None, digest: bytes | None = None, patient_id: int = -1, **extra: str) -> None:

@@ -12,7 +12,6 @@ Brightness means attenuation: air is dark, bone and soft tissue bright.
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +24,7 @@ from .fileio import atomic_output
 from .splits import parse_fractions, patient_split
 
 MIN_SIZE, MAX_SIZE = 16, 512
-NOISE_GRID = 14  # side of the low-resolution random grids that smooth textures are interpolated from
+NOISE_SIDE = 48  # smooth random fields are computed at most this large, then upsampled
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -47,27 +46,27 @@ def patient_anatomy(rng: np.random.Generator) -> dict:
         "dome_right_lift": u(0.02, 0.07),   # the right hemidiaphragm (image left) sits higher
         "dome_depth": u(0.16, 0.24),        # costophrenic angles lie this far below the dome top
         "mediastinum_half_width": u(0.11, 0.14),
-        "heart_cx": u(0.12, 0.17),
-        "heart_cy": u(0.26, 0.33),
-        "heart_rx": u(0.28, 0.34),          # cardiothoracic ratio about 0.4-0.5
-        "heart_ry": u(0.22, 0.27),
-        "heart_tilt": u(0.25, 0.45),        # radians; the apex points down and to the image right
+        "heart_cx": u(0.08, 0.12),          # the heart bulges to the image right (the patient's left)
+        "heart_cy": u(0.36, 0.44),
+        "heart_rx": u(0.30, 0.38),          # cardiothoracic ratio about 0.4-0.5
+        "heart_ry": u(0.36, 0.44),
+        "heart_atrium": u(0.03, 0.07),      # the right atrium's bulge to the image left
         "rib_top": u(-0.80, -0.72),
         "rib_spacing": u(0.115, 0.14),
         "rib_arch": u(0.8, 1.1),          # how strongly the posterior ribs bend downwards laterally
         "rib_width": u(0.40, 0.50),         # fraction of the spacing that is bone
         "bone": u(0.85, 1.15),              # bone density
-        "clavicle_y": u(-0.60, -0.52),
+        "clavicle_y": u(-0.56, -0.48),
         "vessel_seed": int(rng.integers(2**31)),
     }
 
 
 def _image_params(rng: np.random.Generator) -> dict:
-    """Per-image variation: positioning, inspiration and exposure."""
+    """Per-image variation: positioning, inspiration and exposure. Plain floats keep the arithmetic float32."""
     u = rng.uniform
     return {
-        "shift": u(-0.04, 0.04, size=2),
-        "angle": np.deg2rad(u(-3.0, 3.0)),
+        "shift": (u(-0.04, 0.04), u(-0.04, 0.04)),
+        "angle": float(np.deg2rad(u(-3.0, 3.0))),
         "scale": u(0.95, 1.05),
         "inspiration": u(-0.03, 0.03),      # moves the diaphragm
         "exposure": u(0.9, 1.3),
@@ -93,27 +92,47 @@ def _base_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 def _view_grid(size: int, view: dict) -> tuple[np.ndarray, np.ndarray]:
     """The base grid moved into the patient's frame (inverse of the small per-image shift/rotate/scale)."""
     x, y = _base_grid(size)
-    c, s = np.cos(view["angle"]), np.sin(view["angle"])
+    c, s = float(np.cos(view["angle"])), float(np.sin(view["angle"]))
     xs, ys = x - view["shift"][0], y - view["shift"][1]
-    k = np.float32(1 / view["scale"])
+    k = 1 / view["scale"]
     return (c * xs + s * ys) * k, (-s * xs + c * ys) * k
 
 
 def _soft(d, width: float):
-    """A soft step: 0 where d << 0, 1 where d >> 0, over about ``width``."""
-    return 0.5 + 0.5 * np.tanh(d * np.float32(1 / width))
+    """A soft step: 0 where d < -1.5 width, 1 where d > 1.5 width, smooth (cubic) in between."""
+    t = np.clip(d * np.float32(1 / (3 * width)) + np.float32(0.5), 0, 1)
+    return t * t * (3 - 2 * t)
 
 
-def _smooth_noise(rng: np.random.Generator, x, y, scale: float = 1.0, grid: int = NOISE_GRID):
-    """A smooth random field (about unit variance) sampled at (x, y): a small random grid, spline-interpolated.
+@functools.lru_cache(maxsize=8)
+def _upsampler(size: int, cells: int) -> np.ndarray:
+    """(size, cells) weights that spread ``cells`` random values smoothly over ``size`` pixels (read-only, cached).
 
-    ``scale`` > 1 gives finer detail. Interpolating a fixed grid keeps the texture size-independent and cheap.
+    Gaussian bumps one cell apart (narrow enough that neighbouring cells stay distinct), scaled so that a field
+    of unit-variance cells keeps about unit variance.
     """
-    g = rng.standard_normal((grid, grid)).astype(np.float32)
-    half = (grid - 3) / 2
-    rows = np.clip((y / scale + 1) * half + 1, 0, grid - 1)
-    cols = np.clip((x / scale + 1) * half + 1, 0, grid - 1)
-    return ndimage.map_coordinates(g, [rows, cols], order=3, mode="nearest")
+    centres = np.linspace(-1.2, 1.2, cells)
+    pixels = ((np.arange(size) + 0.5) / size) * 2 - 1
+    w = np.exp(-0.5 * ((pixels[:, None] - centres[None, :]) / (0.6 * (centres[1] - centres[0]))) ** 2)
+    w /= np.sqrt((w**2).sum(axis=1, keepdims=True))
+    w = w.astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int):
+    """A smooth random field of about unit variance over the image, with about ``cells`` blobs across.
+
+    A cells x cells random grid, interpolated separably to at most NOISE_SIDE pixels (matrices small enough that
+    BLAS stays single-threaded: threads only cost time here), then bilinearly to ``size``. The same random
+    numbers give the same picture at every size.
+    """
+    side = min(size, NOISE_SIDE)
+    w = _upsampler(side, cells)
+    field = w @ rng.standard_normal((cells, cells), dtype=np.float32) @ w.T
+    if side < size:
+        field = ndimage.zoom(field, size / side, order=1, mode="nearest", grid_mode=True)
+    return field
 
 
 # ---------------------------------------------------------------------------------------------- anatomy layers
@@ -139,29 +158,33 @@ def _diaphragm_y(x, a: dict, view: dict):
     return top + a["dome_depth"] * ((u - a["lung_cx"] + 0.03) / (a["lung_rx"] + 0.05)) ** 2
 
 
-def _heart(x, y, a: dict, edge: float):
-    c, s = np.cos(a["heart_tilt"]), np.sin(a["heart_tilt"])
-    dx, dy = x - a["heart_cx"], y - a["heart_cy"]
-    r = ((c * dx + s * dy) / a["heart_rx"]) ** 2 + ((-s * dx + c * dy) / a["heart_ry"]) ** 2
-    return _soft(1 - r, edge * 6)
+def _bulge(y, centre: float, half_height: float):
+    """A half-ellipse profile in y: 1 at ``centre``, 0 beyond ``half_height`` from it."""
+    return np.sqrt(np.clip(1 - ((y - centre) / half_height) ** 2, 0, 1))
 
 
 def _mediastinum(x, y, a: dict, edge: float):
-    """Central shadow: great vessels and spine down to the heart, with the aortic knob on the image right."""
-    w = a["mediastinum_half_width"] * (1 + 0.2 * np.clip(y + 0.2, 0, 1))
-    w = w + np.where(x > 0, 0.05, 0.0).astype(np.float32) * np.exp(-(((y + 0.3) / 0.08) ** 2))  # aortic knob
-    return _soft(w - np.abs(x), edge * 3) * _soft(y + 0.72, 0.08)
+    """The central shadow as one outline: great vessels and spine above, the heart bulging below.
+
+    Its image-right border carries the aortic knob and the heart's left ventricle (the patient's left);
+    the image-left border the right atrium, a smaller bulge.
+    """
+    w = a["mediastinum_half_width"]
+    knob = 0.05 * np.exp(-(((y + 0.3) / 0.08) ** 2))
+    right_border = np.maximum(w + knob, a["heart_cx"] + a["heart_rx"] * _bulge(y, a["heart_cy"], a["heart_ry"]))
+    left_border = w + a["heart_atrium"] * _bulge(y, a["heart_cy"] - 0.05, a["heart_ry"] * 0.8)
+    return _soft(right_border - x, edge * 3) * _soft(x + left_border, edge * 3) * _soft(y + 0.72, 0.08)
 
 
-def _lungs(x, y, a: dict, view: dict, heart, mediastinum, edge: float):
-    """The two lung fields (1 = air), bounded by the ribcage, the diaphragm, the mediastinum and the heart."""
+def _lungs(x, y, a: dict, view: dict, mediastinum, edge: float):
+    """The two lung fields (1 = air), bounded by the ribcage, the diaphragm and the mediastinum."""
     u = np.abs(x)
     t = (y - a["lung_cy"]) / a["lung_ry"]
     rx = a["lung_rx"] * (1 + a["lung_flare"] * np.clip(t, -1, 1))
     r = ((u - a["lung_cx"] - 0.03 * t) / rx) ** 2 + np.maximum(t, 0) ** 6 + np.abs(np.minimum(t, 0)) ** 2.5
     field = _soft(1 - r, edge * 3)
     field *= _soft(_diaphragm_y(x, a, view) - y, edge * 2)
-    return field * (1 - heart) * (1 - mediastinum)
+    return field * (1 - mediastinum)
 
 
 def _ribs(x, y, a: dict, edge: float):
@@ -179,17 +202,18 @@ def _ribs(x, y, a: dict, edge: float):
     phase_a = va - np.floor(va)
     anterior = _soft(0.18 - np.abs(phase_a - 0.5), edge * 2) * _soft(va, 0.3) * _soft(5.5 - va, 0.3)
     anterior *= cage * _soft(u - 0.25, edge * 6)
-    return posterior + 0.35 * anterior
+    return posterior + 0.5 * anterior
 
 
 def _clavicles(x, y, a: dict, edge: float):
+    """Two bony bars over the lung apices, from near the midline out towards the shoulders."""
     u = np.abs(x)
     centre = a["clavicle_y"] - 0.3 * u + 0.12 * u**2  # rising towards the shoulder
     bone = _soft(0.04 - np.abs(y - centre), edge * 1.5)
     return bone * _soft(u - 0.07, edge * 2) * _soft(0.72 - u, edge * 4)
 
 
-def _spine(x, y, a: dict, edge: float):
+def _spine(x, y, edge: float):
     """Vertebral column: a bright midline band with faint discs between the bodies."""
     column = _soft(0.065 - np.abs(x), edge * 2)
     discs = 0.8 + 0.2 * np.cos(2 * np.pi * (y / 0.11))
@@ -207,13 +231,13 @@ def _vessels(x, y, a: dict, lungs, edge: float):
     hx = np.where(x < 0, -0.17, 0.17).astype(np.float32)
     dx, dy = x - hx, y + 0.05
     r = np.sqrt(dx * dx + dy * dy)
-    angle = np.arctan2(dy, np.abs(dx))  # mirror the two sides so the same table serves both
+    direction = dy / (r + 1e-3)  # the sine of the angle: the same on both sides, so one table serves both
     g = rng.standard_normal((48, 8)).astype(np.float32)
-    rows = (angle / np.pi + 0.5) * 47
+    rows = (direction + 1) * 23.5
     cols = np.clip(r * 8, 0, 7)
     streaks = np.maximum(ndimage.map_coordinates(g, [rows, cols], order=1, mode="nearest"), 0)
     hilum = _soft(1 - (dx / 0.07) ** 2 - (dy / 0.11) ** 2, edge * 4)
-    return lungs * streaks * np.exp(-r / 0.35) * 0.35 + hilum * 0.5
+    return lungs * streaks * np.exp(-r / 0.35) + hilum * 0.5
 
 
 def _infiltrates(x, y, a: dict, lungs, rng: np.random.Generator):
@@ -221,12 +245,12 @@ def _infiltrates(x, y, a: dict, lungs, rng: np.random.Generator):
     n = int(rng.integers(2, 6))
     blobs = np.zeros_like(x)
     for _ in range(n):
-        side = rng.choice((-1.0, 1.0))
+        side = 1.0 if rng.random() < 0.5 else -1.0
         cx = side * (a["lung_cx"] + rng.uniform(-0.1, 0.1))
         cy = a["lung_cy"] + a["lung_ry"] * rng.uniform(-0.4, 0.7)  # mid and lower zones more often
         rx, ry = rng.uniform(0.08, 0.2), rng.uniform(0.08, 0.2)
         blobs += rng.uniform(0.6, 1.0) * np.exp(-0.5 * (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2))
-    patches = np.clip(0.6 + 0.6 * _smooth_noise(rng, x, y, scale=0.45), 0, 1.6)
+    patches = np.clip(0.6 + 0.6 * _smooth_noise(rng, x.shape[0], 24), 0, 1.6)
     return np.clip(blobs, 0, 1.2) * patches * lungs
 
 
@@ -238,28 +262,27 @@ def render(size: int, label: int, rng: np.random.Generator, anatomy: dict | None
     view = _image_params(rng)
     x, y = _view_grid(size, view)
     edge = max(0.012, 1.2 / size)  # soft edges, never sharper than about a pixel
-    heart = _heart(x, y, a, edge)
     mediastinum = _mediastinum(x, y, a, edge)
-    lungs = _lungs(x, y, a, view, heart, mediastinum, edge)
+    lungs = _lungs(x, y, a, view, mediastinum, edge)
     below_diaphragm = _soft(y - _diaphragm_y(x, a, view), edge * 2) * _soft(np.abs(x) - 0.05, edge)
 
     # attenuation in rough "soft-tissue path" units: lungs ~0.2, chest wall ~0.5, heart and abdomen ~1
     att = 0.55 * _body(x, y, a, edge)
-    att += 0.5 * np.maximum(below_diaphragm, np.maximum(mediastinum, heart))  # one dense shadow
-    att -= 0.32 * lungs * (1 + 0.12 * _smooth_noise(rng, x, y, scale=0.6))  # uneven aeration
+    att += 0.45 * np.maximum(below_diaphragm, mediastinum)  # heart and abdomen merge
+    att -= 0.32 * lungs * (1 + 0.15 * _smooth_noise(rng, size, 24))  # uneven aeration
     att -= 0.1 * _trachea(x, y, edge)
-    att += a["bone"] * (0.1 * _ribs(x, y, a, edge) * (0.25 + 0.75 * lungs) + 0.2 * _clavicles(x, y, a, edge)
-                       + 0.07 * _spine(x, y, a, edge))
-    att += 0.1 * _vessels(x, y, a, lungs, edge)
+    att += a["bone"] * (0.08 * _ribs(x, y, a, edge) * (0.25 + 0.75 * lungs) + 0.2 * _clavicles(x, y, a, edge)
+                       + 0.07 * _spine(x, y, edge))
+    att += 0.12 * _vessels(x, y, a, lungs, edge)
     if label:
-        att += rng.uniform(0.15, 0.25) * _infiltrates(x, y, a, lungs, rng)
+        att += rng.uniform(0.18, 0.3) * _infiltrates(x, y, a, lungs, rng)
     return _expose(att, view, rng, size)
 
 
 def _expose(att, view: dict, rng: np.random.Generator, size: int) -> np.ndarray:
     """Attenuation -> film-like brightness, then detector blur, noise and 8-bit quantisation."""
     k = view["exposure"]
-    v = (1 - np.exp(-k * np.maximum(att, 0))) / (1 - np.exp(-k * 1.3))  # ~1.3 units of tissue saturate
+    v = (1 - np.exp(-k * np.maximum(att, 0))) / (1 - np.exp(-k * 1.6))  # ~1.6 units of tissue saturate
     v = view["offset"] + view["contrast"] * v
     v = np.clip(v, 0, 1) ** view["gamma"]
     v = ndimage.gaussian_filter(v, sigma=max(0.5, size / 256))
@@ -271,9 +294,12 @@ def _expose(att, view: dict, rng: np.random.Generator, size: int) -> np.ndarray:
 
 def check_args(n, size) -> None:
     """Validate the dataset request; a UserError says what to pass instead."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(n) or n < 2:
         raise UserError(f"--n must be an integer of at least 2 (one image per class), got {n!r}")
-    if not isinstance(size, int) or isinstance(size, bool) or not MIN_SIZE <= size <= MAX_SIZE or size & (size - 1):
+    if not is_int(size) or not MIN_SIZE <= size <= MAX_SIZE or size & (size - 1):
         raise UserError(f"--size must be a power of two from {MIN_SIZE} to {MAX_SIZE} (e.g. 64, 256), got {size!r}")
 
 
@@ -313,21 +339,18 @@ def generate(path, n: int, size: int, seed: int, fractions=(0.7, 0.1, 0.2), imag
     if call_args is None:
         call_args = {"n": n, "size": size, "seed": seed, "fractions": list(fractions),
                      "images_per_patient": [lo, hi]}
-    t0 = time.perf_counter()
     with atomic_output(path) as tmp:
         writer = DatasetWriter(tmp, size, list(DEFAULT_CLASSES), capacity=capacity, with_patients=True)
         try:
-            anatomy = {}
             for i in range(n):
                 pid = int(patients[i])
-                if pid not in anatomy:
-                    anatomy = {pid: patient_anatomy(np.random.default_rng([seed, 1, pid]))}  # one patient at a time
-                image = render(size, int(labels[i]), np.random.default_rng([seed, 2, i]), anatomy[pid])
+                if i == 0 or pid != patients[i - 1]:  # a patient's images are consecutive
+                    anatomy = patient_anatomy(np.random.default_rng([seed, 1, pid]))
+                image = render(size, int(labels[i]), np.random.default_rng([seed, 2, i]), anatomy)
                 writer.add(SPLITS[split[i]], int(labels[i]), f"phantom_{i:06d}.png", image=image, patient_id=pid)
                 if on_image is not None:
                     on_image(i + 1)
-            attrs = writer.close(source="phantoms", args=call_args, seed=seed, split_method="patient",
-                                 seconds=round(time.perf_counter() - t0, 3))
+            attrs = writer.close(source="phantoms", args=call_args, seed=seed, split_method="patient")
         except BaseException:
             writer.abort()
             raise
