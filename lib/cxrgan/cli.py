@@ -73,6 +73,19 @@ def progress() -> Progress:
     )
 
 
+def progress_info() -> Progress:
+    """A progress bar whose last column is free text (losses, rates), set with ``update(task, info=...)``."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    )
+
+
 def rate_text(n: int, seconds: float, unit: str = "img/s") -> str:
     return f"{n / seconds:,.0f} {unit}" if seconds > 0 else ""
 

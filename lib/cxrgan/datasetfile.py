@@ -19,6 +19,7 @@ import numpy as np
 from .errors import UserError
 
 SCHEMA = "cxrgan-dataset/1"
+SAMPLES_SCHEMA = "cxrgan-samples/1"  # generated images: one split "synthetic", no patient ids
 SPLITS = ("train", "val", "test")
 DEFAULT_CLASSES = ("No Finding", "Infiltration")
 # gzip level 1: the same ratio as level 9 on radiographs and the fastest to write; readable by any HDF5 tool
@@ -47,7 +48,8 @@ class DatasetWriter:
     """
 
     def __init__(self, path: str | Path, size: int, classes, capacity: dict[str, int],
-                 with_patients: bool = True, extra_text: tuple[str, ...] = ()):
+                 with_patients: bool = True, extra_text: tuple[str, ...] = (), schema: str = SCHEMA):
+        self.schema = schema
         self.size = int(size)
         self.classes = list(classes)
         self.with_patients = with_patients
@@ -106,7 +108,7 @@ class DatasetWriter:
             for k in self.extra_text:
                 g.create_dataset(k, data=np.asarray(meta[k], dtype=object), dtype=STR)
         root = {
-            "schema": SCHEMA,
+            "schema": self.schema,
             "classes": self.classes,
             "size": self.size,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasetfile import SCHEMA, open_h5, read_info
+from .datasetfile import SAMPLES_SCHEMA, SCHEMA, open_h5, read_info
 from .errors import UserError
 
 
@@ -34,7 +34,7 @@ class H5ImageDataset(Dataset):
     """
 
     def __init__(self, path: str | Path, split: str = "train", in_memory: bool = False,
-                 transform: Callable | None = None, schemas: tuple[str, ...] = (SCHEMA,)):
+                 transform: Callable | None = None, schemas: tuple[str, ...] = (SCHEMA, SAMPLES_SCHEMA)):
         self.path = str(path)
         self.split = split
         self.transform = transform

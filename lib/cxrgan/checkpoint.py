@@ -1,0 +1,79 @@
+"""Checkpoints: plain dicts of tensors, numbers and strings (no pickled objects), written atomically and loaded
+with ``torch.load(weights_only=True)`` so that a file carrying arbitrary Python objects is refused."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .fileio import atomic_output
+
+CKPT_PATTERN = re.compile(r"^ckpt-(\d{6})\.pt$")
+
+
+def save(obj: dict, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path}: no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"checkpoint {path} holds objects other than tensors and plain values; refusing to load it "
+                        f"(only cxrgan checkpoints are accepted): {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"checkpoint {path} is damaged or not a checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def rng_state() -> dict:
+    """Every random number generator the training loop may touch, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_checkpoints(folder: Path) -> list[Path]:
+    """``ckpt-EEEEEE.pt`` files in ``folder``, oldest epoch first."""
+    return sorted((p for p in folder.glob("ckpt-*.pt") if CKPT_PATTERN.match(p.name)), key=lambda p: p.name)
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Keep the newest ``keep`` epoch checkpoints (``last.pt`` is never removed)."""
+    if keep > 0:
+        for old in epoch_checkpoints(folder)[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def find_newest(root: str | Path) -> list[Path]:
+    """All checkpoints under ``root`` (``last.pt`` and ``ckpt-*.pt``), newest first by modification time."""
+    root = Path(root)
+    found = [p for p in root.rglob("*.pt") if p.name == "last.pt" or CKPT_PATTERN.match(p.name)] if root.is_dir() else []
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name == "last.pt"), reverse=True)

@@ -1,0 +1,134 @@
+"""Sampling a trained GAN into a samples file (docs/dataset-format.md, schema cxrgan-samples/1)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint as ckpt
+from .datasetfile import SAMPLES_SCHEMA, DatasetWriter
+from .errors import UserError
+from .fileio import atomic_output, sha256_file
+from .gantrain import CHECKPOINT_FORMAT, build_models, generate
+
+
+@dataclass
+class LoadedGenerator:
+    path: Path
+    generator: torch.nn.Module
+    model: dict  # the checkpoint's model description
+    weights: str  # "ema" or "generator"
+    recipe: str
+    epoch: int
+
+    @property
+    def classes_covered(self) -> list[int]:
+        return list(range(self.model["n_classes"])) if self.model["kind"] == "cgan" else [self.model["cls"]]
+
+
+def load_generator(path: str | Path, device="cpu") -> LoadedGenerator:
+    saved = ckpt.load(path)
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a cxrgan GAN checkpoint (train one with tools/train_dcgan.py)")
+    m = saved["model"]
+    G, _ = build_models(m["kind"], m["size"], m["latent"], m["base"], m["channels"], m["n_classes"])
+    weights = "ema" if saved.get("ema") is not None else "generator"
+    G.load_state_dict(saved[weights])
+    return LoadedGenerator(Path(path), G.to(device).eval(), m, weights, saved["config"]["recipe"], saved["epoch"])
+
+
+def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int], device) -> dict[int, LoadedGenerator]:
+    """Class index -> the generator that samples it: from --ckpt (comma-separated), or the newest checkpoints
+    under ``root`` (a conditional checkpoint covers every class; the seed recipe has one per class)."""
+    if ckpt_arg:
+        candidates = [Path(p) for p in str(ckpt_arg).split(",") if p]
+        for p in candidates:
+            if not p.is_file():
+                raise UserError(f"--ckpt {p}: no such file")
+    else:
+        candidates = ckpt.find_newest(root)
+        if not candidates:
+            raise UserError(f"no checkpoint found under {root}/ (searched for last.pt and ckpt-*.pt); train one with "
+                            "`make gan` or tools/train_dcgan.py --data FILE.h5, or pass --ckpt PATH")
+    chosen: dict[int, LoadedGenerator] = {}
+    seen_dirs = set()
+    for path in candidates:
+        if all(c in chosen for c in wanted):
+            break
+        if not ckpt_arg and path.parent in seen_dirs:  # the newest checkpoint of each run folder only
+            continue
+        seen_dirs.add(path.parent)
+        g = load_generator(path, device)
+        for c in g.classes_covered:
+            if c in wanted and c not in chosen:
+                chosen[c] = g
+    missing = [c for c in wanted if c not in chosen]
+    if missing:
+        where = f"--ckpt {ckpt_arg}" if ckpt_arg else f"{root}/"
+        raise UserError(f"no checkpoint in {where} generates class {missing[0]}; train it (--recipe seed --cls "
+                        f"{missing[0]}, or the improved recipe for all classes) or choose another --cls")
+    sizes = {(g.model["size"], tuple(g.model["classes"])) for g in chosen.values()}
+    if len(sizes) > 1:
+        raise UserError(f"the chosen checkpoints disagree on image size or classes ({sorted(sizes)}); pass --ckpt")
+    return chosen
+
+
+def latents(n: int, dim: int, seed: int, cls: int, truncation: float | None) -> torch.Tensor:
+    """Standard normal latents, deterministic per (seed, class); with ``truncation`` t, every entry beyond +-t is
+    redrawn (the truncation trick: fewer, more typical images)."""
+    gen = torch.Generator().manual_seed(seed * 1009 + cls)
+    z = torch.randn(n, dim, generator=gen)
+    if truncation is not None:
+        while (bad := z.abs() > truncation).any():
+            z[bad] = torch.randn(int(bad.sum()), generator=gen)
+    return z
+
+
+def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: int, device, batch: int = 256,
+                   truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
+                   on_batch=None) -> dict:
+    any_g = next(iter(gens.values()))
+    classes, size = any_g.model["classes"], any_g.model["size"]
+    wanted = sorted(gens)
+    with atomic_output(out) as tmp:
+        writer = DatasetWriter(tmp, size, classes, {"synthetic": n * len(wanted)}, with_patients=False,
+                               schema=SAMPLES_SCHEMA)
+        try:
+            for c in wanted:
+                g = gens[c]
+                z = latents(n, g.model["latent"], seed, c, truncation)
+                y = torch.full((n,), c, dtype=torch.long)
+                for i in range(0, n, batch):
+                    images = generate(g.generator, z[i:i + batch], y[i:i + batch] if g.model["kind"] == "cgan"
+                                      else None, device, batch)
+                    for k, image in enumerate(images):
+                        name = f"synthetic_{_slug(classes[c])}_{i + k:06d}.png"
+                        writer.add("synthetic", c, name, image=image)
+                        if png_dir:
+                            _write_png(Path(png_dir) / _slug(classes[c]) / name, image)
+                    if on_batch:
+                        on_batch(len(images))
+            checkpoints = sorted({str(g.path.resolve()) for g in gens.values()})
+            attrs = writer.close(
+                source="gan", seed=seed, n_per_class=n, truncation=truncation if truncation is not None else "none",
+                checkpoints=checkpoints, checkpoint_sha256=[sha256_file(p) for p in checkpoints],
+                recipe=sorted({g.recipe for g in gens.values()}), weights=sorted({g.weights for g in gens.values()}),
+                epochs=[gens[c].epoch for c in wanted], args=call_args or {})
+        except BaseException:
+            writer.abort()
+            raise
+    return attrs
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image, mode="L").save(path)
