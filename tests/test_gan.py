@@ -1,0 +1,183 @@
+"""GAN training and sampling on tiny phantoms (32x32, narrow networks, a few steps)."""
+
+import csv
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import cxrgan.gantrain as gantrain
+from cxrgan.datasetfile import SAMPLES_SCHEMA, read_info
+from cxrgan.errors import UserError
+from cxrgan.gantrain import GanConfig, train
+from cxrgan.phantoms import generate as make_phantoms
+from cxrgan.reader import H5ImageDataset
+from conftest import ROOT, run_tool
+
+TINY = dict(batch=8, base=8, grid=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ph32.h5"
+    make_phantoms(path, n=48, size=32, seed=0)
+    return path
+
+
+def _weights(path):
+    saved = torch.load(path, weights_only=True)
+    return saved
+
+
+@pytest.mark.parametrize("recipe,cls", [("seed", 1), ("improved", None)])
+def test_both_recipes_train_and_write_everything(phantoms, tmp_path, recipe, cls):
+    out = tmp_path / recipe
+    result = train(GanConfig(data=str(phantoms), out=str(out), recipe=recipe, cls=cls, epochs=2, **TINY))
+    assert result["epochs"] == 2 and result["trained"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["ckpt-000001.pt", "ckpt-000002.pt", "grid-000001.png", "grid-000002.png", "last.pt",
+                     "losses.csv", "losses.png"]
+    saved = _weights(out / "last.pt")
+    assert saved["epoch"] == 2 and saved["config"]["recipe"] == recipe and saved["dataset"]["size"] == 32
+    assert (saved["ema"] is not None) == (recipe == "improved")
+    assert saved["config"]["g_steps"] == (2 if recipe == "seed" else 1)
+    rows = list(csv.DictReader(open(out / "losses.csv")))
+    assert len(rows) == result["step"] and all(np.isfinite(float(r["loss_d"])) for r in rows)
+    n_train = saved["dataset"]["n_train"]
+    assert result["step"] == 2 * (n_train // 8)
+
+
+def test_keep_prunes_old_checkpoints(phantoms, tmp_path):
+    train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, epochs=3, keep=1, **TINY))
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["ckpt-000003.pt", "last.pt"]
+
+
+@pytest.mark.parametrize("recipe,cls", [("seed", 0), ("improved", None)])
+def test_resume_gives_identical_weights(phantoms, tmp_path, recipe, cls):
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    train(GanConfig(data=str(phantoms), out=str(straight), recipe=recipe, cls=cls, epochs=2, **TINY))
+    train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=1, **TINY))
+    train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=2, **TINY))
+    a, b = _weights(straight / "last.pt"), _weights(resumed / "last.pt")
+    for key in ("generator", "discriminator") + (("ema",) if recipe == "improved" else ()):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert a["opt_g"]["state"][0]["exp_avg"].equal(b["opt_g"]["state"][0]["exp_avg"])
+    rows = list(csv.DictReader(open(resumed / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, a["step"] + 1))
+
+
+def test_finished_run_is_a_no_op_and_incompatible_resume_is_refused(phantoms, tmp_path):
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, epochs=1, **TINY)
+    train(GanConfig(**cfg))
+    mtime = (tmp_path / "last.pt").stat().st_mtime_ns
+    assert not train(GanConfig(**cfg))["trained"] and (tmp_path / "last.pt").stat().st_mtime_ns == mtime
+    with pytest.raises(UserError, match="--cls 0"):
+        train(GanConfig(**{**cfg, "cls": 1, "epochs": 2}))
+    train(GanConfig(**{**cfg, "cls": 1, "resume": False}))  # starting over is allowed
+    assert _weights(tmp_path / "last.pt")["config"]["cls"] == 1
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(phantoms, tmp_path, monkeypatch):
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="improved", epochs=1, **TINY)
+    train(GanConfig(**cfg))
+    good = (tmp_path / "last.pt").read_bytes()
+    monkeypatch.setattr(gantrain, "d_loss", lambda kind, r, f: (r.mean() + f.mean()) * float("nan"))
+    with pytest.raises(UserError, match="non-finite loss at epoch 2"):
+        train(GanConfig(**{**cfg, "epochs": 2}))
+    assert (tmp_path / "last.pt").read_bytes() == good and not (tmp_path / "ckpt-000002.pt").exists()
+
+
+def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
+    args = [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms, "--out", tmp_path,
+            "--recipe", "seed", "--cls", "1", "--epochs", "6", "--batch", "8", "--base", "8", "--grid", "4",
+            "--device", "cpu"]
+    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "ckpt-000002.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run(list(map(str, args)), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    saved = _weights(tmp_path / "last.pt")
+    assert saved["epoch"] == 6
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "losses.csv"))]
+    assert steps == list(range(1, saved["step"] + 1))  # no duplicated or missing rows
+
+
+def test_three_channel_seed_model_samples_gray(phantoms, tmp_path):
+    train(GanConfig(data=str(phantoms), out=str(tmp_path / "g"), recipe="seed", cls=0, epochs=1, channels=3, **TINY))
+    r = run_tool("sample.py", "--n", "3", "--cls", "0", "--root", tmp_path / "g", "--out", tmp_path / "s.h5")
+    assert r.returncode == 0, r.stderr
+    assert H5ImageDataset(tmp_path / "s.h5", "synthetic")[0][0].shape == (1, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def trained(phantoms, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gan")
+    train(GanConfig(data=str(phantoms), out=str(root / "improved"), recipe="improved", epochs=1, **TINY))
+    return root
+
+
+def test_sample_writes_n_per_class_in_the_contract(trained, tmp_path):
+    out = tmp_path / "s.h5"
+    r = run_tool("sample.py", "--n", "7", "--root", trained, "--out", out, "--png", tmp_path / "png", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    info = read_info(out, (SAMPLES_SCHEMA,))
+    assert info.splits == ["synthetic"] and info.counts == {"synthetic": {"No Finding": 7, "Infiltration": 7}}
+    assert info.attrs["weights"] == ["ema"] and len(info.attrs["checkpoint_sha256"][0]) == 64
+    with h5py.File(out) as f:
+        g = f["synthetic"]
+        assert "patient_ids" not in g and g["images"].shape == (14, 32, 32) and g["labels"][:].tolist() == [0] * 7 + [1] * 7
+        first = g["images"][:]
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 14
+    r = run_tool("sample.py", "--n", "7", "--root", trained, "--out", tmp_path / "t.h5", "--seed", "3")
+    with h5py.File(tmp_path / "t.h5") as f:
+        assert np.array_equal(f["synthetic/images"][:], first)  # same seed, same images
+
+
+def test_sample_errors(trained, tmp_path):
+    r = run_tool("sample.py", "--n", "0", "--root", trained, "--out", tmp_path / "x.h5")
+    assert r.returncode == 2 and "--n" in r.stderr
+    r = run_tool("sample.py", "--root", tmp_path / "empty", "--out", tmp_path / "x.h5")
+    assert r.returncode == 2 and "no checkpoint found under" in r.stderr and "train" in r.stderr
+    r = run_tool("sample.py", "--cls", "5", "--root", trained, "--out", tmp_path / "x.h5")
+    assert r.returncode == 2 and "class 5" in r.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/cxrgan-pwned",))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "last.pt"
+    torch.save({"format": "cxrgan-gan/1", "evil": Payload()}, bad)
+    r = run_tool("sample.py", "--ckpt", bad, "--out", tmp_path / "x.h5")
+    assert r.returncode == 2 and "refusing to load" in r.stderr
+    assert not os.path.exists("/tmp/cxrgan-pwned")
+
+
+def test_seed_recipe_needs_a_class(phantoms, tmp_path):
+    r = run_tool("train_dcgan.py", "--data", phantoms, "--out", tmp_path, "--recipe", "seed")
+    assert r.returncode == 2 and "--cls" in r.stderr
+
+
+def test_two_process_gloo_ddp(phantoms, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                        str(ROOT / "tools/train_dcgan.py"), "--data", str(phantoms), "--out", str(tmp_path),
+                        "--epochs", "2", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = _weights(tmp_path / "last.pt")
+    assert saved["world"] == 2 and saved["epoch"] == 2 and len(saved["rng"]) == 2
+    assert saved["step"] == 2 * ((saved["dataset"]["n_train"] // 2) // 4)
