@@ -10,12 +10,30 @@ SIZE ?= 64
 SEED ?= 0
 N_PHANTOMS ?= 400
 NIH_DIR ?= data/nih
+RECIPE ?= improved
+EPOCHS ?= 20
+N_SYNTH ?= 500
+DEVICE ?= auto
+NPROC ?= 1
+GAN_DIR := outputs/gan
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
 ifeq ($(DATA),nih)
 DATASET := data/nih-$(SIZE).h5
 else
 DATASET := data/phantom-$(SIZE).h5
 endif
+
+ifeq ($(RECIPE),seed)
+GAN_RUNS := $(GAN_DIR)/seed-c0 $(GAN_DIR)/seed-c1
+else
+GAN_RUNS := $(GAN_DIR)/improved
+endif
+# torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch)
+TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
+TRAIN_ARGS = --data $(DATASET) --out $(@D) --epochs $(EPOCHS) --seed $(SEED) --device $(DEVICE)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data all test bench clean gan samples classify metrics report
@@ -39,8 +57,23 @@ data/phantom-$(SIZE).h5: | $(STAMP)
 data/nih-$(SIZE).h5: | $(STAMP)
 	$(PY) tools/make_hdf5.py --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
 
-gan samples classify metrics report: | $(STAMP)
-	@echo "make $@: not yet built (GAN training, sampling and evaluation land in later releases)"
+gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=improved: one conditional model; RECIPE=seed: one DCGAN per class)
+
+# summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
+$(GAN_DIR)/improved/summary.json: $(DATASET) | $(STAMP)
+	$(TRAIN) $(TRAIN_ARGS) --recipe improved
+
+$(GAN_DIR)/seed-c%/summary.json: $(DATASET) | $(STAMP)
+	$(TRAIN) $(TRAIN_ARGS) --recipe seed --cls $*
+
+samples: outputs/synthetic.h5  ## sample N_SYNTH images per class from the trained GAN(s)
+
+outputs/synthetic.h5: $(addsuffix /summary.json,$(GAN_RUNS))
+	$(PY) tools/sample.py --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
+		--ckpt $(subst $(space),$(comma),$(addsuffix /last.pt,$(GAN_RUNS)))
+
+classify metrics report: | $(STAMP)
+	@echo "make $@: not yet built (the classifier, metrics and report land in a later release)"
 
 all: data gan samples classify metrics report  ## the whole pipeline on the default data
 

@@ -43,7 +43,7 @@ def test_both_recipes_train_and_write_everything(phantoms, tmp_path, recipe, cls
     assert result["epochs"] == 2 and result["trained"]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["ckpt-000001.pt", "ckpt-000002.pt", "grid-000001.png", "grid-000002.png", "last.pt",
-                     "losses.csv", "losses.png"]
+                     "losses.csv", "losses.png", "summary.json"]
     saved = _weights(out / "last.pt")
     assert saved["epoch"] == 2 and saved["config"]["recipe"] == recipe and saved["dataset"]["size"] == 32
     assert (saved["ema"] is not None) == (recipe == "improved")

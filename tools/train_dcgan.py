@@ -34,8 +34,8 @@ def train_dcgan(data: str, out: str = "outputs/gan", recipe: str = "improved", c
         channels: 1 (gray, default) or 3 (gray replicated to RGB, as in the study).
         latent: latent dimension (default 100).
         base: base filter count of both networks (default 64).
-        lr_g: generator learning rate (seed 2e-4, improved 2e-4).
-        lr_d: discriminator learning rate (seed 1e-4, improved 2e-4).
+        lr_g: generator learning rate (seed 2e-4, improved 4e-4).
+        lr_d: discriminator learning rate (seed 1e-4, improved 4e-4).
         beta1: Adam beta1 (seed 0.5, improved 0.0).
         beta2: Adam beta2 (seed 0.999, improved 0.99).
         g_steps: generator steps per discriminator step (seed 2, improved 1).

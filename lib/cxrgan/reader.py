@@ -16,7 +16,7 @@ from .errors import UserError
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W) -> float32 (..., 1, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(-3).float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(-3).float().mul_(1 / 127.5).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -65,15 +65,15 @@ class H5ImageDataset(Dataset):
         return state
 
     def read_uint8(self, indices) -> np.ndarray:
-        """Raw uint8 images (n, H, W) for any indices, in the order given; one HDF5 read for the batch."""
+        """Raw uint8 images (n, H, W) for any indices, in the order given."""
         idx = np.asarray(indices, dtype=np.int64)
         if self.images is not None:
             return self.images[idx]
-        order = np.argsort(idx, kind="stable")
-        uniq, inverse = np.unique(idx[order], return_inverse=True)
-        block = self._images_ds()[uniq] if len(uniq) else np.empty((0, self.size, self.size), np.uint8)
+        ds = self._images_ds()
         out = np.empty((len(idx), self.size, self.size), dtype=np.uint8)
-        out[order] = block[inverse]
+        # one chunk read per image, in file order: h5py's fancy indexing (ds[list]) is ~8x slower for this layout
+        for k in np.argsort(idx, kind="stable"):
+            ds.read_direct(out, np.s_[idx[k]], np.s_[k])
         return out
 
     def __getitem__(self, i: int):
