@@ -1,4 +1,4 @@
-from cxrgan.parallel import ordered_map
+from cxrgan.parallel import ordered_map, worker_pool
 
 
 def _square(x):
@@ -14,11 +14,13 @@ def test_order_is_kept_and_memory_is_bounded():
             yield i
 
     out = []
-    for y in ordered_map(_square, items(), workers=2, window=6):
-        out.append(y)
-        assert len(pulled) - len(out) <= 6  # never more than `window` items in flight
+    with worker_pool(2) as pool:
+        for y in ordered_map(_square, items(), pool, window=6):
+            out.append(y)
+            assert len(pulled) - len(out) <= 6  # never more than `window` items in flight
     assert out == [i * i for i in range(200)]
 
 
 def test_in_process_when_one_worker():
-    assert list(ordered_map(_square, range(5), workers=1)) == [0, 1, 4, 9, 16]
+    with worker_pool(1) as pool:
+        assert pool is None and list(ordered_map(_square, range(5), pool)) == [0, 1, 4, 9, 16]

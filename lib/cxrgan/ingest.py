@@ -23,7 +23,7 @@ from .datasetfile import DEFAULT_CLASSES, SPLITS, DatasetWriter, compress_image,
 from .errors import UserError
 from .fileio import atomic_output, check_output_path, sha256_file, write_json_atomic
 from .imaging import FITS, DecodeError, decode
-from .parallel import ordered_map
+from .parallel import ordered_map, worker_pool
 from .sources import class_folders, scan, stream_archive
 
 
@@ -235,12 +235,13 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None) -> dict:
     extra = ("findings", "view_position") if cat.kind == "nih-csv" else ()
     decode_fn = functools.partial(_decode_task, size=cfg.size, fit=cfg.fit)
     t0 = time.perf_counter()
-    with atomic_output(cfg.out) as tmp:
+    with worker_pool(cfg.workers) as pool, atomic_output(cfg.out) as tmp:  # workers fork before the file opens
         writer = DatasetWriter(tmp, cfg.size, cat.classes, capacity, with_patients=True, extra_text=extra)
         try:
             with progress() as bar:
                 task = bar.add_task("decode + write", total=len(chosen), rate="")
-                for done, (row, payload, err) in enumerate(ordered_map(decode_fn, tasks(), cfg.workers), 1):
+                results = ordered_map(decode_fn, tasks(), pool, window=4 * cfg.workers)
+                for done, (row, payload, err) in enumerate(results, 1):
                     r = chosen.iloc[row]
                     if err:
                         report["skipped"].append({"name": r["name"], "source": r["path"] or "archive", "reason": err})

@@ -1,30 +1,43 @@
-"""An order-preserving parallel map over worker processes that holds at most ``window`` items in flight,
+"""Worker processes for decoding: an order-preserving parallel map that holds at most ``window`` items in flight,
 so a long stream (e.g. images read out of a 4 GB archive) never piles up in memory."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
 
 
-def ordered_map(fn: Callable, items: Iterable, workers: int, window: int | None = None) -> Iterator:
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[Executor | None]:
+    """A pool of ``workers`` forked processes (None for 0 or 1: work in this process).
+
+    Every worker is forked when the pool opens, so open it before opening any HDF5 file: a forked child must not
+    inherit a writable HDF5 handle. Forking (not spawning) means no interpreter start-up or imports per worker.
+    """
     if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pool.submit(int).result()  # with "fork", the first submit starts every worker
+        yield pool
+
+
+def ordered_map(fn: Callable, items: Iterable, pool: Executor | None, window: int = 8) -> Iterator:
+    """``map(fn, items)`` on the pool, results in input order, at most ``window`` items submitted ahead."""
+    if pool is None:
         yield from map(fn, items)
         return
-    window = window or 4 * workers
-    # "spawn": workers start clean, never inheriting open HDF5 handles from the parent.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: deque = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
                 yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()

@@ -1,0 +1,89 @@
+"""The arithmetic of image-set metrics on feature vectors: FID, KID, Inception Score, precision/recall.
+
+Conventions follow the reference implementations so numbers are comparable: FID as in pytorch-fid / torch-fidelity
+(float64 moments, scipy sqrtm with an eps fallback); KID as torch-fidelity (unbiased MMD^2, cubic polynomial
+kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets); IS with 10 splits; precision/recall as
+Kynkaanniemi et al. 2019 (k-nearest-neighbour balls, k = 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import linalg
+
+
+def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(features, dtype=np.float64)
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():  # singular product: nudge both diagonals
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the FID square root")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid(real: np.ndarray, fake: np.ndarray) -> float:
+    return frechet_distance(*moments(real), *moments(fake))
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
+        coef0: float = 1.0, seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance: mean and std over ``subsets`` random subsets of the unbiased MMD^2."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    m = min(subset_size, len(real), len(fake))
+    if m < 2:
+        raise ValueError("KID needs at least 2 images per side")
+    rng = np.random.RandomState(seed)
+    d = real.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = fake[rng.choice(len(fake), m, replace=False)]
+        y = real[rng.choice(len(real), m, replace=False)]
+        k_xx = (x @ x.T / d + coef0) ** degree
+        k_yy = (y @ y.T / d + coef0) ** degree
+        k_xy = (x @ y.T / d + coef0) ** degree
+        values.append((k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+                      - 2 * k_xy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) per split of the images (in order); mean and std over the splits."""
+    p = np.asarray(probs, dtype=np.float64)
+    scores = []
+    for part in np.array_split(p, splits):
+        py = part.mean(axis=0, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl = np.where(part > 0, part * (np.log(part) - np.log(py)), 0.0).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def _kth_neighbour_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    d = torch.cdist(x, x)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Precision: share of generated samples inside the real manifold (the union of each real sample's ball to its
+    k-th nearest real neighbour); recall: share of real samples inside the generated manifold."""
+    r, f = torch.from_numpy(np.asarray(real, np.float64)), torch.from_numpy(np.asarray(fake, np.float64))
+    if len(r) <= k or len(f) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} images per side")
+    r_radius, f_radius = _kth_neighbour_radius(r, k), _kth_neighbour_radius(f, k)
+    d = torch.cdist(f, r)  # (n_fake, n_real)
+    precision = (d <= r_radius[None, :]).any(dim=1).double().mean()
+    recall = (d.T <= f_radius[None, :]).any(dim=1).double().mean()
+    return float(precision), float(recall)
