@@ -19,15 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 FULLRES = ROOT.parent / "shared" / "data" / "nih-fullres"  # 18 real 1024x1024 8-bit NIH radiographs
 console = Console()
-LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews every rate; recorded with the results
 
 _HEADER = """# Benchmarks
 
 Speed and size measurements of the data layer, written by the scripts in `bench/` (`make bench` runs them all).
 Each section is replaced when its script runs again; the command, machine and date under each table say
-where its numbers come from. Rates are images per second from the best (shortest) of repeated runs: the machine these were measured on is
-small and shared, and the best run is the one least disturbed by other work (the load average at the start of
-each script is recorded with its results).
+where its numbers come from. Rates are images per second from the best (shortest) of repeated runs: the
+machine these were measured on is small and shared, and the best run is the one least disturbed by other work
+(how much other work shared the CPUs during each script is recorded with its results).
 """
 
 
@@ -63,6 +62,33 @@ def show_table(title: str, headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy CPU-seconds of the whole machine, of this process and its waited-for children) so far (Linux)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    machine_busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    t = os.times()
+    return machine_busy, t.user + t.system + t.children_user + t.children_system
+
+
+_start: tuple[float, float, float] | None = None
+
+
+def record_start() -> None:
+    """Call first in a script's main, so the results can say how much other work shared the CPUs.
+    (Not at import: spawned worker processes import the script too.)"""
+    global _start
+    _start = (time.monotonic(), *_cpu_seconds())
+
+
+def other_load() -> str:
+    """The share of all CPUs busy with work other than this script since ``record_start``."""
+    if _start is None or not Path("/proc/stat").exists():
+        return "not measured"
+    wall, machine_busy, own = time.monotonic() - _start[0], *_cpu_seconds()
+    other = (machine_busy - _start[1]) - (own - _start[2])
+    return f"{max(0.0, 100 * other / (wall * os.cpu_count())):.0f}% of the CPUs"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -78,7 +104,7 @@ def machine() -> str:
     libs = ", ".join(f"{name} {version(dist)}" for name, dist in
                      (("torch", "torch"), ("h5py", "h5py"), ("pillow", "pillow"), ("numpy", "numpy")))
     return (f"{cpu_model()}, {cores} cores usable ({os.cpu_count()} online); Python {platform.python_version()}, "
-            f"{libs}; 1-minute load average at start {LOAD_AT_START:.2f}")
+            f"{libs}; other work on the machine during the run: {other_load()}")
 
 
 def command() -> str:

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from _common import ROOT, fullres_pngs, best_time, show_table, write_section
+from _common import ROOT, best_time, fullres_pngs, record_start, show_table, write_section
 from cxrgan import cli
 from cxrgan.ingest import IngestConfig, build_dataset
 
@@ -59,6 +59,7 @@ def main(sizes=(200, 600), size: int = 256, repeat: int = 3, src: str = None, ou
         src: folder of full-resolution PNGs (default ../shared/data/nih-fullres).
         out: the markdown file whose 'ingest' section is replaced (default docs/benchmarks.md); "" to only print.
     """
+    record_start()
     sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     sources = fullres_pngs(src)
     startup = best_time(lambda: subprocess.run([sys.executable, "-c", "import cxrgan.ingest"], check=True), repeat)
@@ -111,7 +112,8 @@ cache after the first run). Each configuration: the best of {repeat} runs.
   cxrgan.ingest"` alone takes {startup:.2f} s here), cataloguing, the worker pool's start, decoding,
   compression, the HDF5 write and the JSON report. `--nobalance` keeps every file, so every configuration
   processes the same images.
-- *build_dataset*: the same call made in this process (no interpreter start-up or import cost in the parent).
+- *build_dataset*: the same call made in this process (no interpreter start-up or import cost in the parent;
+  the worker processes still start, and import this script as spawn requires).
 
 {table}
 

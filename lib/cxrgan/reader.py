@@ -83,7 +83,7 @@ class H5ImageDataset(Dataset):
         return x, int(self.labels[i])
 
     def __getitems__(self, indices):
-        """Batched fetch used by DataLoader: one read for the whole batch."""
+        """Batched fetch used by DataLoader (one call per batch instead of one per image)."""
         xs = to_tensor(self.read_uint8(indices))
         return [(self.transform(x) if self.transform else x, int(self.labels[i])) for x, i in zip(xs, indices)]
 
