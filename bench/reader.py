@@ -37,9 +37,11 @@ class PngFolder(Dataset):
             return to_tensor(np.array(im.convert("L"))), int(self.labels[i])
 
 
-def loader_rate(dataset, workers: int, epochs: int) -> tuple[float, float]:
-    """(img/s over ``epochs`` timed epochs after a warm-up epoch, seconds of the warm-up epoch)."""
-    loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+def loader_rate(dataset, workers: int, epochs: int, batched: bool = False) -> tuple[float, float]:
+    """(img/s over ``epochs`` timed epochs after a warm-up epoch, seconds of the warm-up epoch). ``batched``: the
+    reader's ``batch_loader`` (each batch fetched as one tensor) instead of a standard DataLoader."""
+    loader = dataset.batch_loader(32, num_workers=workers) if batched else DataLoader(
+        dataset, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
 
     def epoch():
         for x, _ in loader:
@@ -84,8 +86,8 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
             writer.add("train", int(labels[i]), f"{i + 1:08d}_000.png", img, patient_id=i + 1)
         writer.close()
 
-        def add(name, dataset, workers):
-            results.append((name, workers, *loader_rate(dataset, workers, epochs)))
+        def add(name, dataset, workers, batched=False):
+            results.append((name, workers, *loader_rate(dataset, workers, epochs, batched)))
 
         add("PNG folder (PIL per item)", PngFolder(pngs, labels), 0)
         add("PNG folder (PIL per item)", PngFolder(pngs, labels), 2)
@@ -96,6 +98,8 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
         load = time.perf_counter() - t0
         add("H5ImageDataset in_memory=True", in_memory, 0)
         add("H5ImageDataset in_memory=True", in_memory, 2)  # forked workers share the in-memory copy
+        add("H5ImageDataset in_memory=True, batch_loader", in_memory, 0, batched=True)
+        add("H5ImageDataset streaming, batch_loader", H5ImageDataset(h5, "train"), 2, batched=True)
         batches = [np.sort(b) for b in np.array_split(np.random.default_rng(0).permutation(n), n // 32)]
         fancy, single = h5_batch_reads(H5ImageDataset(h5, "train"), batches)
 
@@ -121,7 +125,8 @@ HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 te
 workers (several threads per process on a small, shared machine make every tensor op wait on a descheduled
 thread, and then measure that rather than the loaders). Rates: the best of {epochs} timed epochs after one warm-up epoch
 (whose time, including worker start-up, is shown separately). The PNG dataset decodes each item with PIL; the
-HDF5 dataset serves each batch with one `__getitems__` call (`read_uint8`), streaming from the file or from a
+HDF5 dataset serves each batch with one `__getitems__` call (`read_uint8`) through a standard DataLoader, or,
+with `batch_loader`, as one ready tensor per batch (no per-image collation), streaming from the file or from a
 uint8 copy of the split loaded into memory at construction (a one-time load of {load:.2f} s,
 {n / load:,.0f} img/s, not in the rates).
 

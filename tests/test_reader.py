@@ -86,3 +86,20 @@ def test_missing_split(small_file):
 def test_parse_ref():
     assert parse_ref("data/x.h5:test", "train") == ("data/x.h5", "test")
     assert parse_ref("data/x.h5", "train") == ("data/x.h5", "train")
+
+
+def test_batch_loader_yields_whole_batches(small_file):
+    path, images = small_file
+    ds = H5ImageDataset(path, "train", in_memory=True)
+    batches = list(ds.batch_loader(8, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert [len(b[1]) for b in batches] == [8, 8, 8, 6]
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    assert x.shape == (30, 1, 16, 16) and y.dtype == torch.int64
+    order = [int(v) for v in y]  # every image once, labels matching their images
+    got = to_uint8(x)
+    for img, label in zip(got, order):
+        k = next(i for i in range(30) if np.array_equal(images[i], img))
+        assert label == k % 2
+    streamed = list(H5ImageDataset(path, "train").batch_loader(30, shuffle=False, num_workers=2))
+    assert np.array_equal(to_uint8(streamed[0][0]), images[:30])

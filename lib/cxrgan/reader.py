@@ -8,7 +8,7 @@ from typing import Callable
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from .datasetfile import SAMPLES_SCHEMA, SCHEMA, open_h5, read_info
 from .errors import UserError
@@ -76,16 +76,28 @@ class H5ImageDataset(Dataset):
             ds.read_direct(out, np.s_[idx[k]], np.s_[k])
         return out
 
-    def __getitem__(self, i: int):
-        x = to_tensor(self.read_uint8([i])[0])
+    def __getitem__(self, i):
+        """``ds[i]`` -> (float (1, H, W), int label); ``ds[list_of_indices]`` -> a whole batch
+        (float (n, 1, H, W), int64 (n,)), which is what ``batch_loader`` asks for."""
+        if isinstance(i, (int, np.integer)):
+            x = to_tensor(self.read_uint8([i])[0])
+            return (self.transform(x) if self.transform else x), int(self.labels[i])
+        xs = to_tensor(self.read_uint8(i))
         if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.labels[i])
+            xs = torch.stack([self.transform(x) for x in xs])
+        return xs, torch.from_numpy(self.labels[np.asarray(i, dtype=np.int64)])
 
     def __getitems__(self, indices):
-        """Batched fetch used by DataLoader (one call per batch instead of one per image)."""
+        """Batched fetch used by a standard DataLoader (one call per batch instead of one per image)."""
         xs = to_tensor(self.read_uint8(indices))
         return [(self.transform(x) if self.transform else x, int(self.labels[i])) for x, i in zip(xs, indices)]
+
+    def batch_loader(self, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None,
+                     num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+        """A DataLoader that fetches each batch as one tensor (no per-image collation): the fast path."""
+        order = RandomSampler(self, generator=generator) if shuffle else SequentialSampler(self)
+        return DataLoader(self, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last),
+                          num_workers=num_workers, persistent_workers=num_workers > 0)
 
     def close(self) -> None:
         if self._file is not None:
