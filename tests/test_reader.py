@@ -103,3 +103,21 @@ def test_batch_loader_yields_whole_batches(small_file):
         assert label == k % 2
     streamed = list(H5ImageDataset(path, "train").batch_loader(30, shuffle=False, num_workers=2))
     assert np.array_equal(to_uint8(streamed[0][0]), images[:30])
+
+
+def test_add_batch_equals_add_one_by_one(tmp_path):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (9, 16, 16), dtype=np.uint8)
+    hashes = []
+    for name, batched in (("a.h5", False), ("b.h5", True)):
+        w = DatasetWriter(tmp_path / name, 16, ["x", "y"], {"synthetic": 4}, with_patients=False)
+        if batched:
+            w.add_batch("synthetic", [0] * 5, [f"s{i}" for i in range(5)], images[:5])
+            w.add_batch("synthetic", [1] * 4, [f"s{i}" for i in range(5, 9)], images[5:])
+        else:
+            for i, im in enumerate(images):
+                w.add("synthetic", int(i >= 5), f"s{i}", image=im)
+        hashes.append(w.close()["content_sha256"])
+        with h5py.File(tmp_path / name) as f:
+            assert np.array_equal(f["synthetic/images"][:], images) and f["synthetic/labels"][:].tolist() == [0] * 5 + [1] * 4
+    assert hashes[0] == hashes[1]

@@ -88,6 +88,25 @@ class DatasetWriter:
             meta[k].append(str(extra.get(k, "")))
         self._content_hash.update(f"{split}\0{name}\0{int(label)}\0".encode() + digest)
 
+    def add_batch(self, split: str, labels, names, images: np.ndarray) -> None:
+        """Append uint8 images (n, H, W) in one write: HDF5 compresses the chunks in C, no per-image Python work
+        beyond the content hash (no patient ids or extra fields: for generated images)."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if images.ndim != 3 or images.shape[1:] != (self.size, self.size):
+            raise ValueError(f"images must be uint8 (n, {self.size}, {self.size}), got {images.shape}")
+        i, n = self._n[split], len(images)
+        ds = self._file[split]["images"]
+        if i + n > ds.shape[0]:
+            ds.resize(i + n, axis=0)
+        ds[i:i + n] = images
+        self._n[split] = i + n
+        meta = self._meta[split]
+        for label, name, image in zip(labels, names, images):
+            meta["labels"].append(int(label))
+            meta["names"].append(str(name))
+            meta["patient_ids"].append(-1)
+            self._content_hash.update(f"{split}\0{name}\0{int(label)}\0".encode() + image_digest(image))
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Images written so far, per split and class name."""
         out = {}

@@ -106,10 +106,10 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
                 for i in range(0, n, batch):
                     images = generate(g.generator, z[i:i + batch], y[i:i + batch] if g.model["kind"] == "cgan"
                                       else None, device, batch)
-                    for k, image in enumerate(images):
-                        name = f"synthetic_{_slug(classes[c])}_{i + k:06d}.png"
-                        writer.add("synthetic", c, name, image=image)
-                        if png_dir:
+                    names = [f"synthetic_{_slug(classes[c])}_{i + k:06d}.png" for k in range(len(images))]
+                    writer.add_batch("synthetic", [c] * len(images), names, images)
+                    if png_dir:
+                        for name, image in zip(names, images):
                             _write_png(Path(png_dir) / _slug(classes[c]) / name, image)
                     if on_batch:
                         on_batch(len(images))
