@@ -1,0 +1,75 @@
+"""Classifier statistics against brute-force and textbook references."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cxrgan.stats import auroc, binary_metrics, bootstrap_ci, mcnemar, over_seeds, paired_bootstrap_auroc
+
+
+def _brute_auroc(y, s):
+    pairs = [(p, n) for p, n in itertools.product(np.flatnonzero(y), np.flatnonzero(~y))]
+    return np.mean([1.0 if s[p] > s[n] else 0.5 if s[p] == s[n] else 0.0 for p, n in pairs])
+
+
+def test_auroc_equals_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.random(60) < 0.4
+    s = np.round(rng.random(60) + 0.3 * y, 1)  # rounding makes ties
+    assert auroc(y, s) == pytest.approx(_brute_auroc(y, s), abs=1e-12)
+    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0 and auroc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert auroc([0, 1], [0.5, 0.5]) == 0.5
+
+
+def test_binary_metrics():
+    m = binary_metrics([1, 1, 1, 0, 0], [0.9, 0.6, 0.2, 0.1, 0.7])
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == 0.5
+    assert m["accuracy"] == 0.6 and m["balanced_accuracy"] == pytest.approx((2 / 3 + 0.5) / 2)
+
+
+def test_bootstrap_ci_contains_the_estimate_narrows_with_n_and_is_reproducible():
+    rng = np.random.default_rng(1)
+
+    def data(n):
+        y = np.arange(n) % 2 == 1
+        return y, rng.random(n) * 0.8 + 0.4 * y
+
+    y, s = data(100)
+    ci = bootstrap_ci(y, s, n_boot=500, seed=3)
+    point = binary_metrics(y, s)
+    for k, (lo, hi) in ci.items():
+        assert lo <= point[k] <= hi
+    assert ci == bootstrap_ci(y, s, n_boot=500, seed=3)
+    y2, s2 = data(2000)
+    wide, narrow = ci["auroc"], bootstrap_ci(y2, s2, n_boot=500, seed=3)["auroc"]
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2
+
+
+def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(2)
+    y = np.arange(400) % 2 == 1
+    a = rng.random(400) + 0.2 * y
+    b = rng.random(400) + 1.0 * y
+    same = paired_bootstrap_auroc(y, a, a, n_boot=300)
+    assert same["delta_auroc"] == 0 and same["p_value"] == 1.0
+    diff = paired_bootstrap_auroc(y, a, b, n_boot=300)
+    assert diff["delta_auroc"] > 0.2 and diff["ci95"][0] > 0 and diff["p_value"] < 0.01
+
+
+def test_mcnemar_exact_matches_the_binomial():
+    y = np.ones(30, bool)
+    pred_a = np.array([1] * 18 + [0] * 12, bool)  # a right on 18
+    pred_b = np.array([1] * 6 + [0] * 12 + [1] * 2 + [0] * 10, bool)  # b right on 6 of those and 2 others
+    r = mcnemar(y, pred_a, pred_b)
+    assert (r["only_a_correct"], r["only_b_correct"]) == (12, 2)
+    from scipy.stats import binom
+    assert r["p_value"] == pytest.approx(2 * binom.cdf(2, 14, 0.5))
+    assert mcnemar(y, pred_a, pred_a)["p_value"] == 1.0
+
+
+def test_over_seeds_t_interval():
+    r = over_seeds([0.70, 0.72, 0.74])
+    assert r["mean"] == pytest.approx(0.72) and r["sd"] == pytest.approx(0.02)
+    half = 4.302652729911275 * 0.02 / np.sqrt(3)  # t(0.975, 2)
+    assert r["ci95"] == (pytest.approx(0.72 - half), pytest.approx(0.72 + half))
