@@ -34,15 +34,17 @@ def binary_metrics(y_true, score, threshold: float = 0.5) -> dict[str, float]:
 def bootstrap_ci(y_true, score, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                  threshold: float = 0.5) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap CI of every metric, resampling test images with replacement within each class
-    (so every resample has both classes)."""
-    y, s = np.asarray(y_true).astype(bool), np.asarray(score, dtype=np.float64)
+    (so every resample has both classes). ``score`` may be (runs, n): the CI is then of the metric's mean over
+    the runs (e.g. training seeds evaluated on the same test images)."""
+    y, s = np.asarray(y_true).astype(bool), np.atleast_2d(np.asarray(score, dtype=np.float64))
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
     draws = {k: [] for k in METRICS}
     for _ in range(n_boot):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        for k, v in binary_metrics(y[idx], s[idx], threshold).items():
-            draws[k].append(v)
+        per_run = [binary_metrics(y[idx], run[idx], threshold) for run in s]  # several seeds: their mean
+        for k in METRICS:
+            draws[k].append(np.mean([m[k] for m in per_run]))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in draws.items()}
 

@@ -1,0 +1,249 @@
+"""train_resnet's protocol: ResNet-18 on real images (optionally plus synthetic ones), selected and stopped early on
+the real validation split only, evaluated on real test images, repeated over seeds, with confidence intervals.
+
+Synthetic images only ever enter training: validation and test sets are real, and this is asserted by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import classifier, stats
+from .datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
+from .errors import UserError
+from .fileio import atomic_output, write_json_atomic
+from .gantrain import setup_runtime
+from .reader import H5ImageDataset
+
+
+@dataclass
+class ClfConfig:
+    data: str
+    out: str = "outputs/classify/real"
+    synthetic: str | None = None
+    synthetic_only: bool = False
+    synthetic_ratio: float | None = None  # synthetic images per real training image, per class (default 1)
+    synthetic_per_class: int | None = None
+    real_fraction: float = 1.0
+    test: str | None = None
+    epochs: int = 20
+    seeds: int = 1
+    seed: int = 0
+    size: int = 224
+    batch: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    patience: int = 5
+    augment: bool = True
+    pretrained: bool = False
+    weights: str | None = None
+    baseline: str | None = None
+    n_boot: int = 1000
+    device: str = "auto"
+
+    def validate(self) -> "ClfConfig":
+        for name in ("epochs", "seeds", "size", "batch", "patience", "n_boot"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
+        if not isinstance(self.real_fraction, (int, float)) or not 0 < self.real_fraction <= 1:
+            raise UserError(f"--real-fraction must be in (0, 1], got {self.real_fraction!r}")
+        if self.synthetic_only and not self.synthetic:
+            raise UserError("--synthetic-only needs --synthetic FILE.h5 (train on synthetic, test on real)")
+        if self.synthetic_ratio is not None and self.synthetic_per_class is not None:
+            raise UserError("give --synthetic-ratio or --synthetic-per-class, not both")
+        if self.synthetic_ratio is not None and (not isinstance(self.synthetic_ratio, (int, float))
+                                                 or self.synthetic_ratio <= 0):
+            raise UserError(f"--synthetic-ratio must be a positive number, got {self.synthetic_ratio!r}")
+        return self
+
+
+def _patient_subset(ds: H5ImageDataset, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a seeded, patient-level ``fraction`` of a split (at least one patient per class)."""
+    if fraction >= 1:
+        return np.arange(len(ds))
+    patients = ds.patient_ids if ds.patient_ids is not None else np.arange(len(ds))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(ds.labels):  # per class, so both classes keep their share
+        pats = np.unique(patients[ds.labels == c])
+        chosen = rng.choice(pats, max(1, round(fraction * len(pats))), replace=False)
+        keep.append(np.flatnonzero((ds.labels == c) & np.isin(patients, chosen)))
+    return np.sort(np.concatenate(keep))
+
+
+def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: ClfConfig, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 7919)
+    keep = []
+    for c, n_real in real_counts.items():
+        avail = np.flatnonzero(syn.labels == c)
+        want = cfg.synthetic_per_class if cfg.synthetic_per_class is not None else \
+            round((cfg.synthetic_ratio if cfg.synthetic_ratio is not None else 1.0) * n_real)
+        if cfg.synthetic_only and cfg.synthetic_per_class is None and cfg.synthetic_ratio is None:
+            want = len(avail)
+        if want > len(avail):
+            raise UserError(f"{cfg.synthetic} has {len(avail)} images of class {c}, {want} wanted; sample more "
+                            "(tools/sample.py --n) or lower --synthetic-ratio/--synthetic-per-class")
+        keep.append(rng.choice(avail, want, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def _batches(n: int, batch: int, gen: torch.Generator):
+    perm = torch.randperm(n, generator=gen)
+    return [perm[i:i + batch] for i in range(0, n, batch)]
+
+
+@torch.no_grad()
+def predict(model, images: np.ndarray, size: int, device, batch: int = 128) -> np.ndarray:
+    """Probability of class 1 for uint8 images (n, H, W)."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch]).to(device).unsqueeze(1).float().div_(127.5).sub_(1)
+        out.append(F.softmax(model(classifier.resize(x, size)).float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def train_one(cfg: ClfConfig, k: int, data: dict, device) -> dict:
+    seed = cfg.seed + k
+    torch.manual_seed(seed)
+    train_ds, val_ds, syn = data["train"], data["val"], data["synthetic"]
+    images, labels, names = [], [], []
+    if not cfg.synthetic_only:
+        idx = _patient_subset(train_ds, cfg.real_fraction, seed)
+        images.append(train_ds.images[idx]), labels.append(train_ds.labels[idx])
+        names += [train_ds.names[i] for i in idx]
+        real_counts = {c: int((train_ds.labels[idx] == c).sum()) for c in range(len(train_ds.classes))}
+    else:
+        real_counts = {c: int((train_ds.labels == c).sum()) for c in range(len(train_ds.classes))}
+    n_synthetic = 0
+    if syn is not None:
+        sidx = _synthetic_subset(syn, real_counts, cfg, seed)
+        images.append(syn.images[sidx]), labels.append(syn.labels[sidx])
+        names += [syn.names[i] for i in sidx]
+        n_synthetic = len(sidx)
+    x_all, y_all = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    held_out = set(val_ds.names) | set(data["test"].names)
+    leaked = held_out & set(names)
+    if leaked:  # synthetic or training images must never be in validation or test
+        raise UserError(f"{len(leaked)} training images also appear in validation/test (e.g. {sorted(leaked)[0]})")
+    model = classifier.build(len(train_ds.classes), cfg.pretrained, cfg.weights).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_auc, best_epoch, history = None, -1.0, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        losses = []
+        for b in _batches(len(x_all), cfg.batch, gen):
+            if len(b) < 2:
+                continue  # batch norm needs two images
+            x = x_all[b].to(device).unsqueeze(1).float().div_(127.5).sub_(1)
+            if cfg.augment:
+                x = classifier.augment(x, gen)
+            loss = F.cross_entropy(model(classifier.resize(x, cfg.size)), y_all[b].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        val_auc = stats.auroc(val_ds.labels, predict(model, val_ds.images, cfg.size, device))
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auroc": val_auc})
+        if val_auc > best_auc:
+            best, best_auc, best_epoch = copy.deepcopy(model.state_dict()), val_auc, epoch
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    model.load_state_dict(best)
+    test = data["test"]
+    scores = predict(model, test.images, cfg.size, device)
+    metrics = stats.binary_metrics(test.labels, scores)
+    ci = stats.bootstrap_ci(test.labels, scores, cfg.n_boot, seed)
+    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, "n_train_real": int(sum(real_counts.values()))
+            if not cfg.synthetic_only else 0, "n_train_synthetic": n_synthetic, "history": history,
+            **metrics, **{f"{k}_ci95": v for k, v in ci.items()}, "scores": scores, "state": best}
+
+
+def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None) -> dict:
+    cfg.validate()
+    rt = setup_runtime(cfg.device)
+    out = Path(cfg.out)
+    test_path, test_split = parse_ref(cfg.test or cfg.data, "test")
+    data = {"train": H5ImageDataset(cfg.data, "train", in_memory=True, schemas=(SCHEMA,)),
+            "val": H5ImageDataset(cfg.data, "val", in_memory=True, schemas=(SCHEMA,)),
+            "test": H5ImageDataset(test_path, test_split, in_memory=True, schemas=(SCHEMA,)),
+            "synthetic": None}
+    if cfg.synthetic:
+        path, split = parse_ref(cfg.synthetic, "synthetic")
+        data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
+    for name in ("val", "test"):
+        if len(np.unique(data[name].labels)) < 2:
+            raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")
+    runs = []
+    for k in range(cfg.seeds):
+        runs.append(train_one(cfg, k, data, rt.device))
+        if on_seed:
+            on_seed(runs[-1])
+    y = data["test"].labels
+    scores = np.stack([r["scores"] for r in runs])
+    summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}
+    ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
+    for key in stats.METRICS:
+        values = [r[key] for r in runs]
+        summary[key] = float(np.mean(values))
+        summary[f"{key}_ci95"] = list(ci[key])
+        summary[f"{key}_sd"] = stats.over_seeds(values)["sd"] if cfg.seeds > 1 else None
+    summary["per_seed"] = [{k: v for k, v in r.items() if k not in ("scores", "state")} for r in runs]
+    if cfg.baseline:
+        summary["paired"] = paired_with(Path(cfg.baseline), data["test"].names, y, scores, cfg)
+    summary["config"] = {k: v for k, v in asdict(cfg).items()}
+    summary["args"] = call_args or {}
+    summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        with atomic_output(out / f"model-seed{r['seed']}.pt") as tmp:
+            torch.save({"format": "cxrgan-classifier/1", "state": r["state"], "classes": data["train"].classes,
+                        "size": cfg.size, "seed": r["seed"]}, tmp)
+    with atomic_output(out / "predictions.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, names=np.array(data["test"].names), y=y, scores=scores)
+    write_json_atomic(out / "metrics.json", summary)
+    with atomic_output(out / "metrics.md") as tmp:
+        tmp.write_text(markdown(summary))
+    return summary
+
+
+def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClfConfig) -> dict:
+    """This run (b) against a baseline run (a) on the same test images: paired bootstrap of the AUROC difference
+    and exact McNemar on accuracy, both on each run's seed-averaged probabilities."""
+    f = baseline / "predictions.npz"
+    if not f.is_file():
+        raise UserError(f"--baseline {baseline}: no predictions.npz (run train_resnet there first)")
+    base = np.load(f)
+    if list(base["names"]) != list(names):
+        raise UserError(f"--baseline {baseline} was evaluated on different test images; use the same --test")
+    a, b = base["scores"].mean(axis=0), scores.mean(axis=0)
+    return {"baseline": str(baseline), **stats.paired_bootstrap_auroc(y, a, b, cfg.n_boot, cfg.seed),
+            "mcnemar": stats.mcnemar(y, a >= 0.5, b >= 0.5)}
+
+
+def markdown(s: dict) -> str:
+    def sd(k):
+        return "" if s[f"{k}_sd"] is None else f"{s[f'{k}_sd']:.4f}"
+
+    rows = [f"| {k} | {s[k]:.4f} | {s[f'{k}_ci95'][0]:.4f} – {s[f'{k}_ci95'][1]:.4f} | {sd(k)} |"
+            for k in stats.METRICS]
+    text = (f"# Classifier results ({s['n_seeds']} seed(s), {s['n_test']} real test images)\n\n"
+            "| metric | mean over seeds | 95% bootstrap CI | sd over seeds |\n|---|---:|---:|---:|\n" + "\n".join(rows))
+    if "paired" in s:
+        p = s["paired"]
+        text += (f"\n\nAgainst {p['baseline']}: ΔAUROC {p['delta_auroc']:+.4f} (95% CI {p['ci95'][0]:+.4f} to "
+                 f"{p['ci95'][1]:+.4f}, paired bootstrap p = {p['p_value']:.3g}); McNemar on accuracy: "
+                 f"{p['mcnemar']['only_a_correct']} vs {p['mcnemar']['only_b_correct']} discordant, "
+                 f"p = {p['mcnemar']['p_value']:.3g}.")
+    return text + "\n"

@@ -1,0 +1,128 @@
+"""train_resnet on tiny phantoms: learning, the no-leak rule, reproducibility, TSTR, pairing, weights loading."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from cxrgan import classifier
+from cxrgan.clftrain import ClfConfig, run
+from cxrgan.datasetfile import SAMPLES_SCHEMA, DatasetWriter
+from cxrgan.errors import UserError
+from cxrgan.phantoms import generate
+from cxrgan.reader import H5ImageDataset
+from conftest import run_tool
+
+FAST = dict(size=32, device="cpu", n_boot=100, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clf") / "ph.h5"
+    generate(path, n=240, size=32, seed=1)
+    return path
+
+
+def _samples(path, images, labels, names):
+    w = DatasetWriter(path, images.shape[-1], ["No Finding", "Infiltration"], {"synthetic": len(images)},
+                      with_patients=False, schema=SAMPLES_SCHEMA)
+    w.add_batch("synthetic", labels, names, images)
+    w.close(source="test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake_samples(phantoms, tmp_path_factory):
+    """Stand-in synthetic images: training phantoms with a little noise, under synthetic names."""
+    train = H5ImageDataset(phantoms, "train", in_memory=True)
+    noisy = np.clip(train.images.astype(int) + np.random.default_rng(0).integers(-8, 9, train.images.shape), 0, 255)
+    names = [f"synthetic_{i:06d}.png" for i in range(len(train))]
+    return _samples(tmp_path_factory.mktemp("syn") / "s.h5", noisy.astype(np.uint8), train.labels, names)
+
+
+def test_learns_above_chance_and_writes_everything(phantoms, tmp_path):
+    s = run(ClfConfig(data=str(phantoms), out=str(tmp_path), epochs=6, **FAST))
+    assert s["auroc"] > 0.7 and s["n_test"] == len(H5ImageDataset(phantoms, "test"))
+    lo, hi = s["auroc_ci95"]
+    assert lo <= s["auroc"] <= hi
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(on_disk) >= {"accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "per_seed",
+                            "n_test", "auroc_ci95"}
+    saved = torch.load(tmp_path / "model-seed0.pt", weights_only=True)
+    assert saved["format"] == "cxrgan-classifier/1" and "fc.weight" in saved["state"]
+    assert (tmp_path / "metrics.md").read_text().startswith("# Classifier results")
+
+
+def test_same_seed_same_numbers(phantoms, tmp_path):
+    a = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "a"), epochs=2, seeds=2, **FAST))
+    b = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "b"), epochs=2, seeds=2, **FAST))
+    for key in ("auroc", "auroc_ci95", "accuracy_ci95", "specificity_sd"):
+        assert a[key] == b[key]
+    assert len(a["per_seed"]) == 2 and a["per_seed"][0]["seed"] == 0 and a["per_seed"][1]["seed"] == 1
+
+
+def test_synthetic_joins_training_only_and_pairs_with_a_baseline(phantoms, fake_samples, tmp_path):
+    base = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "real"), epochs=2, **FAST))
+    s = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "mix"), epochs=2, synthetic=str(fake_samples),
+                      synthetic_ratio=0.5, baseline=str(tmp_path / "real"), **FAST))
+    ps = s["per_seed"][0]
+    assert ps["n_train_synthetic"] == sum(round(0.5 * c) for c in _class_counts(phantoms))
+    assert s["n_test"] == base["n_test"]
+    p = s["paired"]
+    assert -1 <= p["delta_auroc"] <= 1 and 0 <= p["p_value"] <= 1 and "only_a_correct" in p["mcnemar"]
+    tstr = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "tstr"), epochs=2, synthetic=str(fake_samples),
+                         synthetic_only=True, **FAST))
+    assert tstr["per_seed"][0]["n_train_real"] == 0 and tstr["per_seed"][0]["n_train_synthetic"] > 0
+
+
+def _class_counts(path):
+    labels = H5ImageDataset(path, "train").labels
+    return [int((labels == c).sum()) for c in (0, 1)]
+
+
+def test_synthetic_images_never_reach_validation_or_test(phantoms, tmp_path):
+    test = H5ImageDataset(phantoms, "test", in_memory=True)
+    leaky = _samples(tmp_path / "leak.h5", test.images, test.labels, test.names)  # named like test images
+    with pytest.raises(UserError, match="appear in validation/test"):
+        run(ClfConfig(data=str(phantoms), out=str(tmp_path / "x"), epochs=1, synthetic=str(leaky),
+                      synthetic_per_class=5, **FAST))
+
+
+def test_real_fraction_keeps_whole_patients(phantoms, tmp_path):
+    s = run(ClfConfig(data=str(phantoms), out=str(tmp_path), epochs=1, real_fraction=0.25, **FAST))
+    assert 0 < s["per_seed"][0]["n_train_real"] < 0.5 * sum(_class_counts(phantoms))
+
+
+def test_pretrained_weights_are_folded_into_one_gray_channel(tmp_path):
+    torch.manual_seed(0)
+    ref = resnet18().eval()
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    model = classifier.build(pretrained=True, weights=str(tmp_path / "r18.pth")).eval()
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    mean = torch.tensor(classifier.IMAGENET_MEAN)[None, :, None, None]
+    std = torch.tensor(classifier.IMAGENET_STD)[None, :, None, None]
+    rgb = (((x + 1) / 2).expand(-1, 3, -1, -1) - mean) / std
+    with torch.no_grad():
+        diff = (ref.conv1(rgb) - model.conv1(x))[..., 2:-2, 2:-2]  # identical away from the zero-padded border
+        assert diff.abs().max() < 1e-4
+        assert torch.equal(model.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    (tmp_path / "bad.pth").write_bytes(b"not weights")
+    with pytest.raises(UserError, match="not a ResNet-18 state dict"):
+        classifier.build(weights=str(tmp_path / "bad.pth"))
+
+
+def test_augmentation_never_flips():
+    x = torch.full((4, 1, 32, 32), -1.0)
+    x[..., :, 24:] = 1.0  # bright band on the image right
+    out = classifier.augment(x, torch.Generator().manual_seed(0))
+    assert (out[..., :, 20:].mean(dim=(1, 2, 3)) > out[..., :, :12].mean(dim=(1, 2, 3))).all()
+
+
+def test_cli_errors(phantoms, tmp_path):
+    r = run_tool("train_resnet.py", "--data", phantoms, "--synthetic-only", "--out", tmp_path)
+    assert r.returncode == 2 and "--synthetic" in r.stderr
+    r = run_tool("train_resnet.py", "--data", phantoms, "--real-fraction", "1.5", "--out", tmp_path)
+    assert r.returncode == 2 and "--real-fraction" in r.stderr
