@@ -10,7 +10,6 @@ training image in pixel space against the real test images' nearest training ima
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import fire

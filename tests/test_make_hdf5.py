@@ -1,7 +1,6 @@
 """make_hdf5 end to end on tiny generated NIH-style data (and on the real NIH files when ../shared is present)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

@@ -220,7 +220,7 @@ def _model_desc(cfg: GanConfig, identity: dict) -> dict:
             "classes": identity["classes"], "cls": cfg.cls}
 
 
-def _check_compatible(saved: dict, cfg: GanConfig, model: dict, identity: dict, path: Path) -> None:
+def _check_compatible(saved: dict, cfg: GanConfig, identity: dict, path: Path) -> None:
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a cxrgan GAN checkpoint; use another --out or --resume=False")
     was = saved["config"]
@@ -268,7 +268,7 @@ def _train(cfg: GanConfig, rt: Runtime, call_args, progress) -> dict:
     last = out / "last.pt"
     if cfg.resume and last.is_file():
         saved = ckpt.load(last)  # on the CPU; load_state_dict moves tensors to the device
-        _check_compatible(saved, cfg, model_desc, identity, last)
+        _check_compatible(saved, cfg, identity, last)
         G.load_state_dict(saved["generator"])
         D.load_state_dict(saved["discriminator"])
         if ema is not None and saved.get("ema") is not None:
