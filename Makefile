@@ -98,10 +98,12 @@ all: data gan samples classify metrics report  ## the whole pipeline on the defa
 test: $(STAMP)  ## unit tests (tiny generated data; extra cases when ../shared/data exists)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)  ## speed benchmarks, results to docs/benchmarks.md
+bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
 	$(PY) bench/compression.py
 	$(PY) bench/ingest.py
 	$(PY) bench/reader.py
+	$(PY) bench/train_speed.py
+	$(PY) bench/sample_speed.py
 
 clean:  ## remove outputs/ and built data (keeps data/nih downloads and .venv)
 	rm -rf outputs/* data/phantom-*.h5 data/*.report.json

@@ -22,7 +22,8 @@ console = Console()
 
 _HEADER = """# Benchmarks
 
-Speed and size measurements of the data layer, written by the scripts in `bench/` (`make bench` runs them all).
+Speed, size and quality measurements, written by the scripts in `bench/` (`make bench` runs the speed ones;
+the GAN quality runs take longer and are run by hand: `python bench/improved_lr.py`, `python bench/gan_quality.py`).
 Each section is replaced when its script runs again; the command, machine and date under each table say
 where its numbers come from. Rates are images per second from the best (shortest) of repeated runs: the
 machine these were measured on is small and shared, and the best run is the one least disturbed by other work
