@@ -73,3 +73,13 @@ def test_over_seeds_t_interval():
     assert r["mean"] == pytest.approx(0.72) and r["sd"] == pytest.approx(0.02)
     half = 4.302652729911275 * 0.02 / np.sqrt(3)  # t(0.975, 2)
     assert r["ci95"] == (pytest.approx(0.72 - half), pytest.approx(0.72 + half))
+
+
+def test_paired_difference_over_several_runs_is_the_difference_of_mean_aurocs():
+    rng = np.random.default_rng(5)
+    y = np.arange(200) % 2 == 1
+    a = rng.random((3, 200)) + 0.3 * y
+    b = rng.random((3, 200)) + 0.6 * y
+    r = paired_bootstrap_auroc(y, a, b, n_boot=100)
+    expected = np.mean([auroc(y, s) for s in b]) - np.mean([auroc(y, s) for s in a])
+    assert r["delta_auroc"] == pytest.approx(expected)

@@ -218,17 +218,16 @@ def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None) -> dict:
 
 
 def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClfConfig) -> dict:
-    """This run (b) against a baseline run (a) on the same test images: paired bootstrap of the AUROC difference
-    and exact McNemar on accuracy, both on each run's seed-averaged probabilities."""
+    """This run (b) against a baseline run (a) on the same test images: paired bootstrap of the difference in mean
+    AUROC over seeds, and exact McNemar on the accuracy of each run's seed-averaged probabilities."""
     f = baseline / "predictions.npz"
     if not f.is_file():
         raise UserError(f"--baseline {baseline}: no predictions.npz (run train_resnet there first)")
     base = np.load(f)
     if list(base["names"]) != list(names):
         raise UserError(f"--baseline {baseline} was evaluated on different test images; use the same --test")
-    a, b = base["scores"].mean(axis=0), scores.mean(axis=0)
-    return {"baseline": str(baseline), **stats.paired_bootstrap_auroc(y, a, b, cfg.n_boot, cfg.seed),
-            "mcnemar": stats.mcnemar(y, a >= 0.5, b >= 0.5)}
+    return {"baseline": str(baseline), **stats.paired_bootstrap_auroc(y, base["scores"], scores, cfg.n_boot, cfg.seed),
+            "mcnemar": stats.mcnemar(y, base["scores"].mean(axis=0) >= 0.5, scores.mean(axis=0) >= 0.5)}
 
 
 def markdown(s: dict) -> str:

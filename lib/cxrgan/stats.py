@@ -52,19 +52,21 @@ def bootstrap_ci(y_true, score, n_boot: int = 2000, seed: int = 0, level: float 
 def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: int = 0,
                            level: float = 0.95) -> dict[str, float]:
     """AUROC(b) - AUROC(a) on the same test images: the difference, its percentile CI, and a two-sided bootstrap
-    p-value (twice the share of resampled differences on the far side of zero)."""
+    p-value (twice the share of resampled differences on the far side of zero). Scores may be (runs, n): the
+    difference is then of the mean AUROC over runs, as the runs' means are reported."""
     y = np.asarray(y_true).astype(bool)
-    a, b = np.asarray(score_a, np.float64), np.asarray(score_b, np.float64)
+    a, b = np.atleast_2d(np.asarray(score_a, np.float64)), np.atleast_2d(np.asarray(score_b, np.float64))
+
+    def delta(idx):
+        return np.mean([auroc(y[idx], r[idx]) for r in b]) - np.mean([auroc(y[idx], r[idx]) for r in a])
+
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    deltas = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        deltas[i] = auroc(y[idx], b[idx]) - auroc(y[idx], a[idx])
-    delta = auroc(y, b) - auroc(y, a)
+    deltas = np.array([delta(np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]))
+                       for _ in range(n_boot)])
     lo, hi = np.percentile(deltas, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     p = min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean()))
-    return {"delta_auroc": float(delta), "ci95": (float(lo), float(hi)), "p_value": float(p)}
+    return {"delta_auroc": float(delta(np.arange(len(y)))), "ci95": (float(lo), float(hi)), "p_value": float(p)}
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict[str, float]:
