@@ -1,0 +1,54 @@
+"""Memorisation audit: is any generated image a near-copy of a real training image?
+
+For every generated image, its nearest real training image (Euclidean distance, in pixel space and optionally in
+a feature space); the same for every real test image, whose patients the generator never saw. A generated image
+closer to a training image than all but ``quantile`` of the real test images are counts as a near-copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .figures import save_grid
+
+
+def pixel_vectors(images: np.ndarray, side: int = 64) -> np.ndarray:
+    """uint8 (n, H, W) -> float32 (n, side*side) in [0, 1], area-downsampled so large images stay cheap."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).unsqueeze(1)
+    if x.shape[-1] > side:
+        x = F.adaptive_avg_pool2d(x, side)
+    return x.flatten(1).numpy()
+
+
+def nearest(query: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Distance to, and index of, each query row's nearest reference row."""
+    ref = torch.from_numpy(np.asarray(reference, np.float32))
+    dists, index = [], []
+    for i in range(0, len(query), chunk):
+        d = torch.cdist(torch.from_numpy(np.asarray(query[i:i + chunk], np.float32)), ref)
+        v, j = d.min(dim=1)
+        dists.append(v)
+        index.append(j)
+    return torch.cat(dists).numpy(), torch.cat(index).numpy()
+
+
+def audit_space(synthetic: np.ndarray, train: np.ndarray, test: np.ndarray, quantile: float = 0.01) -> dict:
+    """Near-copy count in one space: generated-to-train distances against test-to-train distances."""
+    d_syn, i_syn = nearest(synthetic, train)
+    d_test, _ = nearest(test, train)
+    threshold = float(np.quantile(d_test, quantile))
+    return {"near_copies": int((d_syn < threshold).sum()), "near_copy_threshold": threshold,
+            "threshold_rule": f"{quantile:g} quantile of real test-to-train nearest distances",
+            "synthetic_to_train_median": float(np.median(d_syn)), "test_to_train_median": float(np.median(d_test)),
+            "distances": d_syn, "nearest_train": i_syn, "test_distances": d_test}
+
+
+def closest_pairs_figure(path, synthetic_images: np.ndarray, train_images: np.ndarray, result: dict,
+                         k: int = 8, title: str = "") -> None:
+    """The ``k`` generated images closest to a training image, beside their nearest training image."""
+    order = np.argsort(result["distances"])[:k]
+    save_grid(path, {"generated": synthetic_images[order],
+                     "nearest real training image": train_images[result["nearest_train"][order]]},
+              title, cols=1 if k <= 4 else 2)
