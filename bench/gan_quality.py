@@ -16,7 +16,7 @@ import fire
 import numpy as np
 import torch
 
-from _common import ROOT, show_table, write_section
+from _common import record_start, ROOT, show_table, write_section
 from cxrgan.figures import save_grid
 from cxrgan.gantrain import GanConfig, train
 from cxrgan.ingest import IngestConfig, build_dataset
@@ -41,6 +41,7 @@ def _train_timed(cfg: GanConfig) -> float:
 def main(src: str = str(NIH64), epochs: int = 20, n: int = 500, seed: int = 0, workdir: str = None,
          out: str = None, figures: str = str(ROOT / "docs" / "figures")):
     """Run the comparison and write its section of docs/benchmarks.md (and grids under docs/figures)."""
+    record_start()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import fire
 import numpy as np
 import torch
 
-from _common import show_table, write_section
+from _common import record_start, show_table, write_section
 from gan_quality import NIH64
 from cxrgan.gantrain import GanConfig, train
 from cxrgan.ingest import IngestConfig, build_dataset
@@ -46,6 +46,7 @@ def run_one(data: Path, run: Path, lr_g: float, lr_d: float, seed: int, seconds:
 def main(src: str = str(NIH64), seconds: float = 150, n: int = 500, seeds: int = 2, confirm: int = 2,
          workdir: str = None, out: str = None):
     """Sweep the pairs with seed 0, re-run the best ``confirm`` pairs with seeds 1..seeds-1, write the table."""
+    record_start()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)

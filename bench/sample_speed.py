@@ -11,13 +11,14 @@ import fire
 import torch
 from torchvision.utils import save_image
 
-from _common import show_table, write_section
+from _common import record_start, show_table, write_section
 from cxrgan.dcgan import Generator
 from cxrgan.sampling import LoadedGenerator, latents, sample_to_file
 
 
 def main(n: int = 500, size: int = 64, batch: int = 256, out: str = None):
     """Time ``n`` images per class (one class) from an untrained seed-recipe generator at ``size``."""
+    record_start()
     torch.manual_seed(0)
     G = Generator(size).eval()
     model = {"kind": "dcgan", "size": size, "latent": 100, "base": 64, "channels": 1, "n_classes": 2,

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from _common import fullres_pngs, show_table, write_section
+from _common import record_start, fullres_pngs, show_table, write_section
 from cxrgan.dcgan import Discriminator, Generator
 from cxrgan.gantrain import GanConfig, train
 from cxrgan.ingest import IngestConfig, build_dataset
@@ -75,6 +75,7 @@ def seed_style_loop(files, size: int, epochs: int, batch: int, workers: int) -> 
 def main(src: str = None, n: int = 192, size: int = 64, epochs: int = 2, batch: int = 32, workers: int = 4,
          out: str = None):
     """Compare on ``n`` copies of the real full-resolution PNGs (all one class) at ``size``."""
+    record_start()
     files = fullres_pngs(src)
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"

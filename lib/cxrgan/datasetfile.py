@@ -58,11 +58,13 @@ class DatasetWriter:
         self._n = {s: 0 for s in capacity}
         self._meta = {s: {"labels": [], "names": [], "patient_ids": [], **{k: [] for k in extra_text}} for s in capacity}
         self._content_hash = hashlib.sha256()
+        self._images = {}  # split -> the images dataset (looked up once, not per image)
         try:
             for split, cap in capacity.items():
                 g = self._file.create_group(split)
-                g.create_dataset("images", shape=(cap, size, size), maxshape=(None, size, size), dtype=np.uint8,
-                                 chunks=(1, size, size), compression="gzip", compression_opts=GZIP_LEVEL)
+                self._images[split] = g.create_dataset(
+                    "images", shape=(cap, size, size), maxshape=(None, size, size), dtype=np.uint8,
+                    chunks=(1, size, size), compression="gzip", compression_opts=GZIP_LEVEL)
         except BaseException:
             self._file.close()
             raise
@@ -75,7 +77,7 @@ class DatasetWriter:
                 raise ValueError(f"image must be uint8 {self.size}x{self.size}, got {image.dtype} {image.shape}")
             compressed, digest = compress_image(image), image_digest(image)
         i = self._n[split]
-        ds = self._file[split]["images"]
+        ds = self._images[split]
         if i >= ds.shape[0]:
             ds.resize(i + 1, axis=0)
         ds.id.write_direct_chunk((i, 0, 0), compressed)
@@ -95,7 +97,7 @@ class DatasetWriter:
         if images.ndim != 3 or images.shape[1:] != (self.size, self.size):
             raise ValueError(f"images must be uint8 (n, {self.size}, {self.size}), got {images.shape}")
         i, n = self._n[split], len(images)
-        ds = self._file[split]["images"]
+        ds = self._images[split]
         if i + n > ds.shape[0]:
             ds.resize(i + n, axis=0)
         ds[i:i + n] = images

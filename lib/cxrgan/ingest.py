@@ -235,6 +235,7 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None) -> dict:
     extra = ("findings", "view_position") if cat.kind == "nih-csv" else ()
     decode_fn = functools.partial(_decode_task, size=cfg.size, fit=cfg.fit)
     t0 = time.perf_counter()
+    rows = chosen.to_dict("records")  # plain dicts: a pandas row object per image costs more than the write
     with worker_pool(cfg.workers) as pool, atomic_output(cfg.out) as tmp:  # workers fork before the file opens
         writer = DatasetWriter(tmp, cfg.size, cat.classes, capacity, with_patients=True, extra_text=extra)
         try:
@@ -242,7 +243,7 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None) -> dict:
                 task = bar.add_task("decode + write", total=len(chosen), rate="")
                 results = ordered_map(decode_fn, tasks(), pool, window=4 * cfg.workers)
                 for done, (row, payload, err) in enumerate(results, 1):
-                    r = chosen.iloc[row]
+                    r = rows[row]
                     if err:
                         report["skipped"].append({"name": r["name"], "source": r["path"] or "archive", "reason": err})
                     else:
