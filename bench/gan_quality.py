@@ -34,6 +34,15 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (torch.cdist(q, r).min(dim=1).values / np.sqrt(q.shape[1])).numpy()
 
 
+def nih64_splits(work: Path, src: str, seed: int = 0) -> tuple[Path, dict]:
+    """Build (once) the unbalanced 64x64 dataset in ``work``; return its path and its splits held in memory."""
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "nih64.h5"
+    if not data.exists():
+        build_dataset(IngestConfig(src=src, out=str(data), size=64, balance=False, workers=2, seed=seed))
+    return data, {s: H5ImageDataset(data, s, in_memory=True) for s in ("train", "val", "test")}
+
+
 def _train_timed(cfg: GanConfig) -> float:
     return train(cfg)["seconds"]
 
@@ -44,11 +53,7 @@ def main(src: str = str(NIH64), epochs: int = 20, n: int = 500, seed: int = 0, w
     record_start()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        data = work / "nih64.h5"
-        if not data.exists():
-            build_dataset(IngestConfig(src=src, out=str(data), size=64, balance=False, workers=2, seed=seed))
-        real = {s: H5ImageDataset(data, s, in_memory=True) for s in ("train", "val", "test")}
+        data, real = nih64_splits(work, src, seed)
         classes = real["train"].classes
 
         seed_time = sum(_train_timed(GanConfig(data=str(data), out=str(work / f"seed-c{c}"), recipe="seed", cls=c,

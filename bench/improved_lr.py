@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from _common import record_start, show_table, write_section
-from gan_quality import NIH64
+from gan_quality import NIH64, nih64_splits
 from cxrgan.gantrain import GanConfig, train
-from cxrgan.ingest import IngestConfig, build_dataset
 from cxrgan.reader import H5ImageDataset
 from cxrgan.sampling import resolve_generators, sample_to_file
 from cxrgan.swd import swd
@@ -49,11 +48,8 @@ def main(src: str = str(NIH64), seconds: float = 150, n: int = 500, seeds: int =
     record_start()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        data = work / "nih64.h5"
-        if not data.exists():
-            build_dataset(IngestConfig(src=src, out=str(data), size=64, balance=False, workers=2, seed=0))
-        real = [H5ImageDataset(data, s, in_memory=True) for s in ("train", "val", "test")]
+        data, splits = nih64_splits(work, src)
+        real = list(splits.values())
         results = {}
         for lr_g, lr_d in PAIRS:
             results[(lr_g, lr_d)] = [run_one(data, work / f"lr-{lr_g:g}-{lr_d:g}", lr_g, lr_d, 0, seconds, n, real)]
