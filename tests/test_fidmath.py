@@ -48,10 +48,21 @@ def test_kid_near_zero_for_one_distribution_and_positive_for_two():
 
 
 def test_inception_score_of_one_hot_predictions():
-    eye = np.eye(10)
+    eye = np.eye(10) * 100.0  # logits of confident, one-hot predictions
     assert inception_score(np.tile(eye, (20, 1)), splits=10)[0] == pytest.approx(10.0)
     same = np.tile(eye[:1], (200, 1))
     assert inception_score(same, splits=10) == (pytest.approx(1.0), pytest.approx(0.0))
+
+
+def test_inception_score_splits_and_shuffle():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(103, 7)) * 3
+    perm = np.random.RandomState(11).permutation(103)
+    assert inception_score(logits, seed=11) == inception_score(logits[perm])
+    # two classes, half the images certain of each: every split that holds both halves scores 2
+    two = np.repeat(np.array([[50.0, 0.0], [0.0, 50.0]]), 50, axis=0)
+    assert inception_score(two, splits=1)[0] == pytest.approx(2.0)
+    assert inception_score(two, splits=2)[0] == pytest.approx(1.0)  # consecutive parts: one class each
 
 
 def test_precision_recall():

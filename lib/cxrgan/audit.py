@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .figures import save_grid
+from .figures import plt, save_figure, save_grid
 
 
 def pixel_vectors(images: np.ndarray, side: int = 64) -> np.ndarray:
@@ -52,3 +52,20 @@ def closest_pairs_figure(path, synthetic_images: np.ndarray, train_images: np.nd
     save_grid(path, {"generated": synthetic_images[order],
                      "nearest real training image": train_images[result["nearest_train"][order]]},
               title, cols=1 if k <= 4 else 2)
+
+
+def distance_histogram(path, result: dict, title: str = "") -> None:
+    """Distribution of generated-to-train nearest distances against held-out-real-to-train, with the threshold."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    both = np.concatenate([result["distances"], result["test_distances"]])
+    bins = np.linspace(both.min(), both.max(), 40) if len(both) and both.max() > both.min() else 20
+    ax.hist(result["test_distances"], bins=bins, alpha=0.6, density=True, label="real held-out to train")
+    ax.hist(result["distances"], bins=bins, alpha=0.6, density=True, label="generated to train")
+    ax.axvline(result["near_copy_threshold"], color="k", ls="--", lw=1,
+               label=f"near-copy threshold ({result['near_copies']} generated below)")
+    ax.set_xlabel("distance to the nearest real training image")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,16 +1,16 @@
 """The arithmetic of image-set metrics on feature vectors: FID, KID, Inception Score, precision/recall.
 
-Conventions follow the reference implementations so numbers are comparable: FID as in pytorch-fid / torch-fidelity
-(float64 moments, scipy sqrtm with an eps fallback); KID as torch-fidelity (unbiased MMD^2, cubic polynomial
-kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets); IS with 10 splits; precision/recall as
-Kynkaanniemi et al. 2019 (k-nearest-neighbour balls, k = 3).
+Conventions follow the reference implementations so numbers are comparable: FID as torch-fidelity (float64
+moments, trace of the square root from eigenvalues); KID as torch-fidelity (unbiased MMD^2 with the cubic kernel
+k(x, y) = (x.y / d + 1)^3, averaged over random subsets drawn generated-first); IS with 10 splits on bias-free
+logits, as the original code; precision/recall as Kynkaanniemi et al. 2019 (k-nearest-neighbour balls, k = 3).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import linalg
+from scipy import special
 
 
 def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -18,20 +18,18 @@ def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))."""
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+    Tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2 (real and non-negative in exact
+    arithmetic, as S1 S2 is similar to a PSD matrix; rounding noise is dropped by taking the real part), as
+    torch-fidelity computes it. This is faster than a full matrix square root and needs no fallback when the
+    covariances are singular (fewer images than feature dimensions)."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():  # singular product: nudge both diagonals
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the FID square root")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    tr_covmean = np.sqrt(np.linalg.eigvals(sigma1 @ sigma2).astype(np.complex128)).real.sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
@@ -59,15 +57,22 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     return float(np.mean(values)), float(np.std(values))
 
 
-def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) per split of the images (in order); mean and std over the splits."""
-    p = np.asarray(probs, dtype=np.float64)
+def inception_score(logits: np.ndarray, splits: int = 10, seed: int | None = None) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) on each of ``splits`` consecutive parts (boundaries i*N//splits, as the original
+    code), from classifier logits; mean and std over the parts. ``seed``: shuffle the images first with
+    ``np.random.RandomState(seed).permutation`` (torch-fidelity does, with seed 2020 by default)."""
+    x = np.asarray(logits, dtype=np.float64)
+    if seed is not None:
+        x = x[np.random.RandomState(seed).permutation(len(x))]
+    if len(x) < splits:
+        raise ValueError(f"the Inception Score with {splits} splits needs at least {splits} images")
+    log_p = special.log_softmax(x, axis=1)
+    p = np.exp(log_p)
     scores = []
-    for part in np.array_split(p, splits):
-        py = part.mean(axis=0, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kl = np.where(part > 0, part * (np.log(part) - np.log(py)), 0.0).sum(axis=1)
-        scores.append(np.exp(kl.mean()))
+    for i in range(splits):
+        part, log_part = p[i * len(x) // splits:(i + 1) * len(x) // splits], log_p[i * len(x) // splits:(i + 1) * len(x) // splits]
+        log_py = np.log(part.mean(axis=0, keepdims=True))
+        scores.append(np.exp((part * (log_part - log_py)).sum(axis=1).mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
 

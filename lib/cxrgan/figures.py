@@ -35,7 +35,7 @@ def save_grid(path: str | Path, panels: dict[str, np.ndarray], title: str = "", 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_losses(csv_path: str | Path, png_path: str | Path, columns=("loss_d", "loss_g"), x="kimg") -> None:
@@ -53,10 +53,11 @@ def plot_losses(csv_path: str | Path, png_path: str | Path, columns=("loss_d", "
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
-def _save(fig, path) -> None:
+def save_figure(fig, path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

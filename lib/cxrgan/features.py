@@ -1,0 +1,141 @@
+"""Feature networks for image-set metrics, feature extraction over a dataset split, and the on-disk feature cache.
+
+Two networks:
+- ``inception``: the FID Inception (``inception.py``); 2048-d pool features plus ImageNet logits (for IS);
+- ``classifier:CKPT``: the penultimate layer (512-d, after global average pooling) of a ResNet-18 saved by
+  train_resnet. Trained on chest X-rays, it gives a domain-specific FID/KID that needs no downloaded weights;
+  it has no ImageNet classes, so no Inception Score.
+
+Features of a dataset split are cached on disk, keyed by the file's content hash (``content_sha256``, a hash of
+its images and labels), the split and the network's weights, so a real test set is processed once however many
+generators are scored against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import classifier
+from .errors import UserError
+from .fileio import atomic_output, sha256_file
+from .inception import load_inception
+from .reader import H5ImageDataset
+
+
+@dataclass
+class FeatureNet:
+    name: str  # "inception" or "classifier"
+    key: str  # identifies the weights, for caches
+    model: nn.Module
+    device: torch.device
+    prepare: Callable[[torch.Tensor], torch.Tensor]  # uint8 (n, 1, H, W) on device -> network input
+    has_logits: bool
+    description: str
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 (n, H, W) -> features (n, d) float32 and, for Inception, logits (n, 1008)."""
+        x = self.prepare(torch.from_numpy(np.ascontiguousarray(images)).to(self.device).unsqueeze(1))
+        out = self.model(x)
+        if self.has_logits:
+            return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+        return out.float().cpu().numpy(), None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is visible; use --device cpu")
+    return torch.device(device)
+
+
+def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """A train_resnet checkpoint (``model-seedN.pt``) -> (ResNet-18 in eval mode, checkpoint metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such classifier checkpoint; train one with tools/train_resnet.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
+        raise UserError(f"{path}: cannot load ({str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "cxrgan-classifier/1":
+        raise UserError(f"{path}: not a train_resnet checkpoint (format cxrgan-classifier/1)")
+    state = ckpt["state"]
+    model = classifier.build(state["fc.weight"].shape[0])
+    if "conv1.bias" in state:  # trained from ImageNet weights: the folded first convolution has a bias
+        model.conv1.bias = nn.Parameter(torch.zeros(model.conv1.out_channels))
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False), {k: v for k, v in ckpt.items() if k != "state"}
+
+
+def feature_net(spec: str = "inception", inception_weights: str | None = None, device: str = "auto") -> FeatureNet:
+    """``inception`` or ``classifier:CKPT``."""
+    dev = resolve_device(device)
+    if spec == "inception":
+        model, key = load_inception(inception_weights, dev)
+        return FeatureNet("inception", f"inception-{key}", model, dev, lambda x: x, True,
+                          "FID Inception-v3 (TF 2015-12-05 weights), pool3 2048-d")
+    kind, sep, ckpt = str(spec).partition(":")
+    if kind != "classifier" or not sep or not ckpt:
+        raise UserError(f"--features {spec!r}: use inception or classifier:PATH/TO/model-seedN.pt")
+    model, meta = load_classifier_checkpoint(ckpt)
+    model.fc = nn.Identity()  # penultimate layer: 512-d after global average pooling
+    size = int(meta.get("size", 224))
+
+    def prepare(x):
+        return classifier.resize(x.float().div_(127.5).sub_(1), size)
+
+    return FeatureNet("classifier", f"classifier-{sha256_file(ckpt)[:16]}", model.to(dev), dev, prepare, False,
+                      f"ResNet-18 penultimate layer, 512-d ({ckpt}, input {size}x{size})")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cxrgan" / "features"
+
+
+def extract(net: FeatureNet, ds: H5ImageDataset, batch: int = 64, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """Features (and logits, or an empty array) of every image of a split, in file order."""
+    feats, logits = [], []
+    for i in range(0, len(ds), batch):
+        f, lg = net(ds.read_uint8(np.arange(i, min(i + batch, len(ds)))))
+        feats.append(f)
+        if lg is not None:
+            logits.append(lg)
+        if on_batch:
+            on_batch(min(batch, len(ds) - i))
+    dim = feats[0].shape[1] if feats else 0
+    return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
+            np.concatenate(logits) if logits else np.zeros((len(ds), 0), np.float32))
+
+
+def cached_features(net: FeatureNet, ds: H5ImageDataset, cache_dir: str | Path | None, batch: int = 64,
+                    on_batch=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``extract`` through the cache: (features, logits, hit). ``cache_dir=None`` disables the cache."""
+    content = ds.info.attrs.get("content_sha256", "")
+    if cache_dir is None or not content:
+        return (*extract(net, ds, batch, on_batch), False)
+    names_hash = hashlib.sha256("\n".join(ds.names).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{content[:24]}-{ds.split}-{names_hash}-{net.key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                if len(z["features"]) == len(ds):
+                    return z["features"], z["logits"], True
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache entry: recompute and overwrite
+    feats, logits = extract(net, ds, batch, on_batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, features=feats, logits=logits)
+    return feats, logits, False

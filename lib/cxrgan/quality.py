@@ -1,0 +1,183 @@
+"""fid_is's protocol: how close generated images are to real ones, per class and overall, and whether any generated
+image is a near-copy of a real training image.
+
+One pass of feature extraction per image set feeds every metric: FID, KID (unbiased, random subsets), precision
+and recall (k-NN manifolds, k = 3) on the features; the Inception Score on the Inception logits (generated images,
+and the real ones as a reference). The sample counts are reported beside every number, and a warning is recorded
+when FID uses fewer than 2,048 images on a side (FID is biased upward at small N, so such values only compare with
+values at the same N).
+
+Precision/recall here use the chosen feature network (Inception pool3 or the domain classifier). Kynkaanniemi et
+al. and torch-fidelity use VGG-16 features by default, so the values are comparable in kind, not in number, with
+papers that report VGG-16 precision/recall.
+
+The memorisation audit: for every generated image its nearest real training image, in pixel space (64x64, area
+downsampled) and in feature space, against the same distance for every real held-out image (whose patients the
+generator never saw). A generated image closer to a training image than the 1st percentile of held-out-to-train
+distances counts as a near-copy (``near_copies``, ``near_copy_threshold``: pixel space; ``*_features``: feature
+space). Held-out real images fall under the threshold 1% of the time by construction, so about 1% of generated
+images can be flagged without any copying; many more than that, or a closest-pairs grid of visibly identical
+images, is the warning sign.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import audit, fidmath
+from .datasetfile import parse_ref
+from .errors import UserError
+from .features import cached_features, default_cache_dir, feature_net
+from .fileio import write_json_atomic
+from .reader import H5ImageDataset
+
+FID_MIN_N = 2048
+METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "is_mean", "is_std")
+
+
+@dataclass
+class QualityConfig:
+    real: str
+    fake: str = "outputs/synthetic.h5"
+    out: str = "outputs/metrics/fid_is.json"
+    features: str = "inception"
+    inception_weights: str | None = None
+    train: str | None = None
+    audit: bool = True
+    per_class: bool = True
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    k: int = 3
+    is_splits: int = 10
+    near_copy_quantile: float = 0.01
+    cache: str | None = None  # None: the default cache folder; "" disables
+    batch: int = 64
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> "QualityConfig":
+        for name in ("kid_subsets", "kid_subset_size", "k", "is_splits", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
+        if not isinstance(self.near_copy_quantile, (int, float)) or not 0 < self.near_copy_quantile < 1:
+            raise UserError(f"--near-copy-quantile must be in (0, 1), got {self.near_copy_quantile!r}")
+        return self
+
+
+def set_metrics(real_f, fake_f, real_logits, fake_logits, cfg: QualityConfig) -> dict:
+    """Every metric for one pair of image sets, with the counts they rest on."""
+    n_real, n_fake = len(real_f), len(fake_f)
+    out = {"n_real": n_real, "n_fake": n_fake}
+    if n_real < 2 or n_fake < 2:
+        return {**out, **{k: None for k in METRIC_KEYS}}
+    out["fid"] = fidmath.fid(real_f, fake_f)
+    out["kid_mean"], out["kid_std"] = fidmath.kid(real_f, fake_f, cfg.kid_subsets, cfg.kid_subset_size, seed=cfg.seed)
+    out["kid_subset_size"] = min(cfg.kid_subset_size, n_real, n_fake)
+    if min(n_real, n_fake) > cfg.k:
+        out["precision"], out["recall"] = fidmath.precision_recall(real_f, fake_f, cfg.k)
+    else:
+        out["precision"] = out["recall"] = None
+    has_logits = fake_logits.shape[1] > 0
+    if has_logits and n_fake >= cfg.is_splits:
+        out["is_mean"], out["is_std"] = fidmath.inception_score(fake_logits, cfg.is_splits, seed=cfg.seed)
+        out["is_real_mean"], out["is_real_std"] = (fidmath.inception_score(real_logits, cfg.is_splits, seed=cfg.seed)
+                                                   if n_real >= cfg.is_splits else (None, None))
+    else:
+        out["is_mean"] = out["is_std"] = None
+    return out
+
+
+def _open(ref: str, default_split: str, flag: str) -> H5ImageDataset:
+    path, split = parse_ref(ref, default_split)
+    if not Path(path).is_file():
+        raise UserError(f"{flag} {path}: no such file")
+    return H5ImageDataset(path, split)
+
+
+def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress=None) -> dict:
+    """Compute everything, write ``cfg.out`` (JSON) and the audit figures beside it; return the summary.
+
+    ``progress(description, total)`` -> a function advancing that task by n images (optional)."""
+    cfg.validate()
+    real = _open(cfg.real, "test", "--real")
+    fake = _open(cfg.fake, "synthetic", "--fake")
+    train = _open(cfg.train or f"{real.path}:train", "train", "--train") if cfg.audit else None
+    if train is not None and Path(train.path).resolve() == Path(real.path).resolve() and train.split == real.split:
+        raise UserError(f"--real {cfg.real} is the training split itself; the audit compares against held-out real "
+                        "images, so pass --real FILE.h5:test (or val), or --noaudit")
+    unknown = sorted(set(fake.classes) - set(real.classes))
+    if unknown:
+        raise UserError(f"--fake has classes {unknown} that --real ({real.classes}) does not; compare matching files")
+    net = feature_net(cfg.features, cfg.inception_weights, cfg.device)
+    cache = None if cfg.cache == "" else (cfg.cache or default_cache_dir())
+
+    def features_of(ds: H5ImageDataset, label: str):
+        advance = progress(f"{label} ({ds.split})", len(ds)) if progress else None
+        f, lg, hit = cached_features(net, ds, cache, cfg.batch, advance)
+        if hit and advance:
+            advance(len(ds))
+        return f, lg
+
+    real_f, real_lg = features_of(real, "real")
+    fake_f, fake_lg = features_of(fake, "generated")
+    summary = set_metrics(real_f, fake_f, real_lg, fake_lg, cfg)
+    summary["per_class"] = {}
+    if cfg.per_class:
+        for c, name in enumerate(fake.classes):
+            if not (fake.labels == c).any():
+                continue
+            rc = real.classes.index(name)
+            r, f = real.labels == rc, fake.labels == c
+            summary["per_class"][name] = set_metrics(real_f[r], fake_f[f], real_lg[r], fake_lg[f], cfg)
+    warnings = []
+    for scope, m in [("overall", summary), *summary["per_class"].items()]:
+        if min(m["n_real"], m["n_fake"]) < FID_MIN_N:
+            warnings.append(f"{scope}: FID from {m['n_real']} real and {m['n_fake']} generated images (< {FID_MIN_N} "
+                            "per side) is biased upward; compare only with FIDs at the same counts")
+    summary["warnings"] = warnings
+    summary["features"] = {"network": net.name, "description": net.description, "key": net.key,
+                           "dim": int(real_f.shape[1])}
+    out = Path(cfg.out)
+    if train is not None:
+        train_f, _ = features_of(train, "real training")
+        summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out))
+    summary["real"] = {"file": real.path, "split": real.split, "content_sha256": real.info.attrs.get("content_sha256")}
+    summary["fake"] = {"file": fake.path, "split": fake.split, "content_sha256": fake.info.attrs.get("content_sha256")}
+    summary["config"] = asdict(cfg)
+    summary["args"] = call_args or {}
+    summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(out, summary)
+    return summary
+
+
+def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, out: Path) -> dict:
+    """Near-copy counts in pixel and feature space; figures beside ``out``."""
+    side = min(64, real.size, fake.size, train.size)
+    fake_img, train_img, real_img = (ds.read_uint8(np.arange(len(ds))) for ds in (fake, train, real))
+    spaces = {"pixels": [audit.pixel_vectors(x, side) for x in (fake_img, train_img, real_img)],
+              "features": [fake_f, train_f, real_f]}
+    result, figures = {}, {}
+    for space, (f, t, r) in spaces.items():
+        a = audit.audit_space(f, t, r, cfg.near_copy_quantile)
+        suffix = "" if space == "pixels" else "_features"
+        result[f"near_copies{suffix}"] = a["near_copies"]
+        result[f"near_copy_threshold{suffix}"] = a["near_copy_threshold"]
+        result[f"audit_{space}"] = {k: v for k, v in a.items() if not isinstance(v, np.ndarray)}
+        png = out.with_name(f"{out.stem}-closest-{space}.png")
+        audit.closest_pairs_figure(png, fake_img, train_img, a, k=8,
+                                   title=f"closest generated/training pairs ({space})")
+        figures[f"closest_{space}"] = png.name
+        hist = out.with_name(f"{out.stem}-audit-{space}.png")
+        audit.distance_histogram(hist, a, f"nearest real training image, {space}")
+        figures[f"audit_{space}"] = hist.name
+    result["near_copy_rule"] = (f"closer to a training image than the {cfg.near_copy_quantile:g} quantile of held-out "
+                                f"real ({real.split}) to training distances")
+    result["train"] = {"file": train.path, "split": train.split, "n": len(train),
+                       "content_sha256": train.info.attrs.get("content_sha256")}
+    result["figures"] = figures
+    return result

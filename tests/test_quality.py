@@ -1,0 +1,187 @@
+"""fid_is: the FID Inception network against torch-fidelity, domain features, the feature cache and the audit."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxrgan import classifier
+from cxrgan.datasetfile import SAMPLES_SCHEMA, DatasetWriter
+from cxrgan.errors import UserError
+from cxrgan.features import cached_features, feature_net
+from cxrgan.inception import FIDInception, load_inception, tf1_resize_bilinear
+from cxrgan.phantoms import generate
+from cxrgan.quality import QualityConfig, evaluate
+from cxrgan.reader import H5ImageDataset
+from conftest import run_tool
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    path = tmp_path_factory.mktemp("real") / "ph.h5"
+    generate(path, n=120, size=32, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake(real, tmp_path_factory):
+    """30 'generated' images per the other phantom seed, darker, plus two exact copies of training images."""
+    tmp = tmp_path_factory.mktemp("fake")
+    generate(tmp / "other.h5", n=40, size=32, seed=11)
+    other = H5ImageDataset(tmp / "other.h5", "train", in_memory=True)
+    train = H5ImageDataset(real, "train", in_memory=True)
+    images = np.concatenate([(other.images[:28] * 0.8).astype(np.uint8), train.images[[3, 7]]])
+    labels = np.concatenate([other.labels[:28], train.labels[[3, 7]]])
+    path = tmp / "synthetic.h5"
+    w = DatasetWriter(path, 32, ["No Finding", "Infiltration"], {"synthetic": len(images)}, with_patients=False,
+                      schema=SAMPLES_SCHEMA)
+    w.add_batch("synthetic", labels, [f"synthetic_{i:06d}" for i in range(len(images))], images)
+    w.close(source="test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """Random weights with a variance-preserving init: PyTorch's default init collapses this network's features
+    to near-constant (FID ~ 0), which would let a parity test pass for the wrong reasons."""
+    torch.manual_seed(0)
+    model = FIDInception()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("weights") / "inception-random.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory):
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("clf") / "model-seed0.pt"
+    torch.save({"format": "cxrgan-classifier/1", "state": classifier.build(2).state_dict(),
+                "classes": ["No Finding", "Infiltration"], "size": 32, "seed": 0}, path)
+    return path
+
+
+def test_tf1_resize_samples_without_half_pixel_offset():
+    x = torch.tensor([[[[0.0, 10.0], [20.0, 30.0]]]])
+    out = tf1_resize_bilinear(x, 4)  # output i samples input i * 2/4: 0, 0.5, 1 (edge), 1 (clamped)
+    assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 5.0, 10.0, 10.0]))
+    assert torch.allclose(out[0, 0, :, 0], torch.tensor([0.0, 10.0, 20.0, 20.0]))
+    same = torch.rand(1, 3, 7, 7)
+    assert torch.equal(tf1_resize_bilinear(same, 7), same)
+
+
+def test_agrees_with_torch_fidelity(real, fake, inception_weights, tmp_path):
+    import torch_fidelity
+
+    fake_ds, real_ds = H5ImageDataset(fake, "synthetic", in_memory=True), H5ImageDataset(real, "test", in_memory=True)
+    n = min(len(fake_ds), len(real_ds))
+    ours = evaluate(QualityConfig(real=f"{real}:test", fake=str(fake), out=str(tmp_path / "m.json"),
+                                  inception_weights=str(inception_weights), audit=False, per_class=False,
+                                  kid_subsets=10, kid_subset_size=n, cache="", seed=2020, device="cpu"))
+
+    class RGB(torch.utils.data.Dataset):
+        def __init__(self, images):
+            self.images = torch.from_numpy(images)
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, i):
+            return self.images[i][None].expand(3, -1, -1).contiguous()
+
+    ref = torch_fidelity.calculate_metrics(
+        input1=RGB(fake_ds.images), input2=RGB(real_ds.images), isc=True, fid=True, kid=True, prc=True,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(inception_weights),
+        feature_layer_prc="2048", kid_subsets=10, kid_subset_size=n, rng_seed=2020, cuda=False, verbose=False,
+        save_cpu_ram=True, cache=False)
+    assert ours["fid"] > 1.0  # the features are not collapsed: the test can fail
+    assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
+    assert ours["is_mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-4)
+    assert ours["is_std"] == pytest.approx(ref["inception_score_std"], rel=1e-3, abs=1e-6)
+    assert ours["kid_mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["kid_std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-3)
+    assert ours["precision"] == pytest.approx(ref["precision"], abs=1e-6)
+    assert ours["recall"] == pytest.approx(ref["recall"], abs=1e-6)
+    assert (ours["n_real"], ours["n_fake"]) == (len(real_ds), len(fake_ds))
+    assert any("2048" in w for w in ours["warnings"])
+
+
+def test_inception_weights_errors(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="no such file"):
+        load_inception(str(tmp_path / "missing.pth"))
+    bad = tmp_path / "resnet.pth"
+    torch.save(classifier.build(2).state_dict(), bad)
+    with pytest.raises(UserError, match="not the FID Inception network's weights"):
+        load_inception(str(bad))
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError, match="--inception-weights PATH"):
+        load_inception(None)
+
+
+def test_domain_features_audit_and_report_keys(real, fake, classifier_ckpt, tmp_path):
+    out = tmp_path / "q" / "fid.json"
+    r = run_tool("fid_is.py", "--real", real, "--fake", fake, "--out", out, "--features",
+                 f"classifier:{classifier_ckpt}", "--cache", tmp_path / "cache", "--kid-subset-size", "20",
+                 "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(out.read_text())
+    for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "n_real", "n_fake", "near_copies",
+                "near_copy_threshold", "near_copies_features", "near_copy_threshold_features"):
+        assert key in s, key
+    assert s["is_mean"] is None  # no ImageNet classes in a chest X-ray classifier
+    assert s["features"]["network"] == "classifier" and s["features"]["dim"] == 512
+    assert set(s["per_class"]) == {"No Finding", "Infiltration"}
+    assert sum(m["n_fake"] for m in s["per_class"].values()) == s["n_fake"] == 30
+    # the two copied training images are found in pixel space, and little else is
+    assert 2 <= s["near_copies"] <= 4
+    assert s["audit_pixels"]["synthetic_to_train_median"] > s["near_copy_threshold"]
+    for png in s["figures"].values():
+        assert (out.parent / png).stat().st_size > 1000
+    assert s["real"]["content_sha256"] and s["args"]["features"].startswith("classifier:")
+
+
+def test_feature_cache_is_keyed_by_content_and_split(real, classifier_ckpt, tmp_path):
+    net = feature_net(f"classifier:{classifier_ckpt}", device="cpu")
+    test = H5ImageDataset(real, "test")
+    f1, _, hit1 = cached_features(net, test, tmp_path)
+    f2, _, hit2 = cached_features(net, test, tmp_path)
+    assert (hit1, hit2) == (False, True) and np.array_equal(f1, f2)
+    _, _, hit3 = cached_features(net, H5ImageDataset(real, "val"), tmp_path)
+    assert not hit3
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_features_match_the_classifier_penultimate_layer(real, classifier_ckpt):
+    net = feature_net(f"classifier:{classifier_ckpt}", device="cpu")
+    images = H5ImageDataset(real, "test").read_uint8(np.arange(4))
+    model = classifier.build(2)
+    model.load_state_dict(torch.load(classifier_ckpt, weights_only=True)["state"])
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images).unsqueeze(1).float() / 127.5 - 1
+        trunk = torch.nn.Sequential(*list(model.children())[:-1])
+        expected = trunk(x).flatten(1).numpy()
+    assert np.allclose(net(images)[0], expected, atol=1e-5)
+
+
+def test_cli_errors(real, fake, classifier_ckpt, tmp_path):
+    r = run_tool("fid_is.py", "--real", real, "--fake", tmp_path / "nope.h5")
+    assert r.returncode == 2 and "no such file" in r.stderr
+    r = run_tool("fid_is.py", "--real", f"{real}:train", "--fake", fake, "--features", f"classifier:{classifier_ckpt}")
+    assert r.returncode == 2 and "training split itself" in r.stderr
+    r = run_tool("fid_is.py", "--real", real, "--fake", fake, "--features", "vgg")
+    assert r.returncode == 2 and "classifier:PATH" in r.stderr
+    r = run_tool("fid_is.py", "--real", real, "--fake", fake, "--features", f"classifier:{tmp_path / 'x.pt'}")
+    assert r.returncode == 2 and "train_resnet" in r.stderr
