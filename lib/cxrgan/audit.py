@@ -47,11 +47,20 @@ def audit_space(synthetic: np.ndarray, train: np.ndarray, test: np.ndarray, quan
 
 def closest_pairs_figure(path, synthetic_images: np.ndarray, train_images: np.ndarray, result: dict,
                          k: int = 8, title: str = "") -> None:
-    """The ``k`` generated images closest to a training image, beside their nearest training image."""
+    """The ``k`` generated images closest to a training image, each followed by its nearest training image
+    (pairs side by side, two pairs per row)."""
     order = np.argsort(result["distances"])[:k]
-    save_grid(path, {"generated": synthetic_images[order],
-                     "nearest real training image": train_images[result["nearest_train"][order]]},
-              title, cols=1 if k <= 4 else 2)
+    gen, real = synthetic_images[order], train_images[result["nearest_train"][order]]
+    if gen.shape[1:] != real.shape[1:]:  # different sizes: show both at the smaller one
+        side = min(gen.shape[-1], real.shape[-1])
+        gen, real = (to_side(x, side) for x in (gen, real))
+    pairs = np.stack([gen, real], axis=1).reshape(-1, *gen.shape[1:])
+    save_grid(path, {"generated | nearest real training image (pairs)": pairs}, title, cols=4)
+
+
+def to_side(images: np.ndarray, side: int) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().unsqueeze(1)
+    return F.adaptive_avg_pool2d(x, side).squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def distance_histogram(path, result: dict, title: str = "") -> None:

@@ -1,0 +1,280 @@
+"""REPORT.md from whatever the pipeline has produced under ``outputs/``: did synthetic data help, how close are the
+images to real ones, and was anything copied.
+
+Inputs are found by their contracts, never by a fixed list: every ``classify/**/metrics.json`` (train_resnet),
+every ``metrics/*.json`` holding a ``fid`` key (fid_is), every ``gan/*/summary.json`` (train_dcgan) and the samples
+file. Missing pieces are reported as missing; the report never invents a number.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .datasetfile import parse_ref
+from .errors import UserError
+from .fileio import atomic_output
+from .figures import plot_losses, plt, save_figure, save_grid
+from .reader import H5ImageDataset
+
+
+@dataclass
+class ClassifierRun:
+    name: str
+    path: Path
+    m: dict
+
+    @property
+    def kind(self) -> str:
+        cfg = self.m["config"]
+        return "synthetic only (TSTR)" if cfg.get("synthetic_only") else \
+            "real + synthetic" if cfg.get("synthetic") else "real"
+
+    @property
+    def fraction(self) -> float:
+        return float(self.m["config"].get("real_fraction", 1.0))
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_classifier_runs(root: Path) -> list[ClassifierRun]:
+    runs = []
+    for p in sorted((root / "classify").glob("**/metrics.json")):
+        m = _load_json(p)
+        if m and "auroc" in m and "config" in m:
+            runs.append(ClassifierRun(str(p.parent.relative_to(root / "classify")), p.parent, m))
+    return runs
+
+
+def find_quality_runs(root: Path) -> list[tuple[Path, dict]]:
+    return [(p, m) for p in sorted((root / "metrics").glob("*.json")) if (m := _load_json(p)) and "fid" in m]
+
+
+def _ci(m: dict, key: str, digits: int = 3) -> str:
+    v, ci = m.get(key), m.get(f"{key}_ci95")
+    if v is None:
+        return "–"
+    sd = m.get(f"{key}_sd")
+    text = f"{v:.{digits}f}"
+    if ci:
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    if sd is not None:
+        text += f" ±{sd:.{digits}f}"
+    return text
+
+
+def _num(v, fmt: str = ".4g") -> str:
+    return "–" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
+
+
+def _n_train(run: ClassifierRun) -> str:
+    seeds = run.m.get("per_seed", [])
+    real = np.mean([s.get("n_train_real", 0) for s in seeds]) if seeds else 0
+    syn = np.mean([s.get("n_train_synthetic", 0) for s in seeds]) if seeds else 0
+    return f"{real:.0f} + {syn:.0f}"
+
+
+def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
+    if not runs:
+        return ("## Table 1 — classifier: real vs real + synthetic\n\nNo classifier runs found (`make classify`).\n",
+                [])
+    lines = ["## Table 1 — classifier: real vs real + synthetic", "",
+             "ResNet-18, mean over seeds with the 95% bootstrap CI over test images (in brackets) and the sd over "
+             "seeds (±). Model selection on the real validation split only; test images are real and never seen in "
+             "training.", "",
+             "| run | training data | real fraction | train images (real + synthetic) | seeds | test images | AUROC | "
+             "accuracy | balanced accuracy | sensitivity | specificity |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r.name} | {r.kind} | {r.fraction:g} | {_n_train(r)} | {r.m.get('n_seeds', '?')} | "
+                     f"{r.m.get('n_test', '?')} | " + " | ".join(_ci(r.m, k) for k in
+                                                              ("auroc", "accuracy", "balanced_accuracy",
+                                                               "sensitivity", "specificity")) + " |")
+    paired = [r for r in runs if "paired" in r.m]
+    verdicts = []
+    if paired:
+        lines += ["", "Paired comparison on the same test images (paired bootstrap of the difference in mean AUROC; "
+                  "exact McNemar test on accuracy of the seed-averaged predictions):", "",
+                  "| run | against | ΔAUROC | 95% CI | p (bootstrap) | McNemar: only baseline right / only run right "
+                  "| McNemar p |", "|---|---|---:|---:|---:|---:|---:|"]
+        for r in paired:
+            p = r.m["paired"]
+            mc = p["mcnemar"]
+            base = Path(p["baseline"]).name
+            lines.append(f"| {r.name} | {base} | {p['delta_auroc']:+.3f} | [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] "
+                         f"| {p['p_value']:.3g} | {mc['only_a_correct']} / {mc['only_b_correct']} | "
+                         f"{mc['p_value']:.3g} |")
+            helped = "helped" if p["ci95"][0] > 0 else "hurt" if p["ci95"][1] < 0 else \
+                "made no significant difference"
+            verdicts.append(f"**{r.name}** vs {base}: synthetic data {helped} (ΔAUROC {p['delta_auroc']:+.3f}, "
+                            f"95% CI {p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}).")
+    return "\n".join(lines) + "\n", verdicts
+
+
+def efficiency_figure(runs: list[ClassifierRun], path: Path) -> bool:
+    """AUROC against the real fraction, real-only vs real + synthetic, when runs at two or more fractions exist."""
+    groups = {}
+    for r in runs:
+        if r.kind != "synthetic only (TSTR)":
+            groups.setdefault(r.kind, []).append(r)
+    if len({r.fraction for r in runs if r.kind == "real"}) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (kind, rs) in enumerate(sorted(groups.items())):
+        rs = sorted(rs, key=lambda r: r.fraction)
+        x = np.array([r.fraction for r in rs]) * (1 + 0.015 * (i - 0.5))  # small offset: error bars don't overlap
+        y = np.array([r.m["auroc"] for r in rs])
+        lo, hi = np.array([r.m["auroc_ci95"][0] for r in rs]), np.array([r.m["auroc_ci95"][1] for r in rs])
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=kind)
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the real training patients kept")
+    ax.set_ylabel("test AUROC (95% CI)")
+    ax.set_title("Data efficiency: does synthetic data help more when real data is scarce?")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, list[str]]:
+    if not runs:
+        return ("## Table 2 — image metrics\n\nNo fid_is results found (`make metrics`).\n", [])
+    lines = ["## Table 2 — image metrics: generated vs real", "",
+             "Lower FID and KID are better; precision = share of generated images inside the real manifold (fidelity), "
+             "recall = share of real images inside the generated manifold (diversity); IS in brackets is the real "
+             "images' own score. N is given beside every number: FID is biased upward below 2,048 images per side, so "
+             "values compare only at equal N.", "",
+             "| results | features | set | N real | N generated | FID | KID | precision | recall | IS |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts, audit_lines = [], []
+    for path, m in runs:
+        feats = m.get("features", {}).get("network", "?")
+        for scope, s in [("overall", m), *m.get("per_class", {}).items()]:
+            kid = "–" if s.get("kid_mean") is None else f"{s['kid_mean']:.4g} ± {s['kid_std']:.2g}"
+            is_ = "–" if s.get("is_mean") is None else f"{s['is_mean']:.3f} ± {s['is_std']:.3f}" + (
+                f" ({s['is_real_mean']:.3f})" if s.get("is_real_mean") is not None else "")
+            lines.append(f"| {path.name} | {feats} | {scope} | {s['n_real']} | {s['n_fake']} | {_num(s.get('fid'), '.2f')} "
+                         f"| {kid} | {_num(s.get('precision'), '.3f')} | {_num(s.get('recall'), '.3f')} | {is_} |")
+        for w in m.get("warnings", [])[:1]:
+            lines.append(f"\n> {path.name}: {w}\n")
+        if "near_copies" in m:
+            audit_lines += [f"### {path.name} ({feats} features)", "",
+                            f"- pixel space: **{m['near_copies']} of {m['n_fake']}** generated images are near-copies "
+                            f"(threshold {m['near_copy_threshold']:.4g}); feature space: "
+                            f"**{m['near_copies_features']}** (threshold {m['near_copy_threshold_features']:.4g}).",
+                            f"- rule: {m.get('near_copy_rule', '')}; by construction about "
+                            f"{100 * m['config']['near_copy_quantile']:g}% of held-out real images fall under it.",
+                            f"- median distance to the nearest training image: generated "
+                            f"{m['audit_pixels']['synthetic_to_train_median']:.4g}, held-out real "
+                            f"{m['audit_pixels']['test_to_train_median']:.4g} (pixels).", ""]
+            for key in ("closest_pixels", "audit_pixels", "closest_features", "audit_features"):
+                if key in m.get("figures", {}):
+                    audit_lines.append(f"![{key}]({_rel(path.parent / m['figures'][key], base)})")
+            audit_lines.append("")
+            expected = m["config"]["near_copy_quantile"] * m["n_fake"]
+            flagged = max(m["near_copies"], m["near_copies_features"])
+            verdicts.append(f"**{path.name}**: {m['near_copies']} (pixels) and {m['near_copies_features']} (features) "
+                            f"of {m['n_fake']} generated images are closer to a training image than "
+                            f"{100 * (1 - m['config']['near_copy_quantile']):g}% of held-out real images "
+                            f"(about {expected:.0f} expected by chance)"
+                            + (": inspect the closest pairs." if flagged > 3 * max(expected, 1) else "."))
+    text = "\n".join(lines) + "\n"
+    if audit_lines:
+        text += "\n## Memorisation audit\n\nFor every generated image, its nearest real training image; compared " \
+                "with the same distance for held-out real images (other patients).\n\n" + "\n".join(audit_lines)
+    return text, verdicts
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def samples_section(samples: Path, real_ref: str | None, report_dir: Path, base: Path, n: int, seed: int) -> str:
+    if not samples.is_file():
+        return "## Samples\n\nNo samples file found (`make samples`).\n"
+    syn = H5ImageDataset(samples, "synthetic", in_memory=True)
+    real = None
+    if real_ref:
+        path, split = parse_ref(real_ref, "test")
+        if Path(path).is_file():
+            real = H5ImageDataset(path, split, in_memory=True)
+    rng = np.random.default_rng(seed)
+    lines = ["## Samples", "", f"Random generated images ({samples}) beside random real {real.split if real else ''} "
+             "images of the same class.", ""]
+    for c, name in enumerate(syn.classes):
+        panels = {}
+        if real is not None and name in real.classes:
+            idx = np.flatnonzero(real.labels == real.classes.index(name))
+            panels[f"real: {name}"] = real.images[rng.choice(idx, min(n, len(idx)), replace=False)]
+        idx = np.flatnonzero(syn.labels == c)
+        if len(idx) == 0:
+            continue
+        panels[f"generated: {name}"] = syn.images[rng.choice(idx, min(n, len(idx)), replace=False)]
+        png = report_dir / f"samples-{c}.png"
+        save_grid(png, panels, cols=4)
+        lines.append(f"![{name}]({_rel(png, base)})")
+    return "\n".join(lines) + "\n"
+
+
+def gan_section(root: Path, report_dir: Path, base: Path) -> str:
+    runs = [(p.parent, m) for p in sorted((root / "gan").glob("*/summary.json")) if (m := _load_json(p))]
+    if not runs:
+        return "## GAN training\n\nNo GAN runs found (`make gan`).\n"
+    lines = ["## GAN training", "", "| run | recipe | class | epochs | images shown | seconds | img/s |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    figures = []
+    for d, m in runs:
+        lines.append(f"| {d.name} | {m.get('recipe')} | {'all' if m.get('cls') is None else m['cls']} | "
+                     f"{m.get('epochs')} | {1000 * m.get('kimg', 0):.0f} | {_num(m.get('seconds'), '.0f')} | "
+                     f"{_num(m.get('img_per_s'), '.1f')} |")
+        grids = sorted(d.glob("grid-*.png"))
+        if grids:
+            picks = sorted({grids[round(i * (len(grids) - 1) / 3)] for i in range(4)})
+            figures.append(f"### {d.name}: training progression (fixed latents), epochs "
+                           + ", ".join(str(int(p.stem.split("-")[1])) for p in picks))
+            figures.append(" ".join(f"![{p.stem}]({_rel(p, base)})" for p in picks))
+        if (d / "losses.csv").is_file():
+            png = report_dir / f"losses-{d.name}.png"
+            plot_losses(d / "losses.csv", png)
+            figures += [f"Loss curves ({d.name}):", f"![losses {d.name}]({_rel(png, base)})"]
+        figures.append("")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(figures) + "\n"
+
+
+def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid: int = 16, seed: int = 0) -> Path:
+    root = Path(outputs)
+    if not root.is_dir():
+        raise UserError(f"--outputs {root}: no such folder; run the pipeline first (make all)")
+    out = Path(out) if out else root / "REPORT.md"
+    report_dir = out.parent / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    base = out.parent
+    clf_runs, quality_runs = find_classifier_runs(root), find_quality_runs(root)
+    clf_text, clf_verdicts = classifier_section(clf_runs)
+    q_text, q_verdicts = quality_section(quality_runs, base)
+    real_ref = next((f"{m['real']['file']}:{m['real']['split']}" for _, m in quality_runs if "real" in m), None)
+    if real_ref is None and clf_runs:
+        real_ref = clf_runs[0].m["config"].get("data")
+    glance = clf_verdicts + q_verdicts
+    parts = [f"# cxrgan report\n\nBuilt {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
+             f"`{root}`.\n", "## At a glance\n",
+             "\n".join(f"- {v}" for v in glance) if glance else "- Nothing to summarise yet.", "", clf_text]
+    efficiency = report_dir / "data-efficiency.png"
+    if efficiency_figure(clf_runs, efficiency):
+        parts.append(f"## Data efficiency\n\n![data efficiency]({_rel(efficiency, base)})\n")
+    parts += [q_text, samples_section(root / "synthetic.h5", real_ref, report_dir, base, n_grid, seed),
+              gan_section(root, report_dir, base)]
+    with atomic_output(out) as tmp:
+        tmp.write_text("\n".join(parts))
+    return out
