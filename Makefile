@@ -23,13 +23,21 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
+FRACTIONS ?= 0.1 0.25 0.5
+INCEPTION_WEIGHTS ?=
+
 ifeq ($(DATA),nih)
 DATASET := data/nih-$(SIZE).h5
 CLF_SIZE ?= 224
+INCEPTION ?= 1
 else
 DATASET := data/phantom-$(SIZE).h5
 CLF_SIZE ?= $(SIZE)
+INCEPTION ?= 0
 endif
+# the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
+METRICS := outputs/metrics/domain.json $(if $(filter 1,$(INCEPTION)),outputs/metrics/inception.json)
+FID_ARGS = --real $(DATASET) --fake outputs/synthetic.h5 --out $@ --seed $(SEED) --device $(DEVICE)
 CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
 	--device $(DEVICE)
 
@@ -43,7 +51,7 @@ TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(N
 TRAIN_ARGS = --data $(DATASET) --out $(@D) --epochs $(EPOCHS) --seed $(SEED) --device $(DEVICE)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data all test bench clean gan samples classify metrics report
+.PHONY: help setup data all test bench clean gan samples classify efficiency metrics report
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -90,8 +98,25 @@ $(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) outputs/synthetic.h5 $(CLF_DI
 $(CLF_DIR)/tstr/metrics.json: $(DATASET) outputs/synthetic.h5 | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic outputs/synthetic.h5 --synthetic-only
 
-metrics report: | $(STAMP)
-	@echo "make $@: not yet built (FID/IS/KID, the memorisation audit and the report land in a later release)"
+efficiency: $(foreach f,$(FRACTIONS),$(CLF_DIR)/fraction-$(f)/real/metrics.json $(CLF_DIR)/fraction-$(f)/real+synthetic/metrics.json)  ## real vs real+synthetic at each real fraction in FRACTIONS (the data-efficiency plot)
+
+$(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) | $(STAMP)
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
+
+$(CLF_DIR)/fraction-%/real+synthetic/metrics.json: $(DATASET) outputs/synthetic.h5 $(CLF_DIR)/fraction-%/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --synthetic outputs/synthetic.h5 \
+		--baseline $(CLF_DIR)/fraction-$*/real
+
+metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1 adds the Inception metrics)
+
+outputs/metrics/domain.json: outputs/synthetic.h5 $(CLF_DIR)/real/metrics.json
+	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
+
+outputs/metrics/inception.json: outputs/synthetic.h5 | $(STAMP)
+	$(PY) tools/fid_is.py $(FID_ARGS) --features inception $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
+
+report: classify metrics  ## outputs/REPORT.md from every result under outputs/ (tables, figures, audit)
+	$(PY) tools/report.py --outputs outputs --seed $(SEED)
 
 all: data gan samples classify metrics report  ## the whole pipeline on the default data
 
