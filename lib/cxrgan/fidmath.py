@@ -70,7 +70,8 @@ def inception_score(logits: np.ndarray, splits: int = 10, seed: int | None = Non
     p = np.exp(log_p)
     scores = []
     for i in range(splits):
-        part, log_part = p[i * len(x) // splits:(i + 1) * len(x) // splits], log_p[i * len(x) // splits:(i + 1) * len(x) // splits]
+        part_of = slice(i * len(x) // splits, (i + 1) * len(x) // splits)
+        part, log_part = p[part_of], log_p[part_of]
         log_py = np.log(part.mean(axis=0, keepdims=True))
         scores.append(np.exp((part * (log_part - log_py)).sum(axis=1).mean()))
     return float(np.mean(scores)), float(np.std(scores))

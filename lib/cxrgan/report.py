@@ -164,7 +164,8 @@ def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, lis
             kid = "–" if s.get("kid_mean") is None else f"{s['kid_mean']:.4g} ± {s['kid_std']:.2g}"
             is_ = "–" if s.get("is_mean") is None else f"{s['is_mean']:.3f} ± {s['is_std']:.3f}" + (
                 f" ({s['is_real_mean']:.3f})" if s.get("is_real_mean") is not None else "")
-            lines.append(f"| {path.name} | {feats} | {scope} | {s['n_real']} | {s['n_fake']} | {_num(s.get('fid'), '.2f')} "
+            lines.append(f"| {path.name} | {feats} | {scope} | {s['n_real']} | {s['n_fake']} | "
+                         f"{_num(s.get('fid'), '.2f')} "
                          f"| {kid} | {_num(s.get('precision'), '.3f')} | {_num(s.get('recall'), '.3f')} | {is_} |")
         for w in m.get("warnings", [])[:1]:
             lines.append(f"\n> {path.name}: {w}\n")

@@ -1,0 +1,262 @@
+"""Synthetic chest X-rays of the seed and improved GAN recipes (NIH 64x64): how close they are to real images in a
+chest-X-ray feature space, whether any is a near copy of a training image, and whether they help a classifier.
+
+Uses bench/gan_quality.py's work folder (the real dataset nih64.h5 split by patient, and 500 generated images per
+class from each recipe in seed.h5 and improved.h5). Steps, all with the project's own protocols:
+1. real baseline: train_resnet's protocol (clftrain.run) on the real training split, ``seeds`` seeds;
+2. domain quality: fid_is's protocol (quality.evaluate) with the baseline's seed-0 ResNet-18 as the feature network
+   (penultimate layer, 512-d), generated images against the real test split, memorisation audit against the real
+   training split; a real-vs-real reference (real val against real test) and an equal-N comparison;
+3. usefulness: real + synthetic (paired against the real baseline: ΔAUROC bootstrap CI, McNemar) and
+   train-on-synthetic-test-on-real (TSTR), same seeds and epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import fire
+import numpy as np
+
+from _common import console, record_start, show_table, write_section
+from cxrgan import fidmath
+from cxrgan.clftrain import ClfConfig, run
+from cxrgan.features import cached_features, feature_net
+from cxrgan.quality import QualityConfig, evaluate
+from cxrgan.reader import H5ImageDataset
+
+RECIPES = ("seed", "improved")
+
+
+def _log(msg: str) -> None:
+    console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
+
+
+def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: int, patience: int, reuse: bool,
+              **extra) -> tuple[dict, float]:
+    """clftrain.run into WORK/eval/NAME (or its earlier metrics.json with the same settings when ``reuse``)."""
+    out = work / "eval" / name
+    cfg = ClfConfig(data=str(data), out=str(out), epochs=epochs, seeds=seeds, size=size, patience=patience,
+                    device="cpu", **extra)
+    if reuse and (out / "metrics.json").is_file():
+        old = json.loads((out / "metrics.json").read_text())
+        same = all(old["config"].get(k) == v for k, v in cfg.__dict__.items() if k != "out")
+        if same and "seconds" in old.get("args", {}):
+            _log(f"{name}: reusing {out}/metrics.json")
+            return old, old["args"]["seconds"]
+    _log(f"{name}: training {seeds} seed(s), at most {epochs} epochs each")
+    t0 = time.perf_counter()
+
+    def on_seed(r):
+        _log(f"  {name} seed {r['seed']}: test AUROC {r['auroc']:.3f}, best epoch {r['best_epoch']} "
+             f"(val AUROC {r['val_auroc']:.3f}), {time.perf_counter() - t0:.0f} s so far")
+
+    s = run(cfg, call_args={"bench": "gan_eval", "seconds": None}, on_seed=on_seed)
+    seconds = time.perf_counter() - t0
+    s["args"]["seconds"] = seconds  # recorded so --reuse can report it
+    (out / "metrics.json").write_text(json.dumps(s, indent=2))
+    _log(f"{name}: AUROC {s['auroc']:.3f} ({s['auroc_ci95'][0]:.3f}-{s['auroc_ci95'][1]:.3f}) in {seconds:.0f} s")
+    return s, seconds
+
+
+def _f(v, fmt=".3f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _kid(m: dict) -> str:
+    return "–" if m.get("kid_mean") is None else f"{1e3 * m['kid_mean']:.1f} ± {1e3 * m['kid_std']:.1f}"
+
+
+def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15, patience: int = 5, size: int = 64,
+         draws: int = 20, reuse: bool = False, out: str = None):
+    """Run everything in WORKDIR/eval and write the "gan-eval" section of docs/benchmarks.md.
+
+    Args:
+        workdir: bench/gan_quality.py's work folder (nih64.h5, seed.h5, improved.h5).
+        seeds: classifier trainings per configuration (seeds 0..seeds-1).
+        epochs: most epochs per training (early stopping on real val AUROC, ``patience``).
+        patience: epochs without a better val AUROC before stopping.
+        size: classifier input size.
+        draws: random equal-N subsets of generated images for the comparison with the real-vs-real reference.
+        reuse: reuse classifier runs already in WORKDIR/eval with the same settings (to re-make the tables only).
+        out: markdown file to update (default docs/benchmarks.md; "" writes nothing).
+    """
+    record_start()
+    t_start = time.perf_counter()
+    work = Path(workdir)
+    data = work / "nih64.h5"
+    samples = {r: work / f"{r}.h5" for r in RECIPES}
+    missing = [p for p in (data, *samples.values()) if not p.is_file()]
+    if missing:
+        sys.exit(f"{', '.join(map(str, missing))} missing: run `python bench/gan_quality.py --workdir {work}` first "
+                 "(it builds nih64.h5, trains both recipes and samples seed.h5 and improved.h5)")
+    ev = work / "eval"
+    ev.mkdir(parents=True, exist_ok=True)
+    cache = ev / "cache"
+    split = {s: H5ImageDataset(data, s) for s in ("train", "val", "test")}
+    classes = split["train"].classes
+    counts = {s: np.bincount(d.labels, minlength=len(classes)) for s, d in split.items()}
+    wall = {}
+
+    # 1. real baseline
+    real, wall["real"] = _classify(work, "real", data, seeds, epochs, size, patience, reuse)
+
+    # 2. domain quality with the baseline's seed-0 model as the feature network
+    ckpt = ev / "real" / "model-seed0.pt"
+    features = f"classifier:{ckpt}"
+    quality, t0 = {}, time.perf_counter()
+    for r in RECIPES:
+        _log(f"{r}: domain FID/KID/precision/recall and memorisation audit")
+        quality[r] = evaluate(QualityConfig(real=f"{data}:test", fake=str(samples[r]), out=str(ev / f"quality-{r}.json"),
+                                            features=features, train=f"{data}:train", audit=True, cache=str(cache),
+                                            device="cpu"))
+    _log("real val vs real test (reference)")
+    quality["real val"] = evaluate(QualityConfig(real=f"{data}:test", fake=f"{data}:val",
+                                                 out=str(ev / "quality-real-val.json"), features=features,
+                                                 audit=False, cache=str(cache), device="cpu"))
+    # equal N: generated subsets with the val split's size and class mix, against the same real test images
+    net = feature_net(features, device="cpu")
+    test_f = cached_features(net, H5ImageDataset(data, "test"), cache)[0]
+    n_val = counts["val"]
+    equal_n = {}
+    for r in RECIPES:
+        ds = H5ImageDataset(samples[r], "synthetic")
+        f = cached_features(net, ds, cache)[0]
+        rng = np.random.default_rng(0)
+        fids, kids, precs, recs = [], [], [], []
+        for _ in range(draws):
+            idx = np.concatenate([rng.choice(np.flatnonzero(ds.labels == c), n_val[c], replace=False)
+                                  for c in range(len(classes))])
+            fids.append(fidmath.fid(test_f, f[idx]))
+            kids.append(fidmath.kid(test_f, f[idx], 100, 1000, seed=0)[0])
+            p, rc = fidmath.precision_recall(test_f, f[idx], 3)
+            precs.append(p), recs.append(rc)
+        equal_n[r] = {k: (float(np.mean(v)), float(np.std(v))) for k, v in
+                      (("fid", fids), ("kid", kids), ("precision", precs), ("recall", recs))}
+    wall["quality"] = time.perf_counter() - t0
+
+    # 3. usefulness: real + synthetic (paired with the real baseline) and TSTR
+    clf = {"real": real}
+    for r in RECIPES:
+        clf[f"real + {r}"], wall[f"real + {r}"] = _classify(
+            work, f"real+{r}", data, seeds, epochs, size, patience, reuse, synthetic=str(samples[r]),
+            baseline=str(ev / "real"))
+        clf[f"{r} only (TSTR)"], wall[f"{r} only (TSTR)"] = _classify(
+            work, f"tstr-{r}", data, seeds, epochs, size, patience, reuse, synthetic=str(samples[r]),
+            synthetic_only=True, baseline=str(ev / "real"))
+
+    # tables
+    q_rows = []
+    for name in (*RECIPES, "real val"):
+        q = quality[name]
+        label = f"{name} generated" if name in RECIPES else "real val (reference)"
+        for scope, m in [("all", q), *q["per_class"].items()]:
+            q_rows.append([label, scope, m["n_real"], m["n_fake"], _f(m["fid"], ".1f"), _kid(m),
+                           _f(m["precision"]), _f(m["recall"])])
+    q_table = show_table("domain quality", ["images", "class", "n real (test)", "n compared", "FID", "KID ×1e3 (± sd)",
+                                            "precision", "recall"], q_rows)
+    e_rows = [[f"{r} generated ({draws} draws)", *(f"{equal_n[r][k][0]:{fmt}} ± {equal_n[r][k][1]:{fmt}}"
+                                                     for k, fmt in (("fid", ".1f"), ("kid", ".4f"),
+                                                                    ("precision", ".3f"), ("recall", ".3f")))]
+              for r in RECIPES]
+    rv = quality["real val"]
+    e_rows.append(["real val (one set)", f"{rv['fid']:.1f}", f"{rv['kid_mean']:.4f}", f"{rv['precision']:.3f}",
+                   f"{rv['recall']:.3f}"])
+    e_table = show_table(f"equal N ({int(n_val.sum())} images vs the {int(counts['test'].sum())} real test images)",
+                         ["images", "FID", "KID", "precision", "recall"], e_rows)
+    a_rows = []
+    for r in RECIPES:
+        q = quality[r]
+        a_rows.append([r, q["n_fake"], f"{q['near_copies']} ({100 * q['near_copies'] / q['n_fake']:.1f}%)",
+                       f"{q['audit_pixels']['synthetic_to_train_median']:.3g}",
+                       f"{q['audit_pixels']['test_to_train_median']:.3g}" if "test_to_train_median" in
+                       q["audit_pixels"] else "–",
+                       f"{q['near_copies_features']} ({100 * q['near_copies_features'] / q['n_fake']:.1f}%)"])
+    a_table = show_table("memorisation audit", ["recipe", "generated", "near copies, pixels",
+                                                "median NN dist gen→train (pixels)", "median test→train (pixels)",
+                                                "near copies, features"], a_rows)
+    c_rows = []
+    for name, s in clf.items():
+        ps = s["per_seed"]
+        auc = f"{s['auroc']:.3f} ({s['auroc_ci95'][0]:.3f}–{s['auroc_ci95'][1]:.3f})"
+        sd = "–" if s["auroc_sd"] is None else f"{s['auroc_sd']:.3f}"
+        if "paired" in s:
+            p = s["paired"]
+            delta = f"{p['delta_auroc']:+.3f} ({p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}), p = {p['p_value']:.2g}"
+            mc = p["mcnemar"]
+            mcn = f"{mc['only_a_correct']} vs {mc['only_b_correct']}, p = {mc['p_value']:.2g}"
+        else:
+            delta = mcn = "(baseline)"
+        c_rows.append([name, f"{ps[0]['n_train_real']} + {ps[0]['n_train_synthetic']}", auc, sd,
+                       f"{s['balanced_accuracy']:.3f}", " ".join(str(r["best_epoch"]) for r in ps), delta, mcn,
+                       f"{wall[name]:.0f}"])
+    c_table = show_table("classifier", ["training data", "real + synthetic images", "test AUROC (95% CI)",
+                                        "sd over seeds", "balanced acc.", "best epoch per seed",
+                                        "ΔAUROC vs real (95% CI), p", "McNemar: only real / only this correct, p",
+                                        "wall s"], c_rows)
+
+    def cnt(s):
+        return ", ".join(f"{n} {c}" for c, n in zip(classes, counts[s]))
+
+    total = time.perf_counter() - t_start
+    thr = quality["seed"]["near_copy_threshold"], quality["seed"]["near_copy_threshold_features"]
+    body = f"""Real NIH images at 64x64 (`{data}`, split by patient: train {cnt('train')}; val {cnt('val')}; test
+{cnt('test')}) and the generated images of both recipes from the "GAN quality" section (`seed.h5`,
+`improved.h5`: 500 per class, made by `bench/gan_quality.py --workdir {work}`). Everything on CPU; whole run
+{total / 60:.0f} min.
+
+**Domain quality.** Features: the penultimate layer (512-d) of the real baseline's seed-0 ResNet-18 (step 3's
+"real" row; `fid_is.py --features classifier:{ckpt}`), generated images against the real *test* images,
+per class and overall. KID: unbiased MMD² (cubic kernel), mean ± sd over 100 subsets of min(1000, n real, n
+compared) images. Precision/recall: k-NN manifolds, k = 3, in the same 512-d space (not VGG-16, so not
+comparable in number with papers). The reference row compares the real *val* images (other patients) with the
+same real test images: what two real samples of this size look like in this space.
+
+{q_table}
+
+FID depends on the number of images (it is biased upward at small N, and the 512-d covariance of 27–90 real
+images is rank-deficient), so the rows above only compare with rows at the same counts: the generated rows
+with each other, not with the reference row. For that comparison, the generated images were subsampled to the
+val split's size and class mix ({int(n_val.sum())} images: {cnt('val')}), {draws} random draws, mean ± sd:
+
+{e_table}
+
+**Memorisation audit** (fid_is's): each generated image's nearest real training image, against the real test
+images' nearest training image; a generated image closer than the 1st percentile of test-to-train distances
+is a near copy (thresholds: {thr[0]:.3g} in pixel space, {thr[1]:.3g} in feature space; they depend on the real
+images only, so they are the same for both recipes). About 1% of generated images fall under the threshold
+without any copying, since 1% of real test images do by construction. Pixel distances: Euclidean over
+the 64x64 image, pixels scaled to [0, 1]. Closest-pair figures (they show real
+training images, so they stay in `{ev}`, out of the repository): `quality-<recipe>-closest-*.png`.
+
+{a_table}
+
+**Usefulness for a classifier** (train_resnet's protocol, `clftrain.run`): ResNet-18 from scratch, input
+{size}x{size}, {seeds} seeds (0–{seeds - 1}), at most {epochs} epochs, early stopping on real val AUROC (patience
+{patience}), tested on the {int(counts['test'].sum())} real test images. "real + recipe": the real training split plus
+as many synthetic images per class as real ones (train_resnet's default ratio 1; a different seeded subset per
+seed); "TSTR": all 1,000 synthetic images, no real ones (val and test still real). AUROC: mean over seeds, 95%
+bootstrap CI over test images of that mean. ΔAUROC: against the real baseline on the same test images, paired
+bootstrap (1,000 resamples); McNemar: exact test on the seed-averaged predictions' accuracy (threshold 0.5).
+Equivalent to `tools/train_resnet.py --data {data} --size {size} --epochs {epochs} --seeds {seeds} [--synthetic
+FILE.h5 [--synthetic-only]] --baseline {ev}/real --device cpu`.
+
+{c_table}
+
+Caveats. The domain feature network is trained on the same real training split the GANs learnt from (and
+selected on the real val split), so the feature space is shaped by exactly those images: it may reward
+generated images for resembling the training images, and it encodes mainly what separates the two classes
+there, not everything that makes an image look real; it is one network (seed 0), not an average over seeds. All counts are small: {int(counts['test'].sum())}
+real test images ({counts['test'][1]} {classes[1]}), {int(counts['val'].sum())} val images ({counts['val'][1]} {classes[1]}) for
+early stopping, so AUROC intervals are wide, early stopping is noisy, and FID/KID per class rest on
+{counts['test'][1]}–{counts['test'][0]} real images. One GAN training run per recipe: the recipe comparison does not include
+GAN-training variability.
+"""
+    write_section("gan-eval", "Synthetic data: quality and usefulness, seed vs improved recipe (NIH 64x64)", body, out)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
