@@ -47,6 +47,27 @@ def test_kid_near_zero_for_one_distribution_and_positive_for_two():
     assert kid(a, b + 1.0, subsets=20, subset_size=300)[0] > 0.5
 
 
+def _kid_closed_form(d: int, delta: float) -> float:
+    """MMD^2 of N(0, I) and N(delta * 1, I) under k(x, y) = (x.y / d + 1)^3, from the moments of u = x.y, a sum of
+    d independent products of normals (cumulants add)."""
+    def mean_kernel(m1, m2, m3):  # raw moments of one product x_i * y_i
+        k1, k2, k3 = d * m1, d * (m2 - m1 ** 2), d * (m3 - 3 * m2 * m1 + 2 * m1 ** 3)
+        eu, eu2, eu3 = k1, k2 + k1 ** 2, k3 + 3 * k2 * k1 + k1 ** 3
+        return eu3 / d ** 3 + 3 * eu2 / d ** 2 + 3 * eu / d + 1
+
+    k_xx = mean_kernel(0, 1, 0)
+    k_yy = mean_kernel(delta ** 2, (1 + delta ** 2) ** 2, (delta ** 3 + 3 * delta) ** 2)
+    k_xy = mean_kernel(0, 1 + delta ** 2, 0)
+    return k_xx + k_yy - 2 * k_xy
+
+
+@pytest.mark.parametrize("delta", [0.3, 0.6])
+def test_kid_of_shifted_gaussians_matches_the_closed_form(delta):
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(4000, 8)), rng.normal(size=(4000, 8)) + delta
+    assert kid(real, fake, subsets=50, subset_size=1000)[0] == pytest.approx(_kid_closed_form(8, delta), rel=0.1)
+
+
 def test_inception_score_of_one_hot_predictions():
     eye = np.eye(10) * 100.0  # logits of confident, one-hot predictions
     assert inception_score(np.tile(eye, (20, 1)), splits=10)[0] == pytest.approx(10.0)
