@@ -1,60 +1,80 @@
-# cxrgan — every stage is a file-producing target; `make` alone lists them.
+# cxrgan — every stage is a file-producing target; `make` alone lists them. Re-running a finished `make all` does
+# nothing; after an interruption it resumes at the first stage whose output is missing (GAN training from last.pt).
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 DATA ?= phantom
-SIZE ?= 64
+DATA_DIR ?= data
+OUTPUTS ?= outputs
+NIH_DIR ?= $(DATA_DIR)/nih
 SEED ?= 0
 N_PHANTOMS ?= 400
-NIH_DIR ?= data/nih
 RECIPE ?= improved
 EPOCHS ?= 20
 N_SYNTH ?= 500
 DEVICE ?= auto
 NPROC ?= 1
 SEEDS ?= 3
-CLF_EPOCHS ?= 10
-CLF_DIR := outputs/classify
-GAN_DIR := outputs/gan
+FRACTIONS ?= 0.1 0.25 0.5
+INCEPTION_WEIGHTS ?=
+MIRROR ?=
+GAN_ARGS ?=
+CLF_DIR := $(OUTPUTS)/classify
+GAN_DIR := $(OUTPUTS)/gan
+SYNTH := $(OUTPUTS)/synthetic.h5
 comma := ,
 empty :=
 space := $(empty) $(empty)
 
-FRACTIONS ?= 0.1 0.25 0.5
-INCEPTION_WEIGHTS ?=
-
+# DATA=nih is the reference study's protocol: 256x256, both classes, 20 epochs, 500 images per class,
+# ResNet-18 at 224x224; the Inception metrics too. DATA=phantom is sized for a laptop CPU (about 15 minutes).
 ifeq ($(DATA),nih)
-DATASET := data/nih-$(SIZE).h5
+SIZE ?= 256
 CLF_SIZE ?= 224
+CLF_EPOCHS ?= 20
 INCEPTION ?= 1
-else
-DATASET := data/phantom-$(SIZE).h5
+DATASET := $(DATA_DIR)/nih-$(SIZE).h5
+else ifeq ($(DATA),phantom)
+SIZE ?= 64
 CLF_SIZE ?= $(SIZE)
+CLF_EPOCHS ?= 10
 INCEPTION ?= 0
+DATASET := $(DATA_DIR)/phantom-$(SIZE).h5
+else
+$(error DATA must be phantom or nih, not '$(DATA)')
 endif
-# the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
-METRICS := outputs/metrics/domain.json $(if $(filter 1,$(INCEPTION)),outputs/metrics/inception.json)
-FID_ARGS = --real $(DATASET) --fake outputs/synthetic.h5 --out $@ --seed $(SEED) --device $(DEVICE)
-CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
-	--device $(DEVICE)
 
 ifeq ($(RECIPE),seed)
 GAN_RUNS := $(GAN_DIR)/seed-c0 $(GAN_DIR)/seed-c1
-else
+else ifeq ($(RECIPE),improved)
 GAN_RUNS := $(GAN_DIR)/improved
+else
+$(error RECIPE must be improved or seed, not '$(RECIPE)')
 endif
 # torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch)
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
-TRAIN_ARGS = --data $(DATASET) --out $(@D) --epochs $(EPOCHS) --seed $(SEED) --device $(DEVICE)
+TRAIN_ARGS = --data $(DATASET) --out $(@D) --epochs $(EPOCHS) --seed $(SEED) --device $(DEVICE) $(GAN_ARGS)
+CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
+	--device $(DEVICE)
+# the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
+METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json)
+FID_ARGS = --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
+CLASSIFY := $(CLF_DIR)/real/metrics.json $(CLF_DIR)/real+synthetic/metrics.json $(CLF_DIR)/tstr/metrics.json
+SMOKE_DIR := build/smoke
+SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outputs SIZE=32 N_PHANTOMS=120 \
+	EPOCHS=1 N_SYNTH=64 SEEDS=2 CLF_EPOCHS=1 DEVICE=cpu GAN_ARGS="--base 8 --batch 16 --grid 4"
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data all test bench clean gan samples classify efficiency metrics report
+.PHONY: help setup download data gan samples classify efficiency metrics report all test smoke bench docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+	@echo
+	@echo "variables: DATA=phantom|nih NIH_DIR SIZE EPOCHS N_SYNTH RECIPE=improved|seed SEEDS DEVICE NPROC"
+	@echo "           OUTPUTS DATA_DIR FRACTIONS INCEPTION=0|1 INCEPTION_WEIGHTS MIRROR   (see README.md)"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
@@ -64,15 +84,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-data: $(DATASET)  ## build the dataset HDF5 (DATA=phantom: procedural phantoms; DATA=nih: NIH_DIR)
+download: $(NIH_DIR)/download.json  ## fetch the official NIH ChestX-ray14 release into NIH_DIR (MIRROR=URL for another host)
 
-data/phantom-$(SIZE).h5: | $(STAMP)
+$(NIH_DIR)/download.json: | $(STAMP)
+	$(PY) tools/download_nih.py --out $(NIH_DIR) $(if $(MIRROR),--mirror $(MIRROR))
+
+data: $(DATASET)  ## build the dataset HDF5 (DATA=phantom: procedural phantoms; DATA=nih: from NIH_DIR)
+
+$(DATA_DIR)/phantom-$(SIZE).h5: | $(STAMP)
 	$(PY) tools/make_phantoms.py --out $@ --n $(N_PHANTOMS) --size $(SIZE) --seed $(SEED)
 
-data/nih-$(SIZE).h5: | $(STAMP)
+$(DATA_DIR)/nih-$(SIZE).h5: | $(STAMP)
 	$(PY) tools/make_hdf5.py --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
 
-gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=improved: one conditional model; RECIPE=seed: one DCGAN per class)
+gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
 
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
 $(GAN_DIR)/improved/summary.json: $(DATASET) | $(STAMP)
@@ -81,47 +106,57 @@ $(GAN_DIR)/improved/summary.json: $(DATASET) | $(STAMP)
 $(GAN_DIR)/seed-c%/summary.json: $(DATASET) | $(STAMP)
 	$(TRAIN) $(TRAIN_ARGS) --recipe seed --cls $*
 
-samples: outputs/synthetic.h5  ## sample N_SYNTH images per class from the trained GAN(s)
+samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s)
 
-outputs/synthetic.h5: $(addsuffix /summary.json,$(GAN_RUNS))
+$(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS))
 	$(PY) tools/sample.py --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
 		--ckpt $(subst $(space),$(comma),$(addsuffix /last.pt,$(GAN_RUNS)))
 
-classify: $(CLF_DIR)/real/metrics.json $(CLF_DIR)/real+synthetic/metrics.json $(CLF_DIR)/tstr/metrics.json  ## ResNet-18: real vs real+synthetic (paired) vs synthetic-only, SEEDS seeds
+classify: $(CLASSIFY)  ## ResNet-18: real vs real+synthetic (paired) vs synthetic-only, SEEDS seeds
 
 $(CLF_DIR)/real/metrics.json: $(DATASET) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS)
 
-$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) outputs/synthetic.h5 $(CLF_DIR)/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic outputs/synthetic.h5 --baseline $(CLF_DIR)/real
+$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --baseline $(CLF_DIR)/real
 
-$(CLF_DIR)/tstr/metrics.json: $(DATASET) outputs/synthetic.h5 | $(STAMP)
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic outputs/synthetic.h5 --synthetic-only
+$(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) | $(STAMP)
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
 efficiency: $(foreach f,$(FRACTIONS),$(CLF_DIR)/fraction-$(f)/real/metrics.json $(CLF_DIR)/fraction-$(f)/real+synthetic/metrics.json)  ## real vs real+synthetic at each real fraction in FRACTIONS (the data-efficiency plot)
 
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
-$(CLF_DIR)/fraction-%/real+synthetic/metrics.json: $(DATASET) outputs/synthetic.h5 $(CLF_DIR)/fraction-%/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --synthetic outputs/synthetic.h5 \
+$(CLF_DIR)/fraction-%/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/fraction-%/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --synthetic $(SYNTH) \
 		--baseline $(CLF_DIR)/fraction-$*/real
 
 metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1 adds the Inception metrics)
 
-outputs/metrics/domain.json: outputs/synthetic.h5 $(CLF_DIR)/real/metrics.json
+$(OUTPUTS)/metrics/domain.json: $(SYNTH) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
-outputs/metrics/inception.json: outputs/synthetic.h5 | $(STAMP)
+$(OUTPUTS)/metrics/inception.json: $(SYNTH) | $(STAMP)
 	$(PY) tools/fid_is.py $(FID_ARGS) --features inception $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
-report: classify metrics  ## outputs/REPORT.md from every result under outputs/ (tables, figures, audit)
-	$(PY) tools/report.py --outputs outputs --seed $(SEED)
+report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
-all: data gan samples classify metrics report  ## the whole pipeline on the default data
+$(OUTPUTS)/REPORT.md: $(CLASSIFY) $(METRICS) $(wildcard $(CLF_DIR)/fraction-*/*/metrics.json)
+	$(PY) tools/report.py --outputs $(OUTPUTS) --seed $(SEED)
 
-test: $(STAMP)  ## unit tests (tiny generated data; extra cases when ../shared/data exists)
+all: report  ## the whole pipeline on the default data: data, gan, samples, classify, metrics, report
+
+test: $(STAMP)  ## unit tests (tiny generated data; extra cases when ../shared/data exists), then the smoke chain
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory smoke
+
+smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smoke, then check a rerun is a no-op
+	rm -rf $(SMOKE_DIR)
+	$(MAKE) --no-print-directory all $(SMOKE_VARS)
+	test -s $(SMOKE_DIR)/outputs/REPORT.md
+	@if $(MAKE) --no-print-directory -q all $(SMOKE_VARS); then echo "smoke: REPORT.md built; a second make all is a no-op"; \
+	else echo "smoke: FAILED: a second make all would run again:"; $(MAKE) --no-print-directory -n all $(SMOKE_VARS); exit 1; fi
 
 bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
 	$(PY) bench/compression.py
@@ -129,6 +164,11 @@ bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/ben
 	$(PY) bench/reader.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/sample_speed.py
+	$(PY) bench/fid_speed.py
 
-clean:  ## remove outputs/ and built data (keeps data/nih downloads and .venv)
-	rm -rf outputs/* data/phantom-*.h5 data/*.report.json
+docker:  ## build the CUDA image, tagged cxrgan
+	docker build -f docker/Dockerfile -t cxrgan .
+
+clean:  ## remove OUTPUTS, built datasets and build/ (keeps NIH downloads and .venv)
+	find $(OUTPUTS) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf $(DATA_DIR)/phantom-*.h5 $(DATA_DIR)/nih-*.h5 $(DATA_DIR)/*.report.json build

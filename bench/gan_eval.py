@@ -46,6 +46,7 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
         same = all(old["config"].get(k) == v for k, v in cfg.__dict__.items() if k != "out")
         if same and "seconds" in old.get("args", {}):
             _log(f"{name}: reusing {out}/metrics.json")
+            old["reused"] = True
             return old, old["args"]["seconds"]
     _log(f"{name}: training {seeds} seed(s), at most {epochs} epochs each")
     t0 = time.perf_counter()
@@ -64,6 +65,10 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
 
 def _f(v, fmt=".3f") -> str:
     return "–" if v is None else format(v, fmt)
+
+
+def _p(p: float, n_boot: int = 1000) -> str:
+    return f"< {1 / n_boot:g}" if p == 0 else f"= {p:.2g}"
 
 
 def _kid(m: dict) -> str:
@@ -110,9 +115,9 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
     quality, t0 = {}, time.perf_counter()
     for r in RECIPES:
         _log(f"{r}: domain FID/KID/precision/recall and memorisation audit")
-        quality[r] = evaluate(QualityConfig(real=f"{data}:test", fake=str(samples[r]), out=str(ev / f"quality-{r}.json"),
-                                            features=features, train=f"{data}:train", audit=True, cache=str(cache),
-                                            device="cpu"))
+        quality[r] = evaluate(QualityConfig(real=f"{data}:test", fake=str(samples[r]),
+                                            out=str(ev / f"quality-{r}.json"), features=features,
+                                            train=f"{data}:train", audit=True, cache=str(cache), device="cpu"))
     _log("real val vs real test (reference)")
     quality["real val"] = evaluate(QualityConfig(real=f"{data}:test", fake=f"{data}:val",
                                                  out=str(ev / "quality-real-val.json"), features=features,
@@ -148,6 +153,8 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
             work, f"tstr-{r}", data, seeds, epochs, size, patience, reuse, synthetic=str(samples[r]),
             synthetic_only=True, baseline=str(ev / "real"))
 
+    reuse_used = any(c.get("reused") for c in clf.values())
+
     # tables
     q_rows = []
     for name in (*RECIPES, "real val"):
@@ -156,8 +163,8 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
         for scope, m in [("all", q), *q["per_class"].items()]:
             q_rows.append([label, scope, m["n_real"], m["n_fake"], _f(m["fid"], ".1f"), _kid(m),
                            _f(m["precision"]), _f(m["recall"])])
-    q_table = show_table("domain quality", ["images", "class", "n real (test)", "n compared", "FID", "KID ×1e3 (± sd)",
-                                            "precision", "recall"], q_rows)
+    q_table = show_table("domain quality", ["images", "class", "n real (test)", "n compared", "FID",
+                                            "KID ×1e3 (± sd)", "precision", "recall"], q_rows)
     e_rows = [[f"{r} generated ({draws} draws)", *(f"{equal_n[r][k][0]:{fmt}} ± {equal_n[r][k][1]:{fmt}}"
                                                      for k, fmt in (("fid", ".1f"), ("kid", ".4f"),
                                                                     ("precision", ".3f"), ("recall", ".3f")))]
@@ -185,7 +192,7 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
         sd = "–" if s["auroc_sd"] is None else f"{s['auroc_sd']:.3f}"
         if "paired" in s:
             p = s["paired"]
-            delta = f"{p['delta_auroc']:+.3f} ({p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}), p = {p['p_value']:.2g}"
+            delta = f"{p['delta_auroc']:+.3f} ({p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}), p {_p(p['p_value'])}"
             mc = p["mcnemar"]
             mcn = f"{mc['only_a_correct']} vs {mc['only_b_correct']}, p = {mc['p_value']:.2g}"
         else:
@@ -201,19 +208,22 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
     def cnt(s):
         return ", ".join(f"{n} {c}" for c, n in zip(classes, counts[s]))
 
-    total = time.perf_counter() - t_start
+    reused = (" (classifier runs reused from an earlier run of this script; this run took "
+              f"{(time.perf_counter() - t_start) / 60:.0f} min)" if reuse_used else "")
     thr = quality["seed"]["near_copy_threshold"], quality["seed"]["near_copy_threshold_features"]
     body = f"""Real NIH images at 64x64 (`{data}`, split by patient: train {cnt('train')}; val {cnt('val')}; test
 {cnt('test')}) and the generated images of both recipes from the "GAN quality" section (`seed.h5`,
-`improved.h5`: 500 per class, made by `bench/gan_quality.py --workdir {work}`). Everything on CPU; whole run
-{total / 60:.0f} min.
+`improved.h5`: 500 per class, made by `bench/gan_quality.py --workdir {work}`). Everything on CPU; wall time
+{sum(wall.values()) / 60:.0f} min for the classifier trainings and quality measurements{reused}.
 
 **Domain quality.** Features: the penultimate layer (512-d) of the real baseline's seed-0 ResNet-18 (step 3's
 "real" row; `fid_is.py --features classifier:{ckpt}`), generated images against the real *test* images,
 per class and overall. KID: unbiased MMD² (cubic kernel), mean ± sd over 100 subsets of min(1000, n real, n
 compared) images. Precision/recall: k-NN manifolds, k = 3, in the same 512-d space (not VGG-16, so not
 comparable in number with papers). The reference row compares the real *val* images (other patients) with the
-same real test images: what two real samples of this size look like in this space.
+same real test images: what two real samples of this size look like in this space. The generated "all" rows
+are 50/50 by class against a 70/30 real test set, which by itself adds to their distances; the per-class rows
+and the equal-N table below (drawn with the val split's class mix, as the reference) do not have this mismatch.
 
 {q_table}
 
@@ -249,11 +259,11 @@ FILE.h5 [--synthetic-only]] --baseline {ev}/real --device cpu`.
 Caveats. The domain feature network is trained on the same real training split the GANs learnt from (and
 selected on the real val split), so the feature space is shaped by exactly those images: it may reward
 generated images for resembling the training images, and it encodes mainly what separates the two classes
-there, not everything that makes an image look real; it is one network (seed 0), not an average over seeds. All counts are small: {int(counts['test'].sum())}
-real test images ({counts['test'][1]} {classes[1]}), {int(counts['val'].sum())} val images ({counts['val'][1]} {classes[1]}) for
-early stopping, so AUROC intervals are wide, early stopping is noisy, and FID/KID per class rest on
-{counts['test'][1]}–{counts['test'][0]} real images. One GAN training run per recipe: the recipe comparison does not include
-GAN-training variability.
+there, not everything that makes an image look real; it is one network (seed 0), not an average over seeds.
+All counts are small: {int(counts['test'].sum())} real test images ({counts['test'][1]} {classes[1]}),
+{int(counts['val'].sum())} val images ({counts['val'][1]} {classes[1]}) for early stopping, so AUROC intervals
+are wide, early stopping is noisy, and FID/KID per class rest on {counts['test'][1]}–{counts['test'][0]} real
+images. One GAN training run per recipe: the recipe comparison does not include GAN-training variability.
 """
     write_section("gan-eval", "Synthetic data: quality and usefulness, seed vs improved recipe (NIH 64x64)", body, out)
 
