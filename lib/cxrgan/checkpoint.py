@@ -22,17 +22,20 @@ def save(obj: dict, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
+def load(path: str | Path, map_location="cpu", what: str = "checkpoint") -> dict:
+    """``torch.load(weights_only=True)`` with one-line errors naming ``what`` the file was meant to be."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path}: no such file")
+        raise UserError(f"{what} {path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"checkpoint {path} holds objects other than tensors and plain values; refusing to load it "
-                        f"(only cxrgan checkpoints are accepted): {str(e).splitlines()[0]}") from None
+        if "global" in str(e).lower():  # a pickle of Python objects, which weights_only refuses to run
+            raise UserError(f"{what} {path} holds objects other than tensors and plain values; refusing to load "
+                            "it") from None
+        raise UserError(f"{what} {path} is damaged or not a {what}") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"checkpoint {path} is damaged or not a checkpoint ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{what} {path} is damaged or not a {what} ({str(e).splitlines()[0]})") from None
 
 
 def rng_state() -> dict:

@@ -9,13 +9,13 @@ cost.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from . import checkpoint
 from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,13 +26,7 @@ def load_imagenet_state(weights: str | None) -> dict:
     """torchvision's ImageNet ResNet-18 weights: from ``weights`` (a state-dict file) or downloaded to the torch
     hub cache on first use. Raises UserError when neither works."""
     if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--weights {path}: no such file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure here means "not a usable weights file"
-            raise UserError(f"--weights {path}: not a ResNet-18 state dict ({str(e).splitlines()[0]})") from None
+        state = checkpoint.load(weights, what="ResNet-18 state dict")
     else:
         try:
             state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True)

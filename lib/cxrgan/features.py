@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import classifier
+from . import checkpoint, classifier
 from .errors import UserError
 from .fileio import atomic_output, sha256_file
 from .inception import load_inception
@@ -60,13 +60,7 @@ def resolve_device(device: str) -> torch.device:
 
 def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """A train_resnet checkpoint (``model-seedN.pt``) -> (ResNet-18 in eval mode, checkpoint metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such classifier checkpoint; train one with tools/train_resnet.py")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
-        raise UserError(f"{path}: cannot load ({str(e).splitlines()[0]})") from None
+    ckpt = checkpoint.load(path, what="train_resnet checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != "cxrgan-classifier/1":
         raise UserError(f"{path}: not a train_resnet checkpoint (format cxrgan-classifier/1)")
     state = ckpt["state"]

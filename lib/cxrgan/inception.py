@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint
 from .errors import UserError
 
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -206,12 +207,7 @@ def load_inception(weights: str | None = None, device="cpu") -> tuple[FIDIncepti
     """
     if weights:
         path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--inception-weights {path}: no such file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
-            raise UserError(f"--inception-weights {path}: cannot load ({str(e).splitlines()[0]})") from None
+        state = checkpoint.load(path, what="FID Inception weights file")
         source = f"--inception-weights {path}"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     else:
