@@ -10,7 +10,7 @@ from cxrgan import classifier
 from cxrgan.datasetfile import SAMPLES_SCHEMA, DatasetWriter
 from cxrgan.errors import UserError
 from cxrgan.features import cached_features, feature_net
-from cxrgan.inception import FIDInception, load_inception, tf1_resize_bilinear
+from cxrgan.inception import load_inception, random_weights, tf1_resize_bilinear
 from cxrgan.phantoms import generate
 from cxrgan.quality import QualityConfig, evaluate
 from cxrgan.reader import H5ImageDataset
@@ -43,20 +43,8 @@ def fake(real, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
-    """Random weights with a variance-preserving init: PyTorch's default init collapses this network's features
-    to near-constant (FID ~ 0), which would let a parity test pass for the wrong reasons."""
-    torch.manual_seed(0)
-    model = FIDInception()
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
     path = tmp_path_factory.mktemp("weights") / "inception-random.pth"
-    torch.save(model.state_dict(), path)
+    torch.save(random_weights(seed=0), path)
     return path
 
 

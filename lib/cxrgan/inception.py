@@ -186,6 +186,24 @@ class FIDInception(nn.Module):
         return pool, pool @ self.fc.weight.T
 
 
+def random_weights(seed: int = 0) -> dict:
+    """A state dict of random weights with a variance-preserving (Kaiming-normal) init and non-trivial batch-norm
+    statistics, for parity tests and speed benchmarks where the real weights cannot be downloaded. PyTorch's
+    default init collapses this network's features to near-constant values (FID ~ 0), which would let a parity
+    test pass for the wrong reasons."""
+    torch.manual_seed(seed)
+    model = FIDInception()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    return model.state_dict()
+
+
 def _check_state(state, source: str) -> dict:
     model_keys = set(FIDInception().state_dict())
     if not isinstance(state, dict):
