@@ -101,9 +101,9 @@ class DownloadError(Exception):
 class _Transient(Exception):
     """A failure worth retrying: a connection error, a dropped connection, a 5xx answer."""
 
-    def __init__(self, message: str, unreachable: bool = False):
+    def __init__(self, message: str, unreachable: bool = False, received: int = 0):
         super().__init__(message)
-        self.unreachable = unreachable
+        self.unreachable, self.received = unreachable, received
 
 
 def _open(req: urllib.request.Request, timeout: float):
@@ -127,6 +127,8 @@ def select(only=None) -> list[ReleaseFile]:
     """The release files named by ``--only`` (comma-separated, or a list), in release order; all when None."""
     if only is None or only == "":
         return list(MANIFEST)
+    if isinstance(only, bool):
+        raise UserError(f"--only needs file names, comma-separated; valid names: {valid_names_text()}")
     wanted = [str(x) for x in only] if isinstance(only, (list, tuple)) else str(only).split(",")
     wanted = [w.strip() for w in wanted if w.strip()]
     unknown = [w for w in wanted if w not in names()]
@@ -177,11 +179,12 @@ def md5_file(path: Path, on_progress: Progress | None = None) -> str:
 
 def _reason(e: BaseException) -> str:
     if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
-        e = e.reason if isinstance(e.reason, BaseException) else e
-        if not isinstance(e, BaseException):
-            return str(e)
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
+        text = _reason(e.reason) if isinstance(e.reason, BaseException) else str(e.reason)
+    elif isinstance(e, TimeoutError):
+        text = "no answer within --timeout"
+    else:
+        text = str(e).strip()
+    return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 def _request(url: str, offset: int = 0, method: str = "GET") -> urllib.request.Request:
@@ -231,7 +234,8 @@ class _Transfer:
     """The state of one file's download across attempts: the part file, its running MD5, the announced total."""
 
     def __init__(self, url: str, dest: Path, timeout: float, on_progress: Progress | None):
-        self.url, self.dest, self.part, self.timeout, self.on_progress = url, dest, part_path(dest), timeout, on_progress
+        self.url, self.dest, self.part = url, dest, part_path(dest)
+        self.timeout, self.on_progress = timeout, on_progress
         self.total: int | None = None
         self.resumed_from = _size(self.part)
         self.spliced = self.resumed_from > 0  # some bytes came from an earlier request than the last one
@@ -311,10 +315,8 @@ class _Transfer:
                 try:
                     chunk = resp.read(CHUNK)
                 except (OSError, http.client.HTTPException) as e:
-                    raise _Transient(f"connection dropped after {done:,} of {self._total_text()} bytes "
-                                     f"({_reason(e)})") from None
-                finally:
-                    pass
+                    raise _Transient(f"the connection dropped after {done:,} of {self._total_text()} bytes "
+                                     f"({_reason(e)})", received=received) from None
                 if not chunk:
                     break
                 try:
@@ -328,26 +330,21 @@ class _Transfer:
                 if self.on_progress:
                     self.on_progress(done, self.total)
         if self.total is not None and done < self.total:
-            raise _ShortRead(f"the connection closed after {done:,} of {self.total:,} bytes", received)
+            raise _Transient(f"the connection closed after {done:,} of {self.total:,} bytes", received=received)
         return received
 
     def _total_text(self) -> str:
         return f"{self.total:,}" if self.total is not None else "?"
 
 
-class _ShortRead(_Transient):
-    def __init__(self, message: str, received: int):
-        super().__init__(message)
-        self.received = received
-
-
 def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, timeout: float = 60.0,
-          backoff: float = 1.0, on_progress: Progress | None = None) -> Fetched:
+          backoff: float = 1.0, on_progress: Progress | None = None, md5_source: str = "expected") -> Fetched:
     """Download ``url`` to ``dest`` through ``dest``.part (resuming one that exists) and rename it when verified.
 
     Retries transient failures up to ``retries`` times in a row (an attempt that received bytes resets the count),
     sleeping ``backoff`` * 2**k seconds (at most 30) in between. Verifies the size the server announced and, when
-    ``md5`` is given, the MD5. Raises DownloadError when the file cannot be fetched or verified.
+    ``md5`` is given, the MD5 (``md5_source`` names where it came from, for the message). Raises DownloadError when
+    the file cannot be fetched or verified; NAME.part is kept when it is merely incomplete, deleted when it is wrong.
     """
     dest = Path(dest)
     t = _Transfer(url, dest, timeout, on_progress)
@@ -356,7 +353,7 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
         try:
             t.attempt()
         except _Transient as e:
-            if isinstance(e, _ShortRead) and e.received:
+            if e.received:
                 failures = 0  # progress was made: only failures in a row count
             failures += 1
             total_retries += 1
@@ -372,11 +369,11 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
         digest = t.md5()
         problem = None
         if md5 and digest != md5.lower():
-            problem = f"MD5 mismatch: received {digest}, expected {md5.lower()}"
+            problem = f"MD5 mismatch: received {digest}, expected {md5.lower()} ({md5_source})"
         elif dest.name.endswith(".gz") and size and not _is_gzip(t.part):
             problem = "the received file is not a gzip archive"
         if problem:
-            if t.spliced and not refetched and total_retries < retries + 1:
+            if t.spliced and not refetched and retries > 0:
                 # bytes from two requests (or two runs) were joined; the file may have changed in between
                 refetched, total_retries = True, total_retries + 1
                 t.restart(f"{problem} after resuming; downloaded again from zero")
@@ -436,6 +433,7 @@ class FileResult:
     checked: str = ""  # how it was checked
     note: str = ""
     error: str = ""
+    unreachable: bool = field(default=False, repr=False)  # failed because the host gave no answer
 
     @property
     def ok(self) -> bool:
@@ -453,7 +451,9 @@ class Outcome:
         """One line naming every problem and what to do; None when every selected file is in place."""
         parts = []
         for r in self.files:
-            if r.status == "failed":
+            if r.status == "failed" and r.url is None:
+                parts.append(f"{r.name}: {r.error}")
+            elif r.status == "failed":
                 resume = (f"; re-running resumes from {r.name}{PART_SUFFIX}"
                           if part_path(self.out / r.name).exists() else "; re-running downloads it again")
                 parts.append(f"{r.name} could not be downloaded from {r.url}: {r.error}{resume}")
@@ -463,9 +463,10 @@ class Outcome:
                          "(re-run when the connection is back)")
         missing = [r.name for r in self.files if r.status == "missing"]
         if missing:
+            it = "it" if len(missing) == 1 else "them"
             parts.append(f"{', '.join(missing)} cannot be downloaded automatically (NIH publishes no direct link "
-                         f"for {'it' if len(missing) == 1 else 'them'}): download {'it' if len(missing) == 1 else 'them'}"
-                         f" from the Box folder {BOX_FOLDER} into {self.out}/ and re-run, or use --mirror URL")
+                         f"for {it}): download {it} from the Box folder {BOX_FOLDER} into {self.out}/ and re-run, "
+                         "or use --mirror URL")
         return "; ".join(parts) or None
 
 
@@ -489,11 +490,11 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _check_number(value, flag: str, minimum: float, integer: bool):
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < minimum:
-        kind = "a whole number" if integer else "a number"
-        raise UserError(f"{flag} must be {kind} >= {minimum:g}, got {value!r}")
-    return value
+def _check_number(value, flag: str, integer: bool, positive: bool):
+    if (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+            or value < 0 or (positive and value == 0)):
+        raise UserError(f"{flag} must be {'a whole number' if integer else 'a number'} "
+                        f"{'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def download_release(out: str | Path = "data/nih", mirror: str | None = None, only=None, retries: int = 5,
@@ -502,9 +503,9 @@ def download_release(out: str | Path = "data/nih", mirror: str | None = None, on
     """Fetch the selected release files into ``out``; a file that fails does not stop the others (except when the
     host cannot be reached at all). Raises UserError for bad arguments, an unreachable mirror, a write failure.
     """
-    _check_number(retries, "--retries", 0, integer=True)
-    _check_number(timeout, "--timeout", 0.001, integer=False)
-    _check_number(backoff, "backoff", 0, integer=False)
+    _check_number(retries, "--retries", integer=True, positive=False)
+    _check_number(timeout, "--timeout", integer=False, positive=True)
+    _check_number(backoff, "backoff", integer=False, positive=False)
     mirror = check_mirror(mirror)
     files = select(only)
     out = Path(out)
@@ -530,7 +531,7 @@ def download_release(out: str | Path = "data/nih", mirror: str | None = None, on
             progress = (lambda done, total, _n=f.name: on_progress(_n, done, total)) if on_progress else None
             results.append(_one(f.name, url, out / f.name, md5, md5_from, stopped, retries, timeout, backoff,
                                 progress))
-            stopped = stopped or getattr(results[-1], "_unreachable", False)
+            stopped = stopped or results[-1].unreachable
     return Outcome(out=out, mirror=mirror, checksum_source=source, files=results)
 
 
@@ -542,6 +543,10 @@ def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backof
             digest = md5_file(dest, progress)
             if digest == md5:
                 return FileResult(name, url, "verified", size, digest, f"MD5 ({md5_from})", "already present")
+            if url is None:
+                return FileResult(name, None, "failed", size, digest, error=(
+                    f"the present file's MD5 {digest} does not match {md5} ({md5_from} checksum); replace it with a "
+                    f"good copy from the Box folder {BOX_FOLDER}"))
             replaced = f"the present file's MD5 {digest} did not match; replaced"
         elif url is None:
             return FileResult(name, url, "skipped", size, None, "not checked (no checksum known, no direct link)",
@@ -559,11 +564,9 @@ def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backof
     if stopped:
         return FileResult(name, url, "not attempted")
     try:
-        got = fetch(url, dest, md5, retries, timeout, backoff, progress)
+        got = fetch(url, dest, md5, retries, timeout, backoff, progress, md5_source=f"{md5_from} checksum")
     except DownloadError as e:
-        r = FileResult(name, url, "failed", error=str(e) + (f" ({md5_from} checksum)" if "MD5" in str(e) else ""))
-        r._unreachable = e.unreachable
-        return r
+        return FileResult(name, url, "failed", error=str(e), unreachable=e.unreachable)
     checked = " + ".join([*(["size"] if got.total is not None else []), *([f"MD5 ({md5_from})"] if md5 else [])])
     notes = [*([replaced] if replaced else []), *got.notes,
              *([f"{_plural(got.retries, 'retry')}"] if got.retries else [])]
@@ -571,9 +574,17 @@ def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backof
                       checked or "not checked", "; ".join(notes))
 
 
+def _mtime(path: Path) -> str | None:
+    try:
+        return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat()
+    except OSError:
+        return None
+
+
 def write_record(outcome: Outcome, call_args: dict) -> Path:
     """OUT/download.json: what is in the folder, from where, how checked. Entries of files this run did not touch
-    are kept from the previous record; a skipped file keeps the MD5 computed when it was downloaded."""
+    are kept from the previous record; a skipped file (same size and mtime) keeps the MD5 computed when it was
+    downloaded."""
     path = outcome.out / RECORD
     try:
         previous = json.loads(path.read_text()).get("files", {})
@@ -583,11 +594,15 @@ def write_record(outcome: Outcome, call_args: dict) -> Path:
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     files = dict(previous)
     for r in outcome.files:
-        entry = {"status": r.status, "size": r.size, "md5": r.md5, "checked": r.checked, "url": r.url, "date": now}
-        before = previous.get(r.name) or {}
-        if r.status in ("skipped", "verified") and isinstance(before, dict) and before.get("size") == r.size:
+        entry = {"status": r.status, "size": r.size, "md5": r.md5, "checked": r.checked, "url": r.url,
+                 "downloaded": now if r.status in ("downloaded", "resumed") else None,
+                 "mtime": _mtime(outcome.out / r.name) if r.ok else None}
+        before = previous.get(r.name)
+        if (r.status in ("skipped", "verified") and isinstance(before, dict)
+                and (before.get("size"), before.get("mtime")) == (r.size, entry["mtime"])):
+            # present from an earlier run: keep when and from where it came, and the MD5 computed then
             entry["md5"] = entry["md5"] or before.get("md5")
-            entry["date"], entry["url"] = before.get("date", now), before.get("url") or r.url
+            entry["downloaded"], entry["url"] = before.get("downloaded"), before.get("url") or r.url
         if r.note:
             entry["note"] = r.note
         if r.error:
