@@ -14,14 +14,19 @@ class from each recipe in seed.h5 and improved.h5). Steps, all with the project'
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+# Before torch loads OpenMP: idle threads sleep instead of spinning. On this small shared machine, spinning threads
+# made training 3-15x slower whenever another process took a core; sleeping ones cost ~10% on an idle machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import fire
 import numpy as np
 
-from _common import console, record_start, show_table, write_section
+from _common import _cpu_seconds, console, record_start, show_table, write_section
 from cxrgan import fidmath
 from cxrgan.clftrain import ClfConfig, run
 from cxrgan.features import cached_features, feature_net
@@ -49,6 +54,7 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
             old["reused"] = True
             return old, old["args"]["seconds"]
     _log(f"{name}: training {seeds} seed(s), at most {epochs} epochs each")
+    busy0, own0 = _cpu_seconds()
     t0 = time.perf_counter()
 
     def on_seed(r):
@@ -57,7 +63,9 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
 
     s = run(cfg, call_args={"bench": "gan_eval", "seconds": None}, on_seed=on_seed)
     seconds = time.perf_counter() - t0
-    s["args"]["seconds"] = seconds  # recorded so --reuse can report it
+    busy1, own1 = _cpu_seconds()
+    s["args"]["seconds"] = seconds  # recorded so --reuse can report them
+    s["args"]["other_load"] = max(0.0, ((busy1 - busy0) - (own1 - own0)) / (seconds * os.cpu_count()))
     (out / "metrics.json").write_text(json.dumps(s, indent=2))
     _log(f"{name}: AUROC {s['auroc']:.3f} ({s['auroc_ci95'][0]:.3f}-{s['auroc_ci95'][1]:.3f}) in {seconds:.0f} s")
     return s, seconds
@@ -199,31 +207,56 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
             delta = mcn = "(baseline)"
         c_rows.append([name, f"{ps[0]['n_train_real']} + {ps[0]['n_train_synthetic']}", auc, sd,
                        f"{s['balanced_accuracy']:.3f}", " ".join(str(r["best_epoch"]) for r in ps), delta, mcn,
-                       f"{wall[name]:.0f}"])
+                       f"{wall[name]:.0f}" + ("" if s["args"].get("other_load") is None else
+                                               f" ({100 * s['args']['other_load']:.0f}%)")])
     c_table = show_table("classifier", ["training data", "real + synthetic images", "test AUROC (95% CI)",
                                         "sd over seeds", "balanced acc.", "best epoch per seed",
                                         "ΔAUROC vs real (95% CI), p", "McNemar: only real / only this correct, p",
-                                        "wall s"], c_rows)
+                                        "wall s (other load)"], c_rows)
+
+    def verdict(name):
+        p = clf[name]["paired"]
+        lo, hi = p["ci95"]
+        word = "higher than" if lo > 0 else "lower than" if hi < 0 else "not distinguishable from"
+        return (f"{name}: AUROC {clf[name]['auroc']:.3f}, {word} real alone (ΔAUROC {p['delta_auroc']:+.3f}, "
+                f"95% CI {lo:+.3f} to {hi:+.3f})")
+
+    sq, iq, eq = quality["seed"], quality["improved"], equal_n
+    findings = f"""**Summary** (the numbers are in the tables below). Domain quality, improved vs seed recipe, all
+images: FID {iq['fid']:.1f} vs {sq['fid']:.1f}, KID×1e3 {1e3 * iq['kid_mean']:.1f} vs {1e3 * sq['kid_mean']:.1f},
+precision {iq['precision']:.2f} vs {sq['precision']:.2f}, recall {iq['recall']:.2f} vs {sq['recall']:.2f}; at equal N
+({int(n_val.sum())} images) FID {eq['improved']['fid'][0]:.1f} and {eq['seed']['fid'][0]:.1f} against
+{rv['fid']:.1f} for real val images, recall {eq['improved']['recall'][0]:.2f} and {eq['seed']['recall'][0]:.2f}
+against {rv['recall']:.2f}. Near copies of training images: {iq['near_copies']} (improved) and {sq['near_copies']}
+(seed) of {iq['n_fake']} in pixel space, {iq['near_copies_features']} and {sq['near_copies_features']} in feature
+space (about 1% expected by chance). Classifier, against the real-only baseline (AUROC {real['auroc']:.3f}):
+
+{chr(10).join(f"- {verdict(n)}" for n in clf if n != "real")}
+"""
 
     def cnt(s):
         return ", ".join(f"{n} {c}" for c, n in zip(classes, counts[s]))
 
     reused = (" (classifier runs reused from an earlier run of this script; this run took "
               f"{(time.perf_counter() - t_start) / 60:.0f} min)" if reuse_used else "")
+    fs = real["per_seed"][0]
+    weak = ": a network after one epoch of training, so a weakly trained feature space" if fs["best_epoch"] == 1 else ""
     thr = quality["seed"]["near_copy_threshold"], quality["seed"]["near_copy_threshold_features"]
     body = f"""Real NIH images at 64x64 (`{data}`, split by patient: train {cnt('train')}; val {cnt('val')}; test
 {cnt('test')}) and the generated images of both recipes from the "GAN quality" section (`seed.h5`,
 `improved.h5`: 500 per class, made by `bench/gan_quality.py --workdir {work}`). Everything on CPU; wall time
-{sum(wall.values()) / 60:.0f} min for the classifier trainings and quality measurements{reused}.
+{sum(wall.values()) / 60:.0f} min for the classifier trainings and quality measurements{reused}, OpenMP threads
+sleeping when idle (`OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY")}`: the machine was shared).
 
-**Domain quality.** Features: the penultimate layer (512-d) of the real baseline's seed-0 ResNet-18 (step 3's
-"real" row; `fid_is.py --features classifier:{ckpt}`), generated images against the real *test* images,
-per class and overall. KID: unbiased MMD² (cubic kernel), mean ± sd over 100 subsets of min(1000, n real, n
-compared) images. Precision/recall: k-NN manifolds, k = 3, in the same 512-d space (not VGG-16, so not
-comparable in number with papers). The reference row compares the real *val* images (other patients) with the
-same real test images: what two real samples of this size look like in this space. The generated "all" rows
-are 50/50 by class against a 70/30 real test set, which by itself adds to their distances; the per-class rows
-and the equal-N table below (drawn with the val split's class mix, as the reference) do not have this mismatch.
+{findings}
+**Domain quality.** Features: the penultimate layer (512-d) of the real baseline's seed-0 ResNet-18 (the "real" row
+of the classifier table below; `fid_is.py --features classifier:{ckpt}`), generated images against the real *test*
+images, per class and overall. KID: unbiased MMD² (cubic kernel), mean ± sd over 100 subsets of min(1000, n real, n
+compared) images. Precision/recall: k-NN manifolds, k = 3, in the same 512-d space (not VGG-16, so not comparable in
+number with papers). The reference row compares the real *val* images (other patients) with the same real test
+images: what two real samples of this size look like in this space. The generated "all" rows are 50/50 by class
+against a 70/30 real test set, which by itself adds to their distances; the per-class rows and the equal-N table
+below (drawn with the val split's class mix, as the reference) do not have this mismatch.
 
 {q_table}
 
@@ -259,7 +292,9 @@ FILE.h5 [--synthetic-only]] --baseline {ev}/real --device cpu`.
 Caveats. The domain feature network is trained on the same real training split the GANs learnt from (and
 selected on the real val split), so the feature space is shaped by exactly those images: it may reward
 generated images for resembling the training images, and it encodes mainly what separates the two classes
-there, not everything that makes an image look real; it is one network (seed 0), not an average over seeds.
+there, not everything that makes an image look real; it is one network (seed 0), not an average over seeds,
+and early stopping kept its epoch-{fs['best_epoch']} weights (val AUROC {fs['val_auroc']:.3f}; test AUROC
+{fs['auroc']:.3f} against the {seeds}-seed mean of {real['auroc']:.3f}){weak}.
 All counts are small: {int(counts['test'].sum())} real test images ({counts['test'][1]} {classes[1]}),
 {int(counts['val'].sum())} val images ({counts['val'][1]} {classes[1]}) for early stopping, so AUROC intervals
 are wide, early stopping is noisy, and FID/KID per class rest on {counts['test'][1]}–{counts['test'][0]} real
