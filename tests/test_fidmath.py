@@ -40,6 +40,17 @@ def test_kid_matches_a_naive_unbiased_mmd():
     assert std == 0 and mean == pytest.approx(_naive_mmd2(fake, real, 5), rel=1e-10)
 
 
+def test_kid_precomputed_kernels_equal_per_subset_kernels():
+    # the fast path (full kernel matrices computed once) and the memory-bounded path (three products per subset)
+    # must draw the same subsets and give the same numbers
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(90, 7)), rng.normal(size=(70, 7)) + 0.2
+    fast = kid(real, fake, subsets=15, subset_size=40, seed=5)
+    slow = kid(real, fake, subsets=15, subset_size=40, seed=5, max_kernel_elements=0)
+    assert fast == pytest.approx(slow, rel=1e-12)
+    assert fast != kid(real, fake, subsets=15, subset_size=40, seed=6)  # the seed picks the subsets
+
+
 def test_kid_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(600, 16)), rng.normal(size=(600, 16))
