@@ -49,8 +49,8 @@ def train_resnet(data: str, out: str = "outputs/classify/real", synthetic: str =
     call_args = dict(locals())
     cfg = ClfConfig(**call_args)
     with cli.progress_info() as bar:
-        task = bar.add_task("seeds", total=seeds, info="")
-        summary = run(cfg, call_args, on_seed=lambda r: bar.update(
+        task = bar.add_task("seeds", total=seeds, info="", visible=False)  # shown once the inputs have loaded
+        summary = run(cfg, call_args, on_start=lambda: bar.update(task, visible=True), on_seed=lambda r: bar.update(
             task, advance=1, info=f"seed {r['seed']}: AUROC {r['auroc']:.3f} (best epoch {r['best_epoch']})"))
     from cxrgan.clftrain import markdown
     cli.console.print(markdown(summary))

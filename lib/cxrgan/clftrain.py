@@ -168,7 +168,9 @@ def train_one(cfg: ClfConfig, k: int, data: dict, device) -> dict:
             **metrics, **{f"{k}_ci95": v for k, v in ci.items()}, "scores": scores, "state": best}
 
 
-def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None) -> dict:
+def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None, on_start=None) -> dict:
+    """Train ``cfg.seeds`` models and write the run folder; ``on_start()`` is called once the inputs are loaded and
+    checked, ``on_seed(result)`` after each seed."""
     cfg.validate()
     rt = setup_runtime(cfg.device)
     out = Path(cfg.out)
@@ -183,6 +185,8 @@ def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None) -> dict:
     for name in ("val", "test"):
         if len(np.unique(data[name].labels)) < 2:
             raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")
+    if on_start:
+        on_start()
     runs = []
     for k in range(cfg.seeds):
         runs.append(train_one(cfg, k, data, rt.device))
