@@ -41,9 +41,10 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     """Kernel Inception Distance: mean and std over ``subsets`` random subsets of the unbiased MMD^2.
 
     The subsets are drawn as torch-fidelity draws them (generated first, then real, per subset). When the three
-    full kernel matrices fit in ``max_kernel_elements`` float64 values (512 MB by default: up to about 4,600
-    images per side) they are computed once and each subset reads its blocks from them, instead of recomputing
-    three 1000x1000x2048 products per subset; the values are the same up to float64 rounding."""
+    full kernel matrices are smaller than the per-subset ones all together and fit in ``max_kernel_elements``
+    float64 values (512 MB by default: up to about 4,600 images per side), they are computed once and each subset
+    reads its blocks from them, instead of recomputing three m x m x d products per subset; the values are the
+    same up to float64 rounding."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     m = min(subset_size, len(real), len(fake))
     if m < 2:
@@ -56,7 +57,8 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     def kernel(a, b):
         return (a @ b.T / d + coef0) ** degree
 
-    if len(fake) ** 2 + len(real) ** 2 + len(fake) * len(real) <= max_kernel_elements:
+    full_elements = len(fake) ** 2 + len(real) ** 2 + len(fake) * len(real)
+    if full_elements <= min(max_kernel_elements, 3 * subsets * m * m):
         k_ff, k_rr, k_fr = kernel(fake, fake), kernel(real, real), kernel(fake, real)
 
         def blocks(i, j):
