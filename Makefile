@@ -47,12 +47,15 @@ else
 $(error DATA must be phantom or nih, not '$(DATA)')
 endif
 
-ifeq ($(RECIPE),seed)
-GAN_RUNS := $(GAN_DIR)/seed-c0 $(GAN_DIR)/seed-c1
-else ifeq ($(RECIPE),improved)
-GAN_RUNS := $(GAN_DIR)/improved
+# The recipe table (lib/cxrgan/gan/recipes.py) says whether RECIPE is one conditional model or one model per class.
+RECIPES := $(shell $(PYTHON) lib/cxrgan/gan/recipes.py)
+RECIPE_KIND := $(shell $(PYTHON) lib/cxrgan/gan/recipes.py $(RECIPE))
+ifeq ($(RECIPE_KIND),per-class)
+GAN_RUNS := $(GAN_DIR)/$(RECIPE)-c0 $(GAN_DIR)/$(RECIPE)-c1
+else ifeq ($(RECIPE_KIND),conditional)
+GAN_RUNS := $(GAN_DIR)/$(RECIPE)
 else
-$(error RECIPE must be improved or seed, not '$(RECIPE)')
+$(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/gan/recipes.py), not '$(RECIPE)')
 endif
 # torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch)
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
@@ -73,7 +76,7 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
-	@echo "variables: DATA=phantom|nih NIH_DIR SIZE EPOCHS N_SYNTH RECIPE=improved|seed SEEDS DEVICE NPROC"
+	@echo "variables: DATA=phantom|nih NIH_DIR SIZE EPOCHS N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
 	@echo "           OUTPUTS DATA_DIR FRACTIONS INCEPTION=0|1 INCEPTION_WEIGHTS MIRROR   (see README.md)"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
@@ -100,11 +103,11 @@ $(DATA_DIR)/nih-$(SIZE).h5: | $(STAMP)
 gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
 
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
-$(GAN_DIR)/improved/summary.json: $(DATASET) | $(STAMP)
-	$(TRAIN) $(TRAIN_ARGS) --recipe improved
+$(GAN_DIR)/$(RECIPE)/summary.json: $(DATASET) | $(STAMP)
+	$(TRAIN) $(TRAIN_ARGS) --recipe $(RECIPE)
 
-$(GAN_DIR)/seed-c%/summary.json: $(DATASET) | $(STAMP)
-	$(TRAIN) $(TRAIN_ARGS) --recipe seed --cls $*
+$(GAN_DIR)/$(RECIPE)-c%/summary.json: $(DATASET) | $(STAMP)
+	$(TRAIN) $(TRAIN_ARGS) --recipe $(RECIPE) --cls $*
 
 samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s)
 

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from _common import best_time, fullres_pngs, record_start, show_table, write_section
-from cxrgan.datasetfile import GZIP_LEVEL, compress_image
-from cxrgan.imaging import decode
+from cxrgan.data.datasetfile import GZIP_LEVEL, compress_image
+from cxrgan.data.imaging import decode
 
 OPTIONS = {"none": {}, "lzf": {"compression": "lzf"},
            **{f"gzip-{k}": {"compression": "gzip", "compression_opts": k} for k in (1, 4, 9)}}

@@ -22,7 +22,7 @@ import fire
 import torch
 
 from _common import ROOT, _cpu_seconds, console, record_start, show_table, write_section
-from cxrgan.inception import random_weights
+from cxrgan.metrics.inception import random_weights
 
 # torch-fidelity's side, run as `python -c THEIRS REAL FAKE WEIGHTS BATCH KID_SUBSET_SIZE SEED OUT`: the images as
 # uint8 3-channel tensors (gray replicated) through a torch Dataset, as in tests/test_quality.py.
@@ -105,7 +105,8 @@ def main(workdir: str = "/tmp/scratch/quality", repeat: int = 2, batch: int = 64
                     str(tmp / f"theirs{k}.json")]
 
         # warm the OS file cache for both tools' imports, untimed
-        subprocess.run([py, "-c", "import torch, torch_fidelity, h5py, rich, fire, scipy, cxrgan.quality"], check=True)
+        subprocess.run([py, "-c", "import torch, torch_fidelity, h5py, rich, fire, scipy, cxrgan.metrics.evaluate"],
+                       check=True)
         runs = []
         for k in range(repeat):
             o, o_load = timed(ours_cmd(k), tmp / f"ours{k}.log")

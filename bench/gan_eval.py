@@ -27,11 +27,11 @@ import fire
 import numpy as np
 
 from _common import _cpu_seconds, console, record_start, show_table, write_section
-from cxrgan import fidmath
-from cxrgan.clftrain import ClfConfig, run
-from cxrgan.features import cached_features, feature_net
-from cxrgan.quality import QualityConfig, evaluate
-from cxrgan.reader import H5ImageDataset
+from cxrgan.metrics import scores
+from cxrgan.classify.train import ClassifierConfig, run
+from cxrgan.metrics.features import cached_features, feature_net
+from cxrgan.metrics.evaluate import QualityConfig, evaluate
+from cxrgan.data.reader import H5ImageDataset
 
 RECIPES = ("seed", "improved")
 
@@ -44,7 +44,7 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
               **extra) -> tuple[dict, float]:
     """clftrain.run into WORK/eval/NAME (or its earlier metrics.json with the same settings when ``reuse``)."""
     out = work / "eval" / name
-    cfg = ClfConfig(data=str(data), out=str(out), epochs=epochs, seeds=seeds, size=size, patience=patience,
+    cfg = ClassifierConfig(data=str(data), out=str(out), epochs=epochs, seeds=seeds, size=size, patience=patience,
                     device="cpu", **extra)
     if reuse and (out / "metrics.json").is_file():
         old = json.loads((out / "metrics.json").read_text())
@@ -57,11 +57,12 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
     busy0, own0 = _cpu_seconds()
     t0 = time.perf_counter()
 
-    def on_seed(r):
-        _log(f"  {name} seed {r['seed']}: test AUROC {r['auroc']:.3f}, best epoch {r['best_epoch']} "
-             f"(val AUROC {r['val_auroc']:.3f}), {time.perf_counter() - t0:.0f} s so far")
+    def progress(description, total=None, completed=0):  # cli.ProgressFn: a log line per seed
+        def task(advance=1, *, completed=None, total=None, info=None):
+            _log(f"  {name}: {info}, {time.perf_counter() - t0:.0f} s so far")
+        return task
 
-    s = run(cfg, call_args={"bench": "gan_eval", "seconds": None}, on_seed=on_seed)
+    s = run(cfg, call_args={"bench": "gan_eval", "seconds": None}, progress=progress)
     seconds = time.perf_counter() - t0
     busy1, own1 = _cpu_seconds()
     s["args"]["seconds"] = seconds  # recorded so --reuse can report them
@@ -143,9 +144,9 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
         for _ in range(draws):
             idx = np.concatenate([rng.choice(np.flatnonzero(ds.labels == c), n_val[c], replace=False)
                                   for c in range(len(classes))])
-            fids.append(fidmath.fid(test_f, f[idx]))
-            kids.append(fidmath.kid(test_f, f[idx], 100, 1000, seed=0)[0])
-            p, rc = fidmath.precision_recall(test_f, f[idx], 3)
+            fids.append(scores.fid(test_f, f[idx]))
+            kids.append(scores.kid(test_f, f[idx], 100, 1000, seed=0)[0])
+            p, rc = scores.precision_recall(test_f, f[idx], 3)
             precs.append(p), recs.append(rc)
         equal_n[r] = {k: (float(np.mean(v)), float(np.std(v))) for k, v in
                       (("fid", fids), ("kid", kids), ("precision", precs), ("recall", recs))}

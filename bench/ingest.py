@@ -18,7 +18,7 @@ from PIL import Image
 
 from _common import ROOT, best_time, fullres_pngs, record_start, show_table, write_section
 from cxrgan import cli
-from cxrgan.ingest import IngestConfig, build_dataset
+from cxrgan.data.ingest import IngestConfig, build_dataset
 
 CLASSES = ("No Finding", "Infiltration")
 TARGET = 1.6  # make_hdf5 --workers 2 vs the plain loop, from the issue
@@ -62,7 +62,7 @@ def main(sizes=(200, 600), size: int = 256, repeat: int = 3, src: str = None, ou
     record_start()
     sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     sources = fullres_pngs(src)
-    startup = best_time(lambda: subprocess.run([sys.executable, "-c", "import cxrgan.ingest"], check=True), repeat)
+    startup = best_time(lambda: subprocess.run([sys.executable, "-c", "import cxrgan.data.ingest"], check=True), repeat)
     rows, secs = [], {}  # secs[(configuration, n)]
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:

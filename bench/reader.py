@@ -16,9 +16,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from _common import best_time, fullres_pngs, record_start, show_table, write_section
-from cxrgan.datasetfile import DatasetWriter
-from cxrgan.imaging import decode
-from cxrgan.reader import H5ImageDataset, to_tensor
+from cxrgan.data.datasetfile import DatasetWriter
+from cxrgan.data.imaging import decode
+from cxrgan.data.reader import H5ImageDataset, to_tensor
 
 TARGET = 10.0  # HDF5 reader vs the PNG loader, from the issue
 

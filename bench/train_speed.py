@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from _common import record_start, fullres_pngs, show_table, write_section
-from cxrgan.dcgan import Discriminator, Generator
-from cxrgan.gantrain import GanConfig, train
-from cxrgan.ingest import IngestConfig, build_dataset
+from cxrgan.gan.dcgan import Discriminator, Generator
+from cxrgan.gan.train import GanConfig, train
+from cxrgan.data.ingest import IngestConfig, build_dataset
 
 
 class PngFolder(Dataset):

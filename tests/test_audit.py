@@ -1,6 +1,6 @@
 import numpy as np
 
-from cxrgan.audit import audit_space, closest_pairs_figure, nearest, pixel_vectors
+from cxrgan.metrics.audit import audit_space, closest_pairs_figure, nearest, pixel_vectors
 
 
 def _images(rng, n, side=32):

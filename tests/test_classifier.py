@@ -7,12 +7,12 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from cxrgan import classifier
-from cxrgan.clftrain import ClfConfig, run
-from cxrgan.datasetfile import SAMPLES_SCHEMA, DatasetWriter
+from cxrgan.classify import model as classifier
+from cxrgan.classify.train import ClassifierConfig, run
+from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter
 from cxrgan.errors import UserError
-from cxrgan.phantoms import generate
-from cxrgan.reader import H5ImageDataset
+from cxrgan.data.phantoms import generate
+from cxrgan.data.reader import H5ImageDataset
 from conftest import run_tool
 
 FAST = dict(size=32, device="cpu", n_boot=100, lr=1e-3)
@@ -43,7 +43,7 @@ def fake_samples(phantoms, tmp_path_factory):
 
 
 def test_learns_above_chance_and_writes_everything(phantoms, tmp_path):
-    s = run(ClfConfig(data=str(phantoms), out=str(tmp_path), epochs=6, **FAST))
+    s = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path), epochs=6, **FAST))
     assert s["auroc"] > 0.7 and s["n_test"] == len(H5ImageDataset(phantoms, "test"))
     lo, hi = s["auroc_ci95"]
     assert lo <= s["auroc"] <= hi
@@ -56,23 +56,23 @@ def test_learns_above_chance_and_writes_everything(phantoms, tmp_path):
 
 
 def test_same_seed_same_numbers(phantoms, tmp_path):
-    a = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "a"), epochs=2, seeds=2, **FAST))
-    b = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "b"), epochs=2, seeds=2, **FAST))
+    a = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "a"), epochs=2, seeds=2, **FAST))
+    b = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "b"), epochs=2, seeds=2, **FAST))
     for key in ("auroc", "auroc_ci95", "accuracy_ci95", "specificity_sd"):
         assert a[key] == b[key]
     assert len(a["per_seed"]) == 2 and a["per_seed"][0]["seed"] == 0 and a["per_seed"][1]["seed"] == 1
 
 
 def test_synthetic_joins_training_only_and_pairs_with_a_baseline(phantoms, fake_samples, tmp_path):
-    base = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "real"), epochs=2, **FAST))
-    s = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "mix"), epochs=2, synthetic=str(fake_samples),
+    base = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "real"), epochs=2, **FAST))
+    s = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "mix"), epochs=2, synthetic=str(fake_samples),
                       synthetic_ratio=0.5, baseline=str(tmp_path / "real"), **FAST))
     ps = s["per_seed"][0]
     assert ps["n_train_synthetic"] == sum(round(0.5 * c) for c in _class_counts(phantoms))
     assert s["n_test"] == base["n_test"]
     p = s["paired"]
     assert -1 <= p["delta_auroc"] <= 1 and 0 <= p["p_value"] <= 1 and "only_a_correct" in p["mcnemar"]
-    tstr = run(ClfConfig(data=str(phantoms), out=str(tmp_path / "tstr"), epochs=2, synthetic=str(fake_samples),
+    tstr = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "tstr"), epochs=2, synthetic=str(fake_samples),
                          synthetic_only=True, **FAST))
     assert tstr["per_seed"][0]["n_train_real"] == 0 and tstr["per_seed"][0]["n_train_synthetic"] > 0
 
@@ -86,12 +86,12 @@ def test_synthetic_images_never_reach_validation_or_test(phantoms, tmp_path):
     test = H5ImageDataset(phantoms, "test", in_memory=True)
     leaky = _samples(tmp_path / "leak.h5", test.images, test.labels, test.names)  # named like test images
     with pytest.raises(UserError, match="appear in validation/test"):
-        run(ClfConfig(data=str(phantoms), out=str(tmp_path / "x"), epochs=1, synthetic=str(leaky),
+        run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), epochs=1, synthetic=str(leaky),
                       synthetic_per_class=5, **FAST))
 
 
 def test_real_fraction_keeps_whole_patients(phantoms, tmp_path):
-    s = run(ClfConfig(data=str(phantoms), out=str(tmp_path), epochs=1, real_fraction=0.25, **FAST))
+    s = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path), epochs=1, real_fraction=0.25, **FAST))
     assert 0 < s["per_seed"][0]["n_train_real"] < 0.5 * sum(_class_counts(phantoms))
 
 
@@ -125,3 +125,22 @@ def test_cli_errors(phantoms, tmp_path):
     assert r.returncode == 2 and "--synthetic" in r.stderr
     r = run_tool("train_resnet.py", "--data", phantoms, "--real-fraction", "1.5", "--out", tmp_path)
     assert r.returncode == 2 and "--real-fraction" in r.stderr
+
+
+def test_the_checkpoint_records_its_architecture_and_rebuilds_the_network(tmp_path):
+    torch.manual_seed(0)
+    model = classifier.build(2).eval()
+    classifier.save(tmp_path / "m.pt", model.state_dict(), ["No Finding", "Infiltration"], size=32, seed=4)
+    loaded, meta = classifier.load(tmp_path / "m.pt")
+    assert (meta["arch"], meta["channels"], meta["size"], meta["seed"]) == ("resnet18", 1, 32, 4)
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    features = loaded.penultimate(x)
+    assert features.shape == (3, 512)
+    assert torch.equal(loaded(x), model(x)) and torch.allclose(loaded.fc(features), loaded(x), atol=1e-6)
+    # a checkpoint written before `arch` was recorded is a ResNet-18
+    old = {"format": "cxrgan-classifier/1", "state": model.state_dict(), "classes": ["a", "b"], "size": 32, "seed": 0}
+    torch.save(old, tmp_path / "old.pt")
+    assert torch.equal(classifier.load(tmp_path / "old.pt")[0](x), model(x))
+    torch.save({**old, "arch": "vgg99"}, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="unknown classifier architecture 'vgg99'"):
+        classifier.load(tmp_path / "bad.pt")

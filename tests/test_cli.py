@@ -1,8 +1,14 @@
+import dataclasses
+import importlib.util
+import inspect
+import re
+
 import pytest
 
+from cxrgan import cli
 from cxrgan.cli import check_flags
 from cxrgan.errors import UserError
-from conftest import run_tool
+from conftest import ROOT, run_tool
 
 
 def _tool(src: str, out: str, size: int = 256, balance: bool = True, max_per_class: int = None):
@@ -27,3 +33,44 @@ def test_tools_answer_unknown_flags_with_one_line(tool, tmp_path):
     r = run_tool(tool, "--out", tmp_path / "x.h5", "--no-such-flag", "1")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: unknown option --no-such-flag; see --help "
                                                                    "for the options"]
+
+
+# ---------------------------------------------------------------- every tool's options come from its config dataclass
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TOOLS = sorted(p.stem for p in (ROOT / "tools").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_options_agree_with_the_config_dataclass(name):
+    main = _load_tool(name).main
+    config = main._config
+    params = inspect.signature(main).parameters
+    fields = dataclasses.fields(config)
+    assert list(params) == [f.name for f in fields]
+    for f in fields:
+        default = params[f.name].default
+        assert default == (f.default if f.default is not dataclasses.MISSING else inspect.Parameter.empty), f.name
+    documented = re.findall(r"^        (\w+): ", main.__doc__.split("Args:", 1)[1], flags=re.M)
+    assert documented == [f.name for f in fields], "the help's Args: must list every option, in order"
+
+
+def test_command_passes_the_config_and_every_argument_as_called():
+    @dataclasses.dataclass
+    class Config:
+        data: str
+        epochs: int = 3
+        rate: float | None = None
+
+    seen = []
+    cmd = cli.command(Config, lambda cfg, call_args: seen.append((cfg, call_args)))
+    cmd("d.h5", rate=0.5)
+    assert seen == [(Config("d.h5", 3, 0.5), {"data": "d.h5", "epochs": 3, "rate": 0.5})]
+    with pytest.raises(UserError, match="see --help"):
+        cmd(epochs=2)

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from cxrgan import download
-from cxrgan.download import MANIFEST, METADATA_FILES, download_release, fetch, parse_md5sums, write_record
+from cxrgan.data import download
+from cxrgan.data.download import MANIFEST, METADATA_FILES, download_release, fetch, parse_md5sums, write_record
 from cxrgan.errors import UserError
 from conftest import nih_rows, run_tool, write_archives
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cxrgan.fidmath import fid, frechet_distance, inception_score, kid, moments, precision_recall
+from cxrgan.metrics.scores import fid, frechet_distance, inception_score, kid, moments, precision_recall
 
 
 def test_fid_of_identical_sets_is_zero():

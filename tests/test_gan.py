@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import cxrgan.gantrain as gantrain
-from cxrgan.datasetfile import SAMPLES_SCHEMA, read_info
+import cxrgan.gan.train as gantrain
+from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.errors import UserError
-from cxrgan.gantrain import GanConfig, train
-from cxrgan.phantoms import generate as make_phantoms
-from cxrgan.reader import H5ImageDataset
+from cxrgan.gan.train import GanConfig, train
+from cxrgan.data.phantoms import generate as make_phantoms
+from cxrgan.data.reader import H5ImageDataset
 from conftest import ROOT, run_tool
 
 TINY = dict(batch=8, base=8, grid=4, device="cpu")
@@ -88,7 +88,9 @@ def test_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(phantoms, t
     cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="improved", epochs=1, **TINY)
     train(GanConfig(**cfg))
     good = (tmp_path / "last.pt").read_bytes()
-    monkeypatch.setattr(gantrain, "d_loss", lambda kind, r, f: (r.mean() + f.mean()) * float("nan"))
+    nan_hinge = gantrain.LOSSES["hinge"].__class__(lambda r, f: (r.mean() + f.mean()) * float("nan"),
+                                                   gantrain.LOSSES["hinge"].generator)
+    monkeypatch.setitem(gantrain.LOSSES, "hinge", nan_hinge)
     with pytest.raises(UserError, match="non-finite loss at epoch 2"):
         train(GanConfig(**{**cfg, "epochs": 2}))
     assert (tmp_path / "last.pt").read_bytes() == good and not (tmp_path / "ckpt-000002.pt").exists()

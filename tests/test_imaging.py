@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrgan.imaging import DecodeError, decode, rescale_to_uint8
+from cxrgan.data.imaging import DecodeError, decode, rescale_to_uint8
 
 
 def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:

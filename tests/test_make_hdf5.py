@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-import cxrgan.ingest as ingest
-from cxrgan.datasetfile import SCHEMA, read_info
+import cxrgan.data.ingest as ingest
+from cxrgan.data.datasetfile import SCHEMA, read_info
 from cxrgan.errors import UserError
-from cxrgan.ingest import IngestConfig, build_dataset, report_path
-from cxrgan.reader import H5ImageDataset, to_uint8
+from cxrgan.data.ingest import IngestConfig, build_dataset, report_path
+from cxrgan.data.reader import H5ImageDataset, to_uint8
 from conftest import (ROOT, SHARED_DATA, add_member, image_for, nih_rows, png_bytes, requires_shared, run_tool,
                       write_archives, write_csv, write_nih_tree)
 

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from cxrgan import nih
+from cxrgan.data import nih
 from cxrgan.errors import UserError
 from conftest import nih_rows, write_csv
 

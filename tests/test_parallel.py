@@ -1,4 +1,4 @@
-from cxrgan.parallel import ordered_map, worker_pool
+from cxrgan.data.parallel import ordered_map, worker_pool
 
 
 def _square(x):

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cxrgan import phantoms
-from cxrgan.datasetfile import SPLITS, read_info
-from cxrgan.reader import H5ImageDataset
+from cxrgan.data import phantoms
+from cxrgan.data.datasetfile import SPLITS, read_info
+from cxrgan.data.reader import H5ImageDataset
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_phantoms.py"
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from cxrgan import classifier
-from cxrgan.datasetfile import SAMPLES_SCHEMA, DatasetWriter
+from cxrgan.classify import model as classifier
+from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter
 from cxrgan.errors import UserError
-from cxrgan.features import cached_features, feature_net
-from cxrgan.inception import load_inception, random_weights, tf1_resize_bilinear
-from cxrgan.phantoms import generate
-from cxrgan.quality import QualityConfig, evaluate
-from cxrgan.reader import H5ImageDataset
+from cxrgan.metrics.features import cached_features, feature_net
+from cxrgan.metrics.inception import load_inception, random_weights, tf1_resize_bilinear
+from cxrgan.data.phantoms import generate
+from cxrgan.metrics.evaluate import QualityConfig, evaluate
+from cxrgan.data.reader import H5ImageDataset
 from conftest import run_tool
 
 

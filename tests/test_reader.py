@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cxrgan.datasetfile import DatasetWriter, parse_ref, read_info
+from cxrgan.data.datasetfile import DatasetWriter, parse_ref, read_info, write_dataset
 from cxrgan.errors import UserError
 from cxrgan.fileio import atomic_output
-from cxrgan.reader import H5ImageDataset, to_tensor, to_uint8
+from cxrgan.data.reader import H5ImageDataset, to_tensor, to_uint8
 
 
 @pytest.fixture
@@ -15,13 +15,25 @@ def small_file(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 16, 16), dtype=np.uint8)
     path = tmp_path / "s.h5"
-    with atomic_output(path) as tmp:
-        w = DatasetWriter(tmp, 16, ["No Finding", "Infiltration"], {"train": 30, "val": 5, "test": 10})
+    with write_dataset(path, 16, ["No Finding", "Infiltration"], {"train": 30, "val": 5, "test": 10}) as w:
         for i, im in enumerate(images):
             split = "train" if i < 30 else "val" if i < 35 else "test"
             w.add(split, i % 2, f"img{i:03d}.png", image=im, patient_id=i // 2)
         w.close(source="test")
     return path, images
+
+
+def test_write_dataset_replaces_the_file_only_when_closed(small_file):
+    path, _ = small_file
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="must be uint8"):
+        with write_dataset(path, 16, ["a", "b"], {"train": 2}) as w:
+            w.add("train", 0, "x.png", image=np.zeros((16, 16), np.uint8))
+            w.add("train", 1, "y.png", image=np.zeros((8, 8), np.uint8))  # wrong size: the block fails
+    with pytest.raises(RuntimeError, match="without close"):
+        with write_dataset(path, 16, ["a", "b"], {"train": 1}) as w:
+            w.add("train", 0, "x.png", image=np.zeros((16, 16), np.uint8))
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
 def test_writer_trims_unused_capacity_and_counts(small_file):

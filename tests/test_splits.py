@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cxrgan.errors import UserError
-from cxrgan.splits import balance_classes, cap_per_class, official_split, parse_fractions, patient_split
+from cxrgan.data.splits import balance_classes, cap_per_class, official_split, parse_fractions, patient_split
 
 
 def _data(n_patients=200, seed=0):

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cxrgan.stats import auroc, binary_metrics, bootstrap_ci, mcnemar, over_seeds, paired_bootstrap_auroc
+from cxrgan.classify.stats import auroc, binary_metrics, bootstrap_ci, mcnemar, over_seeds, paired_bootstrap_auroc
 
 
 def _brute_auroc(y, s):

@@ -1,7 +1,14 @@
+"""bench/swd.py: the sliced Wasserstein distance the GAN benchmarks rank recipes by (not a fid_is metric)."""
+
+import sys
+
 import numpy as np
 import torch
 
-from cxrgan.swd import laplacian_pyramid, swd
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+from swd import laplacian_pyramid, swd  # noqa: E402
 
 
 def test_pyramid_has_one_band_per_level():

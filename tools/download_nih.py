@@ -4,16 +4,14 @@
 import sys
 import time
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from cxrgan import cli
-from cxrgan.download import BOX_FOLDER, PART_SUFFIX, download_release, write_record
+from cxrgan.data.download import BOX_FOLDER, PART_SUFFIX, DownloadConfig, download_release, write_record
 from cxrgan.errors import UserError
 
 
-def download_nih(out: str = "data/nih", mirror: str = None, only: str = None, retries: int = 5, timeout: float = 60,
-                 seed: int = 0):
+def download_nih(cfg: DownloadConfig, call_args: dict):
     """Fetch the release files into --out, resuming partial downloads, and record them in OUT/download.json.
 
     The 12 archives come from NIH's official direct links (over 40 GB in all). NIH publishes no direct link for
@@ -34,21 +32,11 @@ def download_nih(out: str = "data/nih", mirror: str = None, only: str = None, re
         timeout: seconds without an answer before a connection counts as failed (default 60).
         seed: accepted for uniformity with the other tools; unused (downloading involves no randomness).
     """
-    call_args = dict(locals())
     t0 = time.perf_counter()
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=cli.console)
-    tasks = {}
-
-    def on_progress(name, done, total):
-        if name not in tasks:  # starting at `done` (a resumed file) keeps the rate honest
-            tasks[name] = bar.add_task(name, total=total, completed=done)
-        bar.update(tasks[name], completed=done, total=total)
-
     try:
-        with bar:
-            outcome = download_release(out, mirror=mirror, only=only, retries=retries, timeout=timeout,
-                                       on_progress=on_progress)
+        with cli.progress_bars(transfer=True) as progress:
+            outcome = download_release(cfg.out, mirror=cfg.mirror, only=cfg.only, retries=cfg.retries,
+                                       timeout=cfg.timeout, progress=progress)
     except KeyboardInterrupt:
         cli.console.print(f"[bold red]interrupted[/]: files already complete are kept; a partial NAME{PART_SUFFIX} is "
                           "kept too, and re-running resumes it")
@@ -90,5 +78,7 @@ def human_size(n: int) -> str:
         n /= 1000
 
 
+main = cli.command(DownloadConfig, download_nih)
+
 if __name__ == "__main__":
-    cli.run(download_nih, name="download_nih.py")
+    cli.run(main, name="download_nih.py")

@@ -4,14 +4,10 @@
 import time
 
 from cxrgan import cli
-from cxrgan.quality import QualityConfig, evaluate
+from cxrgan.metrics.evaluate import QualityConfig, evaluate
 
 
-def fid_is(real: str, fake: str = "outputs/synthetic.h5", out: str = "outputs/metrics/fid_is.json",
-           features: str = "inception", inception_weights: str = None, train: str = None, audit: bool = True,
-           per_class: bool = True, kid_subsets: int = 100, kid_subset_size: int = 1000, k: int = 3,
-           is_splits: int = 10, near_copy_quantile: float = 0.01, cache: str = None, batch: int = 64, seed: int = 0,
-           device: str = "auto"):
+def fid_is(cfg: QualityConfig, call_args: dict):
     """Score generated images against real ones, per class and overall, and audit them for memorisation.
 
     Writes OUT (JSON) with flat keys fid, is_mean, is_std, kid_mean, kid_std, precision, recall, n_real, n_fake,
@@ -41,16 +37,8 @@ def fid_is(real: str, fake: str = "outputs/synthetic.h5", out: str = "outputs/me
         seed: seed of the KID subsets and the IS shuffle.
         device: auto, cpu, cuda or cuda:N.
     """
-    call_args = dict(locals())
-    cfg = QualityConfig(**call_args)
     t0 = time.perf_counter()
-    with cli.progress() as bar:
-        def progress(description, total):
-            task = bar.add_task(description, total=total, rate="")
-            start = time.perf_counter()
-            return lambda n: bar.update(task, advance=n, rate=cli.rate_text(bar.tasks[task].completed + n,
-                                                                            time.perf_counter() - start))
-
+    with cli.progress_bars() as progress:
         s = evaluate(cfg, call_args, progress)
     cli.console.print(summary_table(s))
     for w in s["warnings"]:
@@ -58,7 +46,7 @@ def fid_is(real: str, fake: str = "outputs/synthetic.h5", out: str = "outputs/me
     if "near_copies" in s:
         cli.console.print(f"memorisation audit: {s['near_copies']} of {s['n_fake']} generated images are near-copies "
                           f"in pixel space, {s['near_copies_features']} in feature space ({s['near_copy_rule']})")
-    cli.console.print(f"wrote {out} in {time.perf_counter() - t0:.0f} s ({s['features']['description']})")
+    cli.console.print(f"wrote {cfg.out} in {time.perf_counter() - t0:.0f} s ({s['features']['description']})")
 
 
 def summary_table(s: dict):
@@ -75,5 +63,7 @@ def summary_table(s: dict):
     return table
 
 
+main = cli.command(QualityConfig, fid_is)
+
 if __name__ == "__main__":
-    cli.run(fid_is, name="fid_is.py")
+    cli.run(main, name="fid_is.py")

@@ -2,13 +2,10 @@
 """Build a cxrgan HDF5 dataset (docs/dataset-format.md) from NIH ChestX-ray14 images or class folders."""
 
 from cxrgan import cli
-from cxrgan.ingest import IngestConfig, build_dataset, default_workers
+from cxrgan.data.ingest import IngestConfig, build_dataset
 
 
-def make_hdf5(src: str, out: str, csv: str = None, size: int = 256, seed: int = 0, balance: bool = True,
-              finding: str = "Infiltration", finding_only: bool = False, view: str = "both",
-              max_per_class: int = None, fractions="0.7,0.1,0.2", official_split: bool = False,
-              fit: str = "crop", workers: int = None, overwrite: bool = False):
+def make_hdf5(cfg: IngestConfig, call_args: dict):
     """Build a dataset file: patient-level train/val/test splits of 8-bit grayscale images.
 
     Sources (found under --src): (a) the NIH release as unpacked, images anywhere below, with
@@ -34,12 +31,11 @@ def make_hdf5(src: str, out: str, csv: str = None, size: int = 256, seed: int = 
         workers: decoding processes (default: the CPU count; 0 or 1 decodes in this process).
         overwrite: replace an existing --out.
     """
-    cfg = IngestConfig(src=src, out=out, csv=csv, size=size, seed=seed, balance=balance, finding=finding,
-                       finding_only=finding_only, view=view, max_per_class=max_per_class, fractions=fractions,
-                       official_split=official_split, fit=fit,
-                       workers=default_workers() if workers is None else workers, overwrite=overwrite)
-    build_dataset(cfg, call_args={k: v for k, v in locals().items() if k != "cfg"})
+    with cli.progress_bars() as progress:
+        build_dataset(cfg, call_args, progress)
 
+
+main = cli.command(IngestConfig, make_hdf5)
 
 if __name__ == "__main__":
-    cli.run(make_hdf5, name="make_hdf5.py")
+    cli.run(main, name="make_hdf5.py")

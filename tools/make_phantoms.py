@@ -1,20 +1,16 @@
 #!/usr/bin/env python3
 """Build a cxrgan HDF5 dataset (docs/dataset-format.md) of procedural chest-radiograph-like phantoms.
 
-Phantoms are NOT medical images: they are drawn from simple shapes, need no download and carry no patient data.
-"""
+Phantoms are NOT medical images: they are drawn from simple shapes, need no download and carry no patient data."""
 
 import time
 
 from cxrgan import cli
-from cxrgan.datasetfile import DEFAULT_CLASSES
-from cxrgan.fileio import check_output_path
-from cxrgan.phantoms import check_args, generate
-from cxrgan.splits import parse_fractions
+from cxrgan.data.datasetfile import DEFAULT_CLASSES
+from cxrgan.data.phantoms import PhantomConfig, generate
 
 
-def make_phantoms(out: str, n: int = 400, size: int = 64, seed: int = 0, fractions="0.7,0.1,0.2",
-                  overwrite: bool = False):
+def make_phantoms(cfg: PhantomConfig, call_args: dict):
     """Write a dataset file of synthetic chest-X-ray-like phantoms (NOT medical images), split by patient.
 
     Phantoms are not medical images and say nothing about real patients: each is drawn from simple shapes
@@ -32,24 +28,18 @@ def make_phantoms(out: str, n: int = 400, size: int = 64, seed: int = 0, fractio
         fractions: train,val,test fractions of images, split by patient (default 0.7,0.1,0.2).
         overwrite: replace an existing --out.
     """
-    call_args = dict(locals())
-    check_args(n, size)
-    fractions = parse_fractions(fractions)
-    check_output_path(out, overwrite)
+    cfg.validate()
     t0 = time.perf_counter()
-    with cli.progress() as bar:
-        task = bar.add_task("render + write", total=n, rate="")
-
-        def on_image(done: int) -> None:
-            if done % 16 == 0 or done == n:  # redrawing for every image would cost more than rendering it
-                bar.update(task, completed=done, rate=cli.rate_text(done, time.perf_counter() - t0))
-
-        attrs = generate(out, n, size, seed, fractions, call_args=call_args, on_image=on_image)
+    with cli.progress_bars() as progress:
+        attrs = generate(cfg.out, cfg.n, cfg.size, cfg.seed, cfg.fractions, call_args=call_args, progress=progress)
     seconds = time.perf_counter() - t0
-    cli.console.print(cli.counts_table(f"{out} ({size}x{size}, phantoms)", attrs["counts"], list(DEFAULT_CLASSES)))
-    cli.console.print(f"wrote {n} images in {seconds:.1f}s ({cli.rate_text(n, seconds)})")
+    cli.console.print(cli.counts_table(f"{cfg.out} ({cfg.size}x{cfg.size}, phantoms)", attrs["counts"],
+                                       list(DEFAULT_CLASSES)))
+    cli.console.print(f"wrote {cfg.n} images in {seconds:.1f}s ({cli.rate_text(cfg.n, seconds)})")
     cli.console.print("[yellow]note:[/] phantoms are synthetic drawings, not medical images")
 
 
+main = cli.command(PhantomConfig, make_phantoms)
+
 if __name__ == "__main__":
-    cli.run(make_phantoms, name="make_phantoms.py")
+    cli.run(main, name="make_phantoms.py")

@@ -2,10 +2,10 @@
 """Write outputs/REPORT.md: did synthetic data help, how close are the images to real ones, was anything copied."""
 
 from cxrgan import cli
-from cxrgan.report import build
+from cxrgan.report import ReportConfig, build
 
 
-def report(outputs: str = "outputs", out: str = None, n_grid: int = 16, seed: int = 0):
+def report(cfg: ReportConfig, call_args: dict):
     """Collect every result under OUTPUTS into one Markdown report with figures beside it (OUTPUTS/report/).
 
     Table 1: classifier runs (classify/**/metrics.json) with CIs and the paired test against their baseline;
@@ -20,9 +20,11 @@ def report(outputs: str = "outputs", out: str = None, n_grid: int = 16, seed: in
         n_grid: images per class in the sample grids (default 16).
         seed: which random images the sample grids show.
     """
-    path = build(outputs, out, n_grid, seed)
+    path = build(cfg.outputs, cfg.out, cfg.n_grid, cfg.seed)
     cli.console.print(f"wrote {path}")
 
 
+main = cli.command(ReportConfig, report)
+
 if __name__ == "__main__":
-    cli.run(report, name="report.py")
+    cli.run(main, name="report.py")

@@ -2,14 +2,10 @@
 """Train a GAN on the train split of a cxrgan dataset: the reference study's DCGAN or the improved recipe."""
 
 from cxrgan import cli
-from cxrgan.gantrain import GanConfig, train
+from cxrgan.gan.train import GanConfig, train
 
 
-def train_dcgan(data: str, out: str = "outputs/gan", recipe: str = "improved", cls: int = None, epochs: int = None,
-                batch: int = 32, seed: int = 0, device: str = "auto", resume: bool = True, channels: int = 1,
-                latent: int = 100, base: int = 64, lr_g: float = None, lr_d: float = None, beta1: float = None,
-                beta2: float = None, g_steps: int = None, loss: str = None, augment: str = None,
-                ema_kimg: float = None, ckpt_every: int = 1, keep: int = 3, grid: int = 16, compile: bool = False):
+def train_dcgan(cfg: GanConfig, call_args: dict):
     """Train a GAN and write checkpoints, fixed-noise grids and loss curves to --out.
 
     Recipes: "seed" is the reference study, faithfully: DCGAN, latent 100, 64 base filters, BCE, Adam lr_G 2e-4 /
@@ -47,14 +43,14 @@ def train_dcgan(data: str, out: str = "outputs/gan", recipe: str = "improved", c
         grid: fixed-noise images per class in each grid PNG (default 16).
         compile: torch.compile the networks (CUDA).
     """
-    call_args = dict(locals())
-    cfg = GanConfig(**call_args)
-    with cli.progress_info() as bar:
-        result = train(cfg, call_args=call_args, progress=bar)
+    with cli.progress_bars() as progress:
+        result = train(cfg, call_args, progress)
     if result["trained"]:
         cli.console.print(f"trained to epoch {result['epochs']} ({result['step']} steps, {result['kimg']:.1f}k images) "
                           f"in {result['seconds']:.0f}s, {result['img_per_s']:,.1f} img/s; checkpoints in {result['out']}")
 
 
+main = cli.command(GanConfig, train_dcgan)
+
 if __name__ == "__main__":
-    cli.run(train_dcgan, name="train_dcgan.py")
+    cli.run(main, name="train_dcgan.py")

@@ -2,15 +2,10 @@
 """Train ResNet-18 on real (and optionally synthetic) chest X-rays; evaluate on real test images with CIs."""
 
 from cxrgan import cli
-from cxrgan.clftrain import ClfConfig, run
+from cxrgan.classify.train import ClassifierConfig, markdown, run
 
 
-def train_resnet(data: str, out: str = "outputs/classify/real", synthetic: str = None, synthetic_only: bool = False,
-                 synthetic_ratio: float = None, synthetic_per_class: int = None, real_fraction: float = 1.0,
-                 test: str = None, epochs: int = 20, seeds: int = 1, seed: int = 0, size: int = 224, batch: int = 32,
-                 lr: float = 3e-4, weight_decay: float = 1e-4, patience: int = 5, augment: bool = True,
-                 pretrained: bool = False, weights: str = None, baseline: str = None, n_boot: int = 1000,
-                 device: str = "auto"):
+def train_resnet(cfg: ClassifierConfig, call_args: dict):
     """Train a 2-class ResNet-18 K times (--seeds) and write OUT/metrics.json, metrics.md, predictions.npz and
     model-seedN.pt.
 
@@ -46,15 +41,12 @@ def train_resnet(data: str, out: str = "outputs/classify/real", synthetic: str =
         n_boot: bootstrap resamples for the confidence intervals.
         device: auto, cpu, cuda or cuda:N.
     """
-    call_args = dict(locals())
-    cfg = ClfConfig(**call_args)
-    with cli.progress_info() as bar:
-        task = bar.add_task("seeds", total=seeds, info="", visible=False)  # shown once the inputs have loaded
-        summary = run(cfg, call_args, on_start=lambda: bar.update(task, visible=True), on_seed=lambda r: bar.update(
-            task, advance=1, info=f"seed {r['seed']}: AUROC {r['auroc']:.3f} (best epoch {r['best_epoch']})"))
-    from cxrgan.clftrain import markdown
+    with cli.progress_bars() as progress:
+        summary = run(cfg, call_args, progress)
     cli.console.print(markdown(summary))
 
 
+main = cli.command(ClassifierConfig, train_resnet)
+
 if __name__ == "__main__":
-    cli.run(train_resnet, name="train_resnet.py")
+    cli.run(main, name="train_resnet.py")

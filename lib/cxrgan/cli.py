@@ -1,14 +1,20 @@
-"""What every tool shares: error handling, the rich console, progress bars and summary tables."""
+"""What every tool shares: commands built from config dataclasses, error handling, the rich console, progress
+bars and summary tables."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 import signal
 import sys
-from typing import Callable
+import time
+import typing
+from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
 from .errors import UserError
@@ -31,6 +37,47 @@ def run(fn: Callable, name: str | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: nothing was written at the output path")
         sys.exit(130)
+
+
+def command(config: type, body: Callable) -> Callable:
+    """A python-fire command whose options are the fields of the dataclass ``config``: names, defaults and order
+    are written once, in the dataclass. ``body(cfg, call_args)`` gets the config and the arguments as called
+    (every option, defaults filled in, for the output's record); ``body``'s docstring is the command's help.
+    """
+    types = typing.get_type_hints(config)
+    params = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=_field_default(f),
+                                annotation=_without_none(types[f.name]))
+              for f in dataclasses.fields(config)]
+    signature = inspect.Signature(params)
+
+    def run_command(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise UserError(f"{e}; see --help for the options") from None
+        bound.apply_defaults()
+        call_args = dict(bound.arguments)
+        return body(config(**call_args), call_args)
+
+    run_command.__signature__ = signature
+    run_command.__doc__ = body.__doc__
+    run_command.__name__ = body.__name__
+    run_command._config = config  # for the test that checks options against their dataclass
+    return run_command
+
+
+def _without_none(annotation):
+    """``int | None`` -> ``int`` (the help already shows ``Default: None``)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and len(typing.get_args(annotation)) == 2 else annotation
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        raise TypeError(f"{f.name}: a command's options need plain defaults, not default_factory")
+    return inspect.Parameter.empty
 
 
 def check_flags(fn: Callable, argv: list[str]) -> None:
@@ -59,31 +106,52 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def progress() -> Progress:
-    """A progress bar with count, rate (items/s) and time left."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+# ----------------------------------------------------------------------------------------------------------------
+# Progress: one callback shape for every stage. A library function takes ``progress`` (default ``no_progress``),
+# starts a task with ``task = progress(description, total)`` and reports with ``task(n)`` (n more items done),
+# ``task(0, completed=k, total=t)`` (absolute, e.g. bytes of a download that restarted) and ``info="..."`` (free text
+# shown at the end of the line; without it the bar shows the rate).
+
+Task = Callable[..., None]  # task(advance=1, *, completed=None, total=None, info=None)
+ProgressFn = Callable[..., Task]  # progress(description, total=None, completed=0) -> Task
 
 
-def progress_info() -> Progress:
-    """A progress bar whose last column is free text (losses, rates), set with ``update(task, info=...)``."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    )
+def no_progress(description: str, total: int | None = None, completed: int = 0) -> Task:
+    return ignore
+
+
+def ignore(advance: int = 1, *, completed: int | None = None, total: int | None = None, info: str | None = None):
+    """A task that reports nothing."""
+
+
+@contextlib.contextmanager
+def progress_bars(unit: str = "img/s", transfer: bool = False) -> Iterator[ProgressFn]:
+    """Rich progress bars on stderr; yields a ``ProgressFn``. ``transfer``: byte counts and speeds (downloads)."""
+    counts = [DownloadColumn(), TransferSpeedColumn()] if transfer else [MofNCompleteColumn()]
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), *counts, TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
+
+    def start(description: str, total: int | None = None, completed: int = 0) -> Task:
+        if not bar.live.is_started:  # shown from the first task on: an error before it is just its own line
+            bar.start()
+        task = bar.add_task(description, total=total, completed=completed, info="")
+        t0, done = time.perf_counter(), [completed, completed]  # [at start, now]
+
+        def update(advance: int = 1, *, completed: int | None = None, total: int | None = None,
+                   info: str | None = None) -> None:
+            done[1] = completed if completed is not None else done[1] + advance
+            if info is None and not transfer:
+                info = rate_text(done[1] - done[0], time.perf_counter() - t0, unit)
+            fields = {"total": total} if total is not None else {}
+            bar.update(task, completed=done[1], info=info or "", **fields)
+
+        return update
+
+    try:
+        yield start
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def rate_text(n: int, seconds: float, unit: str = "img/s") -> str:

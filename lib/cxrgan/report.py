@@ -16,11 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasetfile import parse_ref
+from .data.datasetfile import parse_ref
+from .data.reader import H5ImageDataset
 from .errors import UserError
 from .fileio import atomic_output
 from .figures import plot_losses, plt, save_figure, save_grid
-from .reader import H5ImageDataset
+
+
+@dataclass
+class ReportConfig:
+    """report's options."""
+
+    outputs: str = "outputs"
+    out: str | None = None
+    n_grid: int = 16
+    seed: int = 0
 
 
 @dataclass

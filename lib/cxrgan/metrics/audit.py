@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .figures import plt, save_figure, save_grid
+from ..figures import plt, save_figure, save_grid
 
 
 def pixel_vectors(images: np.ndarray, side: int = 64) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""train_resnet's protocol: ResNet-18 on real images (optionally plus synthetic ones), selected and stopped early on
-the real validation split only, evaluated on real test images, repeated over seeds, with confidence intervals.
+"""train_resnet's protocol: ResNet-18 on real images (optionally plus synthetic ones), selected and stopped early
+on the real validation split only, evaluated on real test images, repeated over seeds, with confidence intervals.
 
 Synthetic images only ever enter training: validation and test sets are real, and this is asserted by name.
 """
@@ -15,16 +15,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import classifier, stats
-from .datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
-from .errors import UserError
-from .fileio import atomic_output, write_json_atomic
-from .gantrain import setup_runtime
-from .reader import H5ImageDataset
+from .. import options, runtime
+from ..cli import ProgressFn, no_progress
+from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
+from ..data.reader import H5ImageDataset, to_model_input
+from ..errors import UserError
+from ..fileio import atomic_output, write_json_atomic
+from . import model as classifier
+from . import stats
 
 
 @dataclass
-class ClfConfig:
+class ClassifierConfig:
     data: str
     out: str = "outputs/classify/real"
     synthetic: str | None = None
@@ -48,20 +50,16 @@ class ClfConfig:
     n_boot: int = 1000
     device: str = "auto"
 
-    def validate(self) -> "ClfConfig":
-        for name in ("epochs", "seeds", "size", "batch", "patience", "n_boot"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
+    def validate(self) -> "ClassifierConfig":
+        options.whole_number(self, "epochs", "seeds", "size", "batch", "patience", "n_boot")
         if not isinstance(self.real_fraction, (int, float)) or not 0 < self.real_fraction <= 1:
             raise UserError(f"--real-fraction must be in (0, 1], got {self.real_fraction!r}")
         if self.synthetic_only and not self.synthetic:
             raise UserError("--synthetic-only needs --synthetic FILE.h5 (train on synthetic, test on real)")
         if self.synthetic_ratio is not None and self.synthetic_per_class is not None:
             raise UserError("give --synthetic-ratio or --synthetic-per-class, not both")
-        if self.synthetic_ratio is not None and (not isinstance(self.synthetic_ratio, (int, float))
-                                                 or self.synthetic_ratio <= 0):
-            raise UserError(f"--synthetic-ratio must be a positive number, got {self.synthetic_ratio!r}")
+        if self.synthetic_ratio is not None:
+            options.positive_number(self, "synthetic_ratio")
         return self
 
 
@@ -79,7 +77,7 @@ def _patient_subset(ds: H5ImageDataset, fraction: float, seed: int) -> np.ndarra
     return np.sort(np.concatenate(keep))
 
 
-def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: ClfConfig, seed: int) -> np.ndarray:
+def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: ClassifierConfig, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 7919)
     keep = []
     for c, n_real in real_counts.items():
@@ -106,12 +104,12 @@ def predict(model, images: np.ndarray, size: int, device, batch: int = 128) -> n
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch]).to(device).unsqueeze(1).float().div_(127.5).sub_(1)
+        x = to_model_input(torch.from_numpy(images[i:i + batch]).to(device))
         out.append(F.softmax(model(classifier.resize(x, size)).float(), dim=1)[:, 1].cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def train_one(cfg: ClfConfig, k: int, data: dict, device) -> dict:
+def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     seed = cfg.seed + k
     torch.manual_seed(seed)
     train_ds, val_ds, syn = data["train"], data["val"], data["synthetic"]
@@ -144,7 +142,7 @@ def train_one(cfg: ClfConfig, k: int, data: dict, device) -> dict:
         for b in _batches(len(x_all), cfg.batch, gen):
             if len(b) < 2:
                 continue  # batch norm needs two images
-            x = x_all[b].to(device).unsqueeze(1).float().div_(127.5).sub_(1)
+            x = to_model_input(x_all[b].to(device))
             if cfg.augment:
                 x = classifier.augment(x, gen)
             loss = F.cross_entropy(model(classifier.resize(x, cfg.size)), y_all[b].to(device))
@@ -168,11 +166,11 @@ def train_one(cfg: ClfConfig, k: int, data: dict, device) -> dict:
             **metrics, **{f"{k}_ci95": v for k, v in ci.items()}, "scores": scores, "state": best}
 
 
-def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None, on_start=None) -> dict:
-    """Train ``cfg.seeds`` models and write the run folder; ``on_start()`` is called once the inputs are loaded and
-    checked, ``on_seed(result)`` after each seed."""
+def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
+    """Train ``cfg.seeds`` models and write the run folder. The progress task starts once the inputs have loaded
+    and been checked (so a bad input gives just its error line) and advances after each seed."""
     cfg.validate()
-    rt = setup_runtime(cfg.device)
+    rt = runtime.setup(cfg.device)
     out = Path(cfg.out)
     test_path, test_split = parse_ref(cfg.test or cfg.data, "test")
     data = {"train": H5ImageDataset(cfg.data, "train", in_memory=True, schemas=(SCHEMA,)),
@@ -185,13 +183,12 @@ def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None, on_start=No
     for name in ("val", "test"):
         if len(np.unique(data[name].labels)) < 2:
             raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")
-    if on_start:
-        on_start()
+    task = progress("seeds", cfg.seeds)
     runs = []
     for k in range(cfg.seeds):
-        runs.append(train_one(cfg, k, data, rt.device))
-        if on_seed:
-            on_seed(runs[-1])
+        r = train_one(cfg, k, data, rt.device)
+        runs.append(r)
+        task(1, info=f"seed {r['seed']}: AUROC {r['auroc']:.3f} (best epoch {r['best_epoch']})")
     y = data["test"].labels
     scores = np.stack([r["scores"] for r in runs])
     summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}
@@ -209,9 +206,7 @@ def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None, on_start=No
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:
-        with atomic_output(out / f"model-seed{r['seed']}.pt") as tmp:
-            torch.save({"format": "cxrgan-classifier/1", "state": r["state"], "classes": data["train"].classes,
-                        "size": cfg.size, "seed": r["seed"]}, tmp)
+        classifier.save(out / f"model-seed{r['seed']}.pt", r["state"], data["train"].classes, cfg.size, r["seed"])
     with atomic_output(out / "predictions.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, names=np.array(data["test"].names), y=y, scores=scores)
@@ -221,7 +216,7 @@ def run(cfg: ClfConfig, call_args: dict | None = None, on_seed=None, on_start=No
     return summary
 
 
-def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClfConfig) -> dict:
+def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClassifierConfig) -> dict:
     """This run (b) against a baseline run (a) on the same test images: paired bootstrap of the difference in mean
     AUROC over seeds, and exact McNemar on the accuracy of each run's seed-averaged probabilities."""
     f = baseline / "predictions.npz"

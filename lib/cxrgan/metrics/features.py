@@ -23,11 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, classifier
-from .errors import UserError
-from .fileio import atomic_output, sha256_file
+from .. import runtime
+from ..cli import Task, ignore
+from ..classify import model as classifier
+from ..data.reader import H5ImageDataset, to_model_input
+from ..errors import UserError
+from ..fileio import atomic_output, sha256_file
 from .inception import load_inception
-from .reader import H5ImageDataset
 
 
 @dataclass
@@ -36,60 +38,49 @@ class FeatureNet:
     key: str  # identifies the weights, for caches
     model: nn.Module
     device: torch.device
-    prepare: Callable[[torch.Tensor], torch.Tensor]  # uint8 (n, 1, H, W) on device -> network input
+    prepare: Callable[[torch.Tensor], torch.Tensor]  # uint8 (n, H, W) on device -> network input
     has_logits: bool
     description: str
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (n, H, W) -> features (n, d) float32 and, for Inception, logits (n, 1008)."""
-        x = self.prepare(torch.from_numpy(np.ascontiguousarray(images)).to(self.device).unsqueeze(1))
+        x = self.prepare(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
         out = self.model(x)
         if self.has_logits:
             return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
         return out.float().cpu().numpy(), None
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is visible; use --device cpu")
-    return torch.device(device)
-
-
-def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """A train_resnet checkpoint (``model-seedN.pt``) -> (ResNet-18 in eval mode, checkpoint metadata)."""
-    ckpt = checkpoint.load(path, what="train_resnet checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "cxrgan-classifier/1":
-        raise UserError(f"{path}: not a train_resnet checkpoint (format cxrgan-classifier/1)")
-    state = ckpt["state"]
-    model = classifier.build(state["fc.weight"].shape[0])
-    if "conv1.bias" in state:  # trained from ImageNet weights: the folded first convolution has a bias
-        model.conv1.bias = nn.Parameter(torch.zeros(model.conv1.out_channels))
-    model.load_state_dict(state)
-    return model.eval().requires_grad_(False), {k: v for k, v in ckpt.items() if k != "state"}
-
-
 def feature_net(spec: str = "inception", inception_weights: str | None = None, device: str = "auto") -> FeatureNet:
     """``inception`` or ``classifier:CKPT``."""
-    dev = resolve_device(device)
+    dev = runtime.resolve_device(device)
     if spec == "inception":
         model, key = load_inception(inception_weights, dev)
-        return FeatureNet("inception", f"inception-{key}", model, dev, lambda x: x, True,
+        return FeatureNet("inception", f"inception-{key}", model, dev, lambda x: x.unsqueeze(1), True,
                           "FID Inception-v3 (TF 2015-12-05 weights), pool3 2048-d")
     kind, sep, ckpt = str(spec).partition(":")
     if kind != "classifier" or not sep or not ckpt:
         raise UserError(f"--features {spec!r}: use inception or classifier:PATH/TO/model-seedN.pt")
-    model, meta = load_classifier_checkpoint(ckpt)
-    model.fc = nn.Identity()  # penultimate layer: 512-d after global average pooling
-    size = int(meta.get("size", 224))
+    model, meta = classifier.load(ckpt)
+    size = int(meta["size"])
+    dim = model.fc.in_features
 
     def prepare(x):
-        return classifier.resize(x.float().div_(127.5).sub_(1), size)
+        return classifier.resize(to_model_input(x), size)
 
-    return FeatureNet("classifier", f"classifier-{sha256_file(ckpt)[:16]}", model.to(dev), dev, prepare, False,
-                      f"ResNet-18 penultimate layer, 512-d ({ckpt}, input {size}x{size})")
+    title = classifier.BACKBONES[meta["arch"]].title
+    return FeatureNet("classifier", f"classifier-{sha256_file(ckpt)[:16]}", _Penultimate(model).to(dev), dev, prepare,
+                      False, f"{title} penultimate layer, {dim}-d ({ckpt}, input {size}x{size})")
+
+
+class _Penultimate(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.penultimate(x)
 
 
 def default_cache_dir() -> Path:
@@ -97,7 +88,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "cxrgan" / "features"
 
 
-def extract(net: FeatureNet, ds: H5ImageDataset, batch: int = 64, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+def extract(net: FeatureNet, ds: H5ImageDataset, batch: int = 64, task: Task = ignore) -> tuple[np.ndarray, np.ndarray]:
     """Features (and logits, or an empty array) of every image of a split, in file order."""
     feats, logits = [], []
     for i in range(0, len(ds), batch):
@@ -105,29 +96,30 @@ def extract(net: FeatureNet, ds: H5ImageDataset, batch: int = 64, on_batch=None)
         feats.append(f)
         if lg is not None:
             logits.append(lg)
-        if on_batch:
-            on_batch(min(batch, len(ds) - i))
+        task(min(batch, len(ds) - i))
     dim = feats[0].shape[1] if feats else 0
     return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
             np.concatenate(logits) if logits else np.zeros((len(ds), 0), np.float32))
 
 
 def cached_features(net: FeatureNet, ds: H5ImageDataset, cache_dir: str | Path | None, batch: int = 64,
-                    on_batch=None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``extract`` through the cache: (features, logits, hit). ``cache_dir=None`` disables the cache."""
+                    task: Task = ignore) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``extract`` through the cache: (features, logits, hit); on a hit the task is completed at once.
+    ``cache_dir=None`` disables the cache."""
     content = ds.info.attrs.get("content_sha256", "")
     if cache_dir is None or not content:
-        return (*extract(net, ds, batch, on_batch), False)
+        return (*extract(net, ds, batch, task), False)
     names_hash = hashlib.sha256("\n".join(ds.names).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{content[:24]}-{ds.split}-{names_hash}-{net.key}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:
                 if len(z["features"]) == len(ds):
+                    task(len(ds))
                     return z["features"], z["logits"], True
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache entry: recompute and overwrite
-    feats, logits = extract(net, ds, batch, on_batch)
+    feats, logits = extract(net, ds, batch, task)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:

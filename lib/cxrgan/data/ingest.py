@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import options
+from ..cli import ProgressFn, console, counts_table, no_progress, rate_text
+from ..errors import UserError
+from ..fileio import check_output_path, sha256_file, write_json_atomic
 from . import nih, splits
-from .cli import console, counts_table, progress, rate_text
-from .datasetfile import DEFAULT_CLASSES, SPLITS, DatasetWriter, compress_image, image_digest
-from .errors import UserError
-from .fileio import atomic_output, check_output_path, sha256_file, write_json_atomic
+from .datasetfile import DEFAULT_CLASSES, SPLITS, compress_image, image_digest, write_dataset
 from .imaging import FITS, DecodeError, decode
 from .parallel import ordered_map, worker_pool
 from .sources import class_folders, scan, stream_archive
@@ -43,27 +44,23 @@ class IngestConfig:
     finding_only: bool = False
     view: str = "both"
     max_per_class: int | None = None
-    fractions: tuple = (0.7, 0.1, 0.2)
+    fractions: str | tuple = "0.7,0.1,0.2"  # train,val,test; a tuple once validated
     official_split: bool = False
     fit: str = "crop"
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None  # None: one per CPU (at most 16)
     overwrite: bool = False
 
     def validate(self) -> "IngestConfig":
+        if self.workers is None:
+            self.workers = default_workers()
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 8 or self.size > 4096 \
                 or self.size & (self.size - 1):
             raise UserError(f"--size must be a power of two from 8 to 4096 (e.g. 64, 256), got {self.size!r}")
-        if self.fit not in FITS:
-            raise UserError(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}")
-        if self.view not in nih.VIEWS:
-            raise UserError(f"--view must be one of {', '.join(nih.VIEWS)}, got {self.view!r}")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise UserError(f"--workers must be a whole number >= 0 (0 or 1: decode in this process), "
-                            f"got {self.workers!r}")
-        if self.max_per_class is not None and (not isinstance(self.max_per_class, int) or self.max_per_class < 1):
-            raise UserError(f"--max-per-class must be a whole number >= 1, got {self.max_per_class!r}")
-        if not isinstance(self.seed, int):
-            raise UserError(f"--seed must be a whole number, got {self.seed!r}")
+        options.one_of(self, "fit", FITS)
+        options.one_of(self, "view", nih.VIEWS)
+        options.whole_number(self, "workers", minimum=0, hint=" (0 or 1: decode in this process)")
+        options.optional_whole_number(self, "max_per_class")
+        options.seed(self)
         self.fractions = splits.parse_fractions(self.fractions)
         if not Path(self.src).is_dir():
             raise UserError(f"--src {self.src}: not a directory; point it at the folder holding the images, "
@@ -206,7 +203,7 @@ def report_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".report.json")
 
 
-def build_dataset(cfg: IngestConfig, call_args: dict | None = None) -> dict:
+def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
     """Build ``cfg.out``. Returns the run summary (also written as the JSON report beside the output)."""
     cfg.validate()
     cat = catalog(cfg)
@@ -236,50 +233,44 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None) -> dict:
     decode_fn = functools.partial(_decode_task, size=cfg.size, fit=cfg.fit)
     t0 = time.perf_counter()
     rows = chosen.to_dict("records")  # plain dicts: a pandas row object per image costs more than the write
-    with worker_pool(cfg.workers) as pool, atomic_output(cfg.out) as tmp:  # workers fork before the file opens
-        writer = DatasetWriter(tmp, cfg.size, cat.classes, capacity, with_patients=True, extra_text=extra)
-        try:
-            with progress() as bar:
-                task = bar.add_task("decode + write", total=len(chosen), rate="")
-                results = ordered_map(decode_fn, tasks(), pool, window=4 * cfg.workers)
-                for done, (row, payload, err) in enumerate(results, 1):
-                    r = rows[row]
-                    if err:
-                        report["skipped"].append({"name": r["name"], "source": r["path"] or "archive", "reason": err})
-                    else:
-                        compressed, digest, upscaled, nbytes = payload
-                        writer.add(SPLITS[r["split"]], int(r["label"]), r["name"], compressed=compressed,
-                                   digest=digest, patient_id=int(r["patient"]),
-                                   **{k: r[k] for k in extra})
-                        manifest.update(f"{r['name']}\t{nbytes}\n".encode())
-                        report["upscaled"] += int(upscaled)
-                    bar.update(task, completed=done, rate=rate_text(done, time.perf_counter() - t0))
-            report["missing"] += sorted(pending)
-            counts = writer.counts()
-            report["counts"] = counts
-            seconds = time.perf_counter() - t0
-            report["seconds"] = round(seconds, 3)
-            empty = [c for c in cat.classes if sum(counts[s][c] for s in counts) == 0]
-            if empty:
-                write_json_atomic(report_path(cfg.out), report)
-                raise UserError(f"class(es) {empty} have no decodable images; nothing written. "
-                                f"See {report_path(cfg.out)} for the files that failed")
-            attrs = {
-                "source": f"{cat.kind}:{Path(cfg.src).resolve()}",
-                "args": call_args if call_args is not None else _jsonable(asdict(cfg)),
-                "split_method": "official" if cfg.official_split else "patient",
-                "seed": cfg.seed,
-                "sources_sha256": manifest.hexdigest(),
-            }
-            if cat.csv_path is not None:
-                attrs["csv_sha256"] = sha256_file(cat.csv_path)
-                attrs["csv"] = str(cat.csv_path.resolve())
-            writer.close(**attrs)
-        except BaseException:
-            writer.abort()
-            raise
+    # the workers fork before the file opens: a forked child must not inherit a writable HDF5 handle
+    with worker_pool(cfg.workers) as pool, write_dataset(cfg.out, cfg.size, cat.classes, capacity, with_patients=True,
+                                                         extra_text=extra) as writer:
+        task = progress("decode + write", len(chosen))
+        for row, payload, err in ordered_map(decode_fn, tasks(), pool, window=4 * cfg.workers):
+            r = rows[row]
+            if err:
+                report["skipped"].append({"name": r["name"], "source": r["path"] or "archive", "reason": err})
+            else:
+                compressed, digest, upscaled, nbytes = payload
+                writer.add(SPLITS[r["split"]], int(r["label"]), r["name"], compressed=compressed, digest=digest,
+                           patient_id=int(r["patient"]), **{k: r[k] for k in extra})
+                manifest.update(f"{r['name']}\t{nbytes}\n".encode())
+                report["upscaled"] += int(upscaled)
+            task(1)
+        report["missing"] += sorted(pending)
+        counts = writer.counts()
+        report["counts"] = counts
+        seconds = time.perf_counter() - t0
+        report["seconds"] = round(seconds, 3)
+        empty = [c for c in cat.classes if sum(counts[s][c] for s in counts) == 0]
+        if empty:
+            write_json_atomic(report_path(cfg.out), report)
+            raise UserError(f"class(es) {empty} have no decodable images; nothing written. "
+                            f"See {report_path(cfg.out)} for the files that failed")
+        attrs = {
+            "source": f"{cat.kind}:{Path(cfg.src).resolve()}",
+            "args": call_args if call_args is not None else _jsonable(asdict(cfg)),
+            "split_method": "official" if cfg.official_split else "patient",
+            "seed": cfg.seed,
+            "sources_sha256": manifest.hexdigest(),
+        }
+        if cat.csv_path is not None:
+            attrs["csv_sha256"] = sha256_file(cat.csv_path)
+            attrs["csv"] = str(cat.csv_path.resolve())
+        writer.close(**attrs)
     write_json_atomic(report_path(cfg.out), report)
-    _print_summary(cfg, cat, report, seconds, len(chosen))
+    _print_summary(cfg, cat, report, seconds)
     return report
 
 
@@ -287,7 +278,7 @@ def _jsonable(d: dict) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-def _print_summary(cfg: IngestConfig, cat: Catalog, report: dict, seconds: float, n_chosen: int) -> None:
+def _print_summary(cfg: IngestConfig, cat: Catalog, report: dict, seconds: float) -> None:
     console.print(counts_table(f"{cfg.out} ({cfg.size}x{cfg.size}, {cat.kind})", report["counts"], cat.classes))
     written = sum(sum(c.values()) for c in report["counts"].values())
     console.print(f"wrote {written} images in {seconds:.1f}s ({rate_text(written, seconds)}), "

@@ -25,18 +25,20 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from . import audit, fidmath
-from .datasetfile import parse_ref
-from .errors import UserError
+from .. import options
+from ..cli import ProgressFn, no_progress
+from ..data.datasetfile import parse_ref
+from ..data.reader import H5ImageDataset
+from ..errors import UserError
+from ..fileio import write_json_atomic
+from . import audit, scores
 from .features import cached_features, default_cache_dir, feature_net
-from .fileio import write_json_atomic
-from .reader import H5ImageDataset
 
 FID_MIN_N = 2048
-METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "is_mean", "is_std")
 
 
 @dataclass
@@ -60,35 +62,71 @@ class QualityConfig:
     device: str = "auto"
 
     def validate(self) -> "QualityConfig":
-        for name in ("kid_subsets", "kid_subset_size", "k", "is_splits", "batch"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
+        options.whole_number(self, "kid_subsets", "kid_subset_size", "k", "is_splits", "batch")
         if not isinstance(self.near_copy_quantile, (int, float)) or not 0 < self.near_copy_quantile < 1:
             raise UserError(f"--near-copy-quantile must be in (0, 1), got {self.near_copy_quantile!r}")
         return self
 
 
-def set_metrics(real_f, fake_f, real_logits, fake_logits, cfg: QualityConfig) -> dict:
+# ----------------------------------------------------------------------------------------------------------------
+# The metrics of one pair of image sets: one row each. A row computes its values from the features (and Inception
+# logits) of the real and generated sets, or returns None when they do not allow it; its ``keys`` are then None.
+
+
+@dataclass
+class ImageSets:
+    real: np.ndarray  # features (n_real, d)
+    fake: np.ndarray
+    real_logits: np.ndarray  # (n_real, classes); (n_real, 0) for networks without logits
+    fake_logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class SetMetric:
+    keys: tuple[str, ...]  # its main values (None when it cannot be computed)
+    compute: Callable[[ImageSets, "QualityConfig"], dict | None]
+
+
+def _fid(s: ImageSets, cfg) -> dict:
+    return {"fid": scores.fid(s.real, s.fake)}
+
+
+def _kid(s: ImageSets, cfg) -> dict:
+    mean, std = scores.kid(s.real, s.fake, cfg.kid_subsets, cfg.kid_subset_size, seed=cfg.seed)
+    return {"kid_mean": mean, "kid_std": std, "kid_subset_size": min(cfg.kid_subset_size, len(s.real), len(s.fake))}
+
+
+def _precision_recall(s: ImageSets, cfg) -> dict | None:
+    if min(len(s.real), len(s.fake)) <= cfg.k:
+        return None
+    precision, recall = scores.precision_recall(s.real, s.fake, cfg.k)
+    return {"precision": precision, "recall": recall}
+
+
+def _inception_score(s: ImageSets, cfg) -> dict | None:
+    if s.fake_logits.shape[1] == 0 or len(s.fake) < cfg.is_splits:
+        return None
+    out = dict(zip(("is_mean", "is_std"), scores.inception_score(s.fake_logits, cfg.is_splits, seed=cfg.seed)))
+    real = scores.inception_score(s.real_logits, cfg.is_splits, seed=cfg.seed) if len(s.real) >= cfg.is_splits \
+        else (None, None)
+    return {**out, "is_real_mean": real[0], "is_real_std": real[1]}  # the real images' own score, for reference
+
+
+SET_METRICS = (
+    SetMetric(("fid",), _fid),
+    SetMetric(("kid_mean", "kid_std"), _kid),
+    SetMetric(("precision", "recall"), _precision_recall),
+    SetMetric(("is_mean", "is_std"), _inception_score),
+)
+
+
+def set_metrics(sets: ImageSets, cfg: QualityConfig) -> dict:
     """Every metric for one pair of image sets, with the counts they rest on."""
-    n_real, n_fake = len(real_f), len(fake_f)
-    out = {"n_real": n_real, "n_fake": n_fake}
-    if n_real < 2 or n_fake < 2:
-        return {**out, **{k: None for k in METRIC_KEYS}}
-    out["fid"] = fidmath.fid(real_f, fake_f)
-    out["kid_mean"], out["kid_std"] = fidmath.kid(real_f, fake_f, cfg.kid_subsets, cfg.kid_subset_size, seed=cfg.seed)
-    out["kid_subset_size"] = min(cfg.kid_subset_size, n_real, n_fake)
-    if min(n_real, n_fake) > cfg.k:
-        out["precision"], out["recall"] = fidmath.precision_recall(real_f, fake_f, cfg.k)
-    else:
-        out["precision"] = out["recall"] = None
-    has_logits = fake_logits.shape[1] > 0
-    if has_logits and n_fake >= cfg.is_splits:
-        out["is_mean"], out["is_std"] = fidmath.inception_score(fake_logits, cfg.is_splits, seed=cfg.seed)
-        out["is_real_mean"], out["is_real_std"] = (fidmath.inception_score(real_logits, cfg.is_splits, seed=cfg.seed)
-                                                   if n_real >= cfg.is_splits else (None, None))
-    else:
-        out["is_mean"] = out["is_std"] = None
+    out = {"n_real": len(sets.real), "n_fake": len(sets.fake)}
+    computable = min(len(sets.real), len(sets.fake)) >= 2
+    for metric in SET_METRICS:
+        values = metric.compute(sets, cfg) if computable else None
+        out.update(values if values is not None else {k: None for k in metric.keys})
     return out
 
 
@@ -99,10 +137,8 @@ def _open(ref: str, default_split: str, flag: str) -> H5ImageDataset:
     return H5ImageDataset(path, split)
 
 
-def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress=None) -> dict:
-    """Compute everything, write ``cfg.out`` (JSON) and the audit figures beside it; return the summary.
-
-    ``progress(description, total)`` -> a function advancing that task by n images (optional)."""
+def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
+    """Compute everything, write ``cfg.out`` (JSON) and the audit figures beside it; return the summary."""
     cfg.validate()
     real = _open(cfg.real, "test", "--real")
     fake = _open(cfg.fake, "synthetic", "--fake")
@@ -117,15 +153,12 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress=None) -
     cache = None if cfg.cache == "" else (cfg.cache or default_cache_dir())
 
     def features_of(ds: H5ImageDataset, label: str):
-        advance = progress(f"{label} ({ds.split})", len(ds)) if progress else None
-        f, lg, hit = cached_features(net, ds, cache, cfg.batch, advance)
-        if hit and advance:
-            advance(len(ds))
+        f, lg, _ = cached_features(net, ds, cache, cfg.batch, progress(f"{label} ({ds.split})", len(ds)))
         return f, lg
 
     real_f, real_lg = features_of(real, "real")
     fake_f, fake_lg = features_of(fake, "generated")
-    summary = set_metrics(real_f, fake_f, real_lg, fake_lg, cfg)
+    summary = set_metrics(ImageSets(real_f, fake_f, real_lg, fake_lg), cfg)
     summary["per_class"] = {}
     if cfg.per_class:
         for c, name in enumerate(fake.classes):
@@ -133,7 +166,7 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress=None) -
                 continue
             rc = real.classes.index(name)
             r, f = real.labels == rc, fake.labels == c
-            summary["per_class"][name] = set_metrics(real_f[r], fake_f[f], real_lg[r], fake_lg[f], cfg)
+            summary["per_class"][name] = set_metrics(ImageSets(real_f[r], fake_f[f], real_lg[r], fake_lg[f]), cfg)
     warnings = []
     for scope, m in [("overall", summary), *summary["per_class"].items()]:
         if min(m["n_real"], m["n_fake"]) < FID_MIN_N:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
-from .errors import UserError
+from .. import torchfile
+from ..errors import UserError
 
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                "pt_inception-2015-12-05-6726825d.pth")
@@ -225,7 +225,7 @@ def load_inception(weights: str | None = None, device="cpu") -> tuple[FIDIncepti
     """
     if weights:
         path = Path(weights)
-        state = checkpoint.load(path, what="FID Inception weights file")
+        state = torchfile.load(path, what="FID Inception weights file")
         source = f"--inception-weights {path}"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     else:

@@ -12,15 +12,15 @@ Brightness means attenuation: air is dark, bone and soft tissue bright.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from .datasetfile import DEFAULT_CLASSES, SPLITS, DatasetWriter
-from .errors import UserError
-from .fileio import atomic_output
+from ..cli import ProgressFn, no_progress
+from ..errors import UserError
+from ..fileio import check_output_path
+from .datasetfile import DEFAULT_CLASSES, SPLITS, write_dataset
 from .splits import parse_fractions, patient_split
 
 MIN_SIZE, MAX_SIZE = 16, 512
@@ -292,6 +292,24 @@ def _expose(att, view: dict, rng: np.random.Generator, size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- the dataset file
 
+@dataclass
+class PhantomConfig:
+    """make_phantoms's options."""
+
+    out: str
+    n: int = 400
+    size: int = 64
+    seed: int = 0
+    fractions: str | tuple = "0.7,0.1,0.2"
+    overwrite: bool = False
+
+    def validate(self) -> "PhantomConfig":
+        check_args(self.n, self.size)
+        self.fractions = parse_fractions(self.fractions)
+        check_output_path(self.out, self.overwrite)
+        return self
+
+
 def check_args(n, size) -> None:
     """Validate the dataset request; a UserError says what to pass instead."""
     def is_int(v):
@@ -323,11 +341,8 @@ def _patients(n: int, seed: int, images_per_patient: tuple[int, int]) -> tuple[n
 
 
 def generate(path, n: int, size: int, seed: int, fractions=(0.7, 0.1, 0.2), images_per_patient=(1, 3),
-             call_args: dict | None = None, on_image: Callable[[int], None] | None = None) -> dict:
-    """Write a phantom dataset file (atomically) and return its root attributes.
-
-    Same seed, same pixels. ``on_image(done)`` is called after each image (for progress bars).
-    """
+             call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
+    """Write a phantom dataset file (atomically) and return its root attributes. Same seed, same pixels."""
     check_args(n, size)
     fractions = parse_fractions(fractions)
     lo, hi = images_per_patient
@@ -339,30 +354,14 @@ def generate(path, n: int, size: int, seed: int, fractions=(0.7, 0.1, 0.2), imag
     if call_args is None:
         call_args = {"n": n, "size": size, "seed": seed, "fractions": list(fractions),
                      "images_per_patient": [lo, hi]}
-    with atomic_output(path) as tmp:
-        writer = DatasetWriter(tmp, size, list(DEFAULT_CLASSES), capacity=capacity, with_patients=True)
-        try:
-            for i in range(n):
-                pid = int(patients[i])
-                if i == 0 or pid != patients[i - 1]:  # a patient's images are consecutive
-                    anatomy = patient_anatomy(np.random.default_rng([seed, 1, pid]))
-                image = render(size, int(labels[i]), np.random.default_rng([seed, 2, i]), anatomy)
-                writer.add(SPLITS[split[i]], int(labels[i]), f"phantom_{i:06d}.png", image=image, patient_id=pid)
-                if on_image is not None:
-                    on_image(i + 1)
-            attrs = writer.close(source="phantoms", args=call_args, seed=seed, split_method="patient")
-        except BaseException:
-            writer.abort()
-            raise
+    task = progress("render + write", n)
+    with write_dataset(path, size, list(DEFAULT_CLASSES), capacity=capacity, with_patients=True) as writer:
+        for i in range(n):
+            pid = int(patients[i])
+            if i == 0 or pid != patients[i - 1]:  # a patient's images are consecutive
+                anatomy = patient_anatomy(np.random.default_rng([seed, 1, pid]))
+            image = render(size, int(labels[i]), np.random.default_rng([seed, 2, i]), anatomy)
+            writer.add(SPLITS[split[i]], int(labels[i]), f"phantom_{i:06d}.png", image=image, patient_id=pid)
+            task(1)
+        attrs = writer.close(source="phantoms", args=call_args, seed=seed, split_method="patient")
     return attrs
-
-
-def _demo_grid(path: str | Path, size: int = 128, seed: int = 0, rows: int = 4, cols: int = 6) -> None:
-    """Save a PNG grid of phantoms (top half No Finding, bottom half Infiltration) for looking at."""
-    from PIL import Image
-
-    tiles = []
-    for r in range(rows):
-        row = [render(size, int(r >= rows // 2), np.random.default_rng([seed, r, c])) for c in range(cols)]
-        tiles.append(np.concatenate(row, axis=1))
-    Image.fromarray(np.concatenate(tiles, axis=0)).save(path)

@@ -4,6 +4,9 @@ Generator: a 4x4 transposed convolution from the latent vector, then stride-2 tr
 norm and ReLU, tanh out. Discriminator: stride-2 convolutions with LeakyReLU 0.2 (batch norm after the first),
 down to 4x4, then one logit. Channel widths double towards the 4x4 end and are capped at 8x the base width, which
 gives exactly the standard DCGAN at 64x64 and keeps the extra layers of 128-512 affordable.
+
+Not conditional: one model learns one class (``n_classes`` and the labels passed to ``forward`` are ignored, so
+both networks fit the interface of ``gan.models.NETWORKS``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def dcgan_init(m: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    def __init__(self, size: int = 64, latent: int = 100, base: int = 64, channels: int = 1):
+    def __init__(self, size: int = 64, latent: int = 100, base: int = 64, channels: int = 1, n_classes: int = 1):
         super().__init__()
         mult = width_multipliers(size)  # 4x4 ... size/2
         layers = [nn.ConvTranspose2d(latent, base * mult[0], 4, 1, 0, bias=False), nn.BatchNorm2d(base * mult[0]),
@@ -55,7 +58,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, size: int = 64, base: int = 64, channels: int = 1):
+    def __init__(self, size: int = 64, base: int = 64, channels: int = 1, n_classes: int = 1):
         super().__init__()
         mult = width_multipliers(size)[::-1]  # size/2 ... 4x4
         layers = [nn.Conv2d(channels, base * mult[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]

@@ -1,11 +1,11 @@
-"""Checkpoints: plain dicts of tensors, numbers and strings (no pickled objects), written atomically and loaded
-with ``torch.load(weights_only=True)`` so that a file carrying arbitrary Python objects is refused."""
+"""Checkpoint and weight files: plain dicts of tensors, numbers and strings (no pickled objects), written
+atomically and loaded with ``torch.load(weights_only=True)``, so a file carrying arbitrary Python objects is
+refused. Also the random-number-generator states a training checkpoint carries to resume exactly."""
 
 from __future__ import annotations
 
 import pickle
 import random
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,6 @@ import torch
 
 from .errors import UserError
 from .fileio import atomic_output
-
-CKPT_PATTERN = re.compile(r"^ckpt-(\d{6})\.pt$")
 
 
 def save(obj: dict, path: str | Path) -> None:
@@ -61,22 +59,3 @@ def set_rng_state(state: dict) -> None:
     random.setstate((3, tuple(state["python"]), state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def epoch_checkpoints(folder: Path) -> list[Path]:
-    """``ckpt-EEEEEE.pt`` files in ``folder``, oldest epoch first."""
-    return sorted((p for p in folder.glob("ckpt-*.pt") if CKPT_PATTERN.match(p.name)), key=lambda p: p.name)
-
-
-def prune(folder: Path, keep: int) -> None:
-    """Keep the newest ``keep`` epoch checkpoints (``last.pt`` is never removed)."""
-    if keep > 0:
-        for old in epoch_checkpoints(folder)[:-keep]:
-            old.unlink(missing_ok=True)
-
-
-def find_newest(root: str | Path) -> list[Path]:
-    """All checkpoints under ``root`` (``last.pt`` and ``ckpt-*.pt``), newest first by modification time."""
-    root = Path(root)
-    found = [p for p in root.rglob("*.pt") if p.name == "last.pt" or CKPT_PATTERN.match(p.name)] if root.is_dir() else []
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name == "last.pt"), reverse=True)

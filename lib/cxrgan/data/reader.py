@@ -11,12 +11,18 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from .datasetfile import SAMPLES_SCHEMA, SCHEMA, open_h5, read_info
-from .errors import UserError
+from ..errors import UserError
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W) -> float32 (..., 1, H, W) in [-1, 1] (0 -> -1, 255 -> 1), on the tensor's device: the one
+    mapping from stored pixels to every network's input (GAN, classifier, domain features)."""
+    return images.unsqueeze(-3).float().div_(127.5).sub_(1.0)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W) -> float32 (..., 1, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(-3).float().mul_(1 / 127.5).sub_(1.0)
+    """``to_model_input`` of a NumPy array."""
+    return to_model_input(torch.from_numpy(np.ascontiguousarray(images)))
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

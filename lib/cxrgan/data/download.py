@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from .errors import UserError
-from .fileio import write_json_atomic
+from ..cli import ProgressFn, no_progress
+from ..errors import UserError
+from ..fileio import write_json_atomic
 
 BOX_FOLDER = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
 
@@ -87,7 +88,7 @@ _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _MD5_LINE = re.compile(r"^([0-9a-fA-F]{32}) [ *](.+)$")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 
-Progress = Callable[[int, "int | None"], None]  # (bytes done, total bytes or None when unknown)
+Progress = Callable[[int, "int | None"], None]  # one file's bytes: (done, total or None when unknown)
 
 
 class DownloadError(Exception):
@@ -497,9 +498,20 @@ def _check_number(value, flag: str, integer: bool, positive: bool):
                         f"{'> 0' if positive else '>= 0'}, got {value!r}")
 
 
+@dataclass
+class DownloadConfig:
+    """download_nih's options (checked by ``download_release``)."""
+
+    out: str = "data/nih"
+    mirror: str | None = None
+    only: str | None = None
+    retries: int = 5
+    timeout: float = 60
+    seed: int = 0  # for uniformity with the other tools; downloading involves no randomness
+
+
 def download_release(out: str | Path = "data/nih", mirror: str | None = None, only=None, retries: int = 5,
-                     timeout: float = 60.0, backoff: float = 1.0,
-                     on_progress: Callable[[str, int, "int | None"], None] | None = None) -> Outcome:
+                     timeout: float = 60.0, backoff: float = 1.0, progress: ProgressFn = no_progress) -> Outcome:
     """Fetch the selected release files into ``out``; a file that fails does not stop the others (except when the
     host cannot be reached at all). Raises UserError for bad arguments, an unreachable mirror, a write failure.
     """
@@ -528,11 +540,24 @@ def download_release(out: str | Path = "data/nih", mirror: str | None = None, on
         for f in files:
             url = mirror_url(mirror, f.name) if mirror else f.url
             md5, md5_from = sums.get(f.name, (None, None))
-            progress = (lambda done, total, _n=f.name: on_progress(_n, done, total)) if on_progress else None
             results.append(_one(f.name, url, out / f.name, md5, md5_from, stopped, retries, timeout, backoff,
-                                progress))
+                                _bytes_task(progress, f.name)))
             stopped = stopped or results[-1].unreachable
     return Outcome(out=out, mirror=mirror, checksum_source=source, files=results)
+
+
+def _bytes_task(progress: ProgressFn, name: str) -> Progress:
+    """One file's (done, total) byte reports as a progress task, started at the first report (a resumed file
+    starts at its partial size, which keeps the rate honest)."""
+    task = None
+
+    def update(done: int, total: int | None) -> None:
+        nonlocal task
+        if task is None:
+            task = progress(name, total, done)
+        task(0, completed=done, total=total)
+
+    return update
 
 
 def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backoff, progress) -> FileResult:

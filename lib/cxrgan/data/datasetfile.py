@@ -6,17 +6,20 @@ One file per dataset; a group per split; in each group ``images`` uint8 (N, H, W
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from ..fileio import atomic_output
 
 SCHEMA = "cxrgan-dataset/1"
 SAMPLES_SCHEMA = "cxrgan-samples/1"  # generated images: one split "synthetic", no patient ids
@@ -44,7 +47,7 @@ class DatasetWriter:
     """Writes a dataset file split by split, one image at a time, with bounded memory.
 
     ``capacity`` is the most images each split can receive (datasets are trimmed to what was written
-    on ``close``). Write to a temp path and rename when done (see ``fileio.atomic_output``).
+    on ``close``). Open it with ``write_dataset``, which writes to a temp file and renames it when complete.
     """
 
     def __init__(self, path: str | Path, size: int, classes, capacity: dict[str, int],
@@ -145,6 +148,25 @@ class DatasetWriter:
     def abort(self) -> None:
         if self._file:
             self._file.close()
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """On an error, close the file unfinished (the caller's temp file is then deleted, see ``write_dataset``)."""
+        finished = not self._file.id.valid  # close() ran
+        if exc_type is not None or not finished:
+            self.abort()
+        if exc_type is None and not finished:
+            raise RuntimeError("DatasetWriter left without close(): the file is incomplete")
+
+
+@contextlib.contextmanager
+def write_dataset(final: str | Path, size: int, classes, capacity: dict[str, int], **kwargs) -> Iterator[DatasetWriter]:
+    """A ``DatasetWriter`` on a temp file beside ``final``, renamed onto ``final`` only when the block ends after
+    ``close(**attrs)``; on any error (or Ctrl-C) the temp file is deleted and ``final`` keeps its old content."""
+    with atomic_output(final) as tmp, DatasetWriter(tmp, size, classes, capacity, **kwargs) as writer:
+        yield writer
 
 
 def _attr_value(value):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
+from ..errors import UserError
 
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels")
 NO_FINDING = "No Finding"

@@ -1,4 +1,11 @@
-"""The ResNet-18 classifier used to test whether synthetic images help: one gray input channel, two classes.
+"""The classifier used to test whether synthetic images help, and its checkpoint (``cxrgan-classifier/1``).
+
+``BACKBONES`` maps an architecture name to a builder of a network taking (n, 1, H, W) images in [-1, 1] whose
+``penultimate(x)`` gives the features before the last linear layer (the domain features of fid_is). A checkpoint
+records its ``arch``, input ``size`` and ``channels`` beside the weights, so ``load(path)`` rebuilds it and a new
+backbone is one builder and one row here.
+
+ResNet-18 (the study's): one gray input channel, two classes.
 
 Gray input: the first convolution takes one channel. With ImageNet weights its RGB filters are folded into one
 (together with ImageNet's per-channel normalisation), which computes what the pretrained network computes on the
@@ -9,14 +16,19 @@ cost.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import ResNet18_Weights
+from torchvision.models.resnet import BasicBlock, ResNet
 
-from . import checkpoint
-from .errors import UserError
+from .. import torchfile
+from ..errors import UserError
+
+FORMAT = "cxrgan-classifier/1"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,7 +38,7 @@ def load_imagenet_state(weights: str | None) -> dict:
     """torchvision's ImageNet ResNet-18 weights: from ``weights`` (a state-dict file) or downloaded to the torch
     hub cache on first use. Raises UserError when neither works."""
     if weights:
-        state = checkpoint.load(weights, what="ResNet-18 state dict")
+        state = torchfile.load(weights, what="ResNet-18 state dict")
     else:
         try:
             state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
@@ -39,9 +51,19 @@ def load_imagenet_state(weights: str | None) -> dict:
     return state
 
 
-def build(n_classes: int = 2, pretrained: bool = False, weights: str | None = None) -> nn.Module:
-    """ResNet-18 taking (n, 1, H, W) images in [-1, 1]."""
-    model = resnet18(num_classes=n_classes)
+class GrayResNet(ResNet):
+    """torchvision's ResNet (same parameter names, so state dicts load either way) with a ``penultimate`` output."""
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """Features after global average pooling, before ``fc`` (512-d for ResNet-18)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def resnet18(n_classes: int = 2, pretrained: bool = False, weights: str | None = None) -> nn.Module:
+    """ResNet-18 taking (n, 1, H, W) images in [-1, 1]; with ImageNet weights, conv1 folded to one channel."""
+    model = GrayResNet(BasicBlock, [2, 2, 2, 2], num_classes=n_classes)
     conv = model.conv1
     model.conv1 = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=pretrained)
     if pretrained or weights:
@@ -57,6 +79,44 @@ def build(n_classes: int = 2, pretrained: bool = False, weights: str | None = No
             model.conv1.weight.copy_((w / (2 * std)).sum(dim=1, keepdim=True))
             model.conv1.bias = nn.Parameter((w * (0.5 - mean) / std).sum(dim=(1, 2, 3)), requires_grad=True)
     return model
+
+
+@dataclass(frozen=True)
+class Backbone:
+    build: Callable[..., nn.Module]  # (n_classes, pretrained, weights) -> network with .penultimate(x)
+    title: str  # how reports name it
+
+
+BACKBONES = {"resnet18": Backbone(resnet18, "ResNet-18")}
+
+
+def build(n_classes: int = 2, pretrained: bool = False, weights: str | None = None,
+          arch: str = "resnet18") -> nn.Module:
+    if arch not in BACKBONES:
+        raise UserError(f"unknown classifier architecture {arch!r} (known: {', '.join(BACKBONES)})")
+    return BACKBONES[arch].build(n_classes, pretrained, weights)
+
+
+def save(path, state: dict, classes: list[str], size: int, seed: int, arch: str = "resnet18",
+         channels: int = 1) -> None:
+    """A classifier checkpoint: the weights and what is needed to rebuild and feed the network."""
+    torchfile.save({"format": FORMAT, "state": state, "classes": classes, "size": size, "seed": seed,
+                    "arch": arch, "channels": channels}, path)
+
+
+def load(path) -> tuple[nn.Module, dict]:
+    """A train_resnet checkpoint (``model-seedN.pt``) -> (network in eval mode, its metadata: classes, size, seed,
+    arch, channels). Checkpoints written before ``arch`` was recorded are ResNet-18s."""
+    ckpt = torchfile.load(path, what="train_resnet checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not a train_resnet checkpoint (format {FORMAT})")
+    state = ckpt["state"]
+    meta = {"arch": "resnet18", "channels": 1, "size": 224, **{k: v for k, v in ckpt.items() if k != "state"}}
+    model = build(state["fc.weight"].shape[0], arch=meta["arch"])
+    if "conv1.bias" in state:  # trained from ImageNet weights: the folded first convolution has a bias
+        model.conv1.bias = nn.Parameter(torch.zeros(model.conv1.out_channels))
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False), meta
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:

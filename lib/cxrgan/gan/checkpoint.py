@@ -1,0 +1,96 @@
+"""The GAN checkpoint format (``cxrgan-gan/1``, docs/dataset-format.md): the files of a training folder, writing
+and checking a checkpoint, and loading a generator from one for sampling."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import torchfile
+from ..errors import UserError
+from .models import build_models, classes_generated
+
+FORMAT = "cxrgan-gan/1"
+EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
+# Options that must match to continue a run (the rest, e.g. --epochs or --ckpt-every, may change on resume).
+RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps")
+
+
+def epoch_path(folder: Path, epoch: int) -> Path:
+    return folder / f"ckpt-{epoch:06d}.pt"
+
+
+def epoch_checkpoints(folder: Path) -> list[Path]:
+    """``ckpt-EEEEEE.pt`` files in ``folder``, oldest epoch first."""
+    return sorted((p for p in folder.glob("ckpt-*.pt") if EPOCH_FILE.match(p.name)), key=lambda p: p.name)
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Keep the newest ``keep`` epoch checkpoints (``last.pt`` is never removed)."""
+    if keep > 0:
+        for old in epoch_checkpoints(folder)[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def find_newest(root: str | Path) -> list[Path]:
+    """All checkpoints under ``root`` (``last.pt`` and ``ckpt-*.pt``), newest first by modification time."""
+    root = Path(root)
+    found = [p for p in root.rglob("*.pt") if p.name == "last.pt" or EPOCH_FILE.match(p.name)] if root.is_dir() \
+        else []
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name == "last.pt"), reverse=True)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def save(payload: dict, path: Path) -> None:
+    """Write a checkpoint atomically; ``payload`` holds tensors and plain values only (see the format doc)."""
+    torchfile.save({"format": FORMAT, "created": now(), **payload}, path)
+
+
+def load(path: str | Path, hint: str = "train one with tools/train_dcgan.py") -> dict:
+    saved = torchfile.load(path)
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise UserError(f"{path} is not a cxrgan GAN checkpoint; {hint}")
+    return saved
+
+
+def check_resumable(saved: dict, config: dict, dataset_sha256: str, path: Path) -> None:
+    """Refuse to continue a run with different settings or different data."""
+    was = saved["config"]
+    for key in RESUME_MUST_MATCH:
+        if was.get(key) != config[key]:
+            raise UserError(f"{path} was trained with --{key.replace('_', '-')} {was.get(key)!r}, not "
+                            f"{config[key]!r}: use another --out, or --resume=False to start over there")
+    if saved["dataset"]["content_sha256"] != dataset_sha256:
+        raise UserError(f"{path} was trained on different data ({saved['dataset']['path']}); use another --out, or "
+                        "--resume=False to start over there")
+
+
+@dataclass
+class LoadedGenerator:
+    path: Path
+    generator: torch.nn.Module
+    model: dict  # the checkpoint's model description (gan.models.model_description)
+    weights: str  # "ema" or "generator"
+    recipe: str
+    epoch: int
+
+    @property
+    def classes_covered(self) -> list[int]:
+        return classes_generated(self.model)
+
+
+def load_generator(path: str | Path, device="cpu") -> LoadedGenerator:
+    """The generator of a checkpoint, in eval mode on ``device``: its EMA weights when it has them."""
+    saved = load(path)
+    G, _ = build_models(saved["model"])
+    weights = "ema" if saved.get("ema") is not None else "generator"
+    G.load_state_dict(saved[weights])
+    return LoadedGenerator(Path(path), G.to(device).eval(), saved["model"], weights, saved["config"]["recipe"],
+                           saved["epoch"])

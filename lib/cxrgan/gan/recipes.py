@@ -1,0 +1,59 @@
+"""The GAN recipes: one row each, holding everything that defines a recipe.
+
+A row names its network family (``gan.models.NETWORKS``), whether it is one class-conditional model or one model
+per class, its loss (``gan.models.LOSSES``), its augmentation policy, its generator EMA and its default
+hyper-parameters; train_dcgan fills every option the user leaves unset from the row. Nothing else in the code
+looks at a recipe's name, so a new recipe is a new row here (plus a network module when it needs new networks),
+as in stylegan2-ada's ``cfg_specs``. This module imports nothing heavy: the Makefile reads it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Recipe:
+    description: str
+    networks: str  # a family of gan.models.NETWORKS: which generator and discriminator
+    conditional: bool  # True: one model learns every class (labels go into G and D); False: one model per --cls
+    loss: str  # a row of gan.models.LOSSES
+    augment: str  # DiffAugment policy (gan.augment.POLICIES, comma-separated) or "none"
+    ema_kimg: float  # half-life of the generator's moving average in thousands of images; 0: no EMA
+    epochs: int
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    g_steps: int  # generator steps per discriminator step
+
+
+# The fields of a row that are also train_dcgan options: left unset on the command line, they take the row's value.
+DEFAULTS = ("epochs", "lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg")
+
+RECIPES: dict[str, Recipe] = {
+    # The reference study, faithfully: DCGAN, BCE, Adam 2e-4 / 1e-4, betas (0.5, 0.999), G stepped twice per D step.
+    "seed": Recipe("the reference study's DCGAN, one model per class", networks="dcgan", conditional=False,
+                   loss="bce", augment="none", ema_kimg=0.0, epochs=20, lr_g=2e-4, lr_d=1e-4, beta1=0.5,
+                   beta2=0.999, g_steps=2),
+    # One class-conditional model, spectral norm + projection D, hinge loss, DiffAugment, EMA generator.
+    # Learning rates: the best of four (lr_G, lr_D) pairs on NIH 64x64 at equal wall-clock (bench/improved_lr.py).
+    "improved": Recipe("class-conditional, projection D with spectral norm, hinge, DiffAugment, EMA",
+                       networks="cgan", conditional=True, loss="hinge",
+                       augment="translation,cutout,brightness,contrast", ema_kimg=1.0, epochs=20, lr_g=4e-4,
+                       lr_d=4e-4, beta1=0.0, beta2=0.99, g_steps=1),
+}
+
+assert set(DEFAULTS) < {f.name for f in fields(Recipe)}
+
+
+def make_vars(name: str) -> str:
+    """For the Makefile: ``conditional`` or ``per-class``, or ``unknown``."""
+    recipe = RECIPES.get(name)
+    return "unknown" if recipe is None else "conditional" if recipe.conditional else "per-class"
+
+
+if __name__ == "__main__":  # python lib/cxrgan/gan/recipes.py NAME: what the Makefile needs to know about NAME
+    import sys
+
+    print(make_vars(sys.argv[1]) if len(sys.argv) > 1 else " ".join(RECIPES))

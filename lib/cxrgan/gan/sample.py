@@ -1,0 +1,140 @@
+"""sample: trained GAN checkpoints -> a samples file (docs/dataset-format.md, schema cxrgan-samples/1)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import options
+from ..cli import ProgressFn, no_progress
+from ..data.datasetfile import SAMPLES_SCHEMA, write_dataset
+from ..errors import UserError
+from ..fileio import check_output_path, sha256_file
+from . import checkpoint
+from .checkpoint import LoadedGenerator, load_generator
+from .models import generate
+
+
+@dataclass
+class SampleConfig:
+    n: int = 500  # images per class
+    ckpt: str | None = None  # comma-separated checkpoint files; None: the newest under ``root``
+    out: str = "outputs/synthetic.h5"
+    cls: int | str = "both"
+    seed: int = 0
+    batch: int = 256
+    png: str | None = None
+    truncation: float | None = None
+    root: str = "outputs/gan"
+    device: str = "auto"
+    overwrite: bool = True
+
+    def validate(self) -> "SampleConfig":
+        options.whole_number(self, "n", hint=" (images per class)")
+        options.whole_number(self, "batch")
+        if self.truncation is not None:
+            options.positive_number(self, "truncation")
+        if self.cls != "both" and not options.is_whole(self.cls):
+            raise UserError(f"--cls must be 0, 1 or both, got {self.cls!r}")
+        options.seed(self)
+        check_output_path(self.out, self.overwrite)
+        return self
+
+    @property
+    def wanted(self) -> list[int]:
+        return [0, 1] if self.cls == "both" else [self.cls]
+
+
+def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int], device) -> dict[int, LoadedGenerator]:
+    """Class index -> the generator that samples it: from --ckpt (comma-separated), or the newest checkpoints
+    under ``root`` (a conditional checkpoint covers every class; a per-class recipe has one per class)."""
+    if ckpt_arg:
+        candidates = [Path(p) for p in str(ckpt_arg).split(",") if p]
+        for p in candidates:
+            if not p.is_file():
+                raise UserError(f"--ckpt {p}: no such file")
+    else:
+        candidates = checkpoint.find_newest(root)
+        if not candidates:
+            raise UserError(f"no checkpoint found under {root}/ (searched for last.pt and ckpt-*.pt); train one with "
+                            "`make gan` or tools/train_dcgan.py --data FILE.h5, or pass --ckpt PATH")
+    chosen: dict[int, LoadedGenerator] = {}
+    seen_dirs = set()
+    for path in candidates:
+        if all(c in chosen for c in wanted):
+            break
+        if not ckpt_arg and path.parent in seen_dirs:  # the newest checkpoint of each run folder only
+            continue
+        seen_dirs.add(path.parent)
+        g = load_generator(path, device)
+        for c in g.classes_covered:
+            if c in wanted and c not in chosen:
+                chosen[c] = g
+    missing = [c for c in wanted if c not in chosen]
+    if missing:
+        where = f"--ckpt {ckpt_arg}" if ckpt_arg else f"{root}/"
+        raise UserError(f"no checkpoint in {where} generates class {missing[0]}; train it (--recipe seed --cls "
+                        f"{missing[0]}, or the improved recipe for all classes) or choose another --cls")
+    sizes = {(g.model["size"], tuple(g.model["classes"])) for g in chosen.values()}
+    if len(sizes) > 1:
+        raise UserError(f"the chosen checkpoints disagree on image size or classes ({sorted(sizes)}); pass --ckpt")
+    classes = next(iter(chosen.values())).model["classes"]
+    bad = [c for c in wanted if not 0 <= c < len(classes)]
+    if bad:
+        raise UserError(f"--cls {bad[0]}: the checkpoint has classes 0..{len(classes) - 1} ({classes})")
+    return chosen
+
+
+def latents(n: int, dim: int, seed: int, cls: int, truncation: float | None) -> torch.Tensor:
+    """Standard normal latents, deterministic per (seed, class); with ``truncation`` t, every entry beyond +-t is
+    redrawn (the truncation trick: fewer, more typical images)."""
+    gen = torch.Generator().manual_seed(seed * 1009 + cls)
+    z = torch.randn(n, dim, generator=gen)
+    if truncation is not None:
+        while (bad := z.abs() > truncation).any():
+            z[bad] = torch.randn(int(bad.sum()), generator=gen)
+    return z
+
+
+def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: int, device, batch: int = 256,
+                   truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
+                   progress: ProgressFn = no_progress) -> dict:
+    """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes."""
+    any_g = next(iter(gens.values()))
+    classes, size = any_g.model["classes"], any_g.model["size"]
+    wanted = sorted(gens)
+    task = progress("sample", n * len(wanted))
+    with write_dataset(out, size, classes, {"synthetic": n * len(wanted)}, with_patients=False,
+                       schema=SAMPLES_SCHEMA) as writer:
+        for c in wanted:
+            g = gens[c]
+            z = latents(n, g.model["latent"], seed, c, truncation)
+            y = torch.full((n,), c, dtype=torch.long)
+            for i in range(0, n, batch):
+                images = generate(g.generator, z[i:i + batch], y[i:i + batch], device, batch)
+                names = [f"synthetic_{_slug(classes[c])}_{i + k:06d}.png" for k in range(len(images))]
+                writer.add_batch("synthetic", [c] * len(images), names, images)
+                if png_dir:
+                    for name, image in zip(names, images):
+                        _write_png(Path(png_dir) / _slug(classes[c]) / name, image)
+                task(len(images))
+        checkpoints = sorted({str(g.path.resolve()) for g in gens.values()})
+        return writer.close(
+            source="gan", seed=seed, n_per_class=n, truncation=truncation if truncation is not None else "none",
+            checkpoints=checkpoints, checkpoint_sha256=[sha256_file(p) for p in checkpoints],
+            recipe=sorted({g.recipe for g in gens.values()}), weights=sorted({g.weights for g in gens.values()}),
+            epochs=[gens[c].epoch for c in wanted], args=call_args or {})
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image, mode="L").save(path)

@@ -1,0 +1,416 @@
+"""train_dcgan: one plain training loop for every recipe in ``gan.recipes``.
+
+Single process or data-parallel under ``torchrun`` (DistributedDataParallel; nccl on GPU, gloo on CPU; rank 0
+alone writes). Sections, in the order a run goes through them: the configuration, the training images, the
+networks and optimisers, resuming, one training step, and the end-of-epoch snapshot (losses, grid, checkpoint).
+Every epoch ends with an atomic checkpoint holding everything needed to continue exactly: models, EMA,
+optimisers, counters, all RNG states, the config and the dataset's identity.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .. import options, runtime, torchfile
+from ..cli import ProgressFn, console, no_progress
+from ..data.reader import H5ImageDataset, to_model_input
+from ..errors import UserError
+from ..fileio import write_json_atomic
+from ..figures import plot_losses, save_grid
+from . import checkpoint
+from .augment import diff_augment, parse_policy
+from .dcgan import check_size
+from .models import LOSSES, build_models, ema_beta, ema_update, generate, model_description
+from .recipes import DEFAULTS, RECIPES
+
+LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration: train_dcgan's options, written once (tools/train_dcgan.py's signature is built from it)
+
+
+@dataclass
+class GanConfig:
+    data: str
+    out: str = "outputs/gan"
+    recipe: str = "improved"
+    cls: int | None = None  # per-class recipes: the one class this model learns
+    epochs: int | None = None  # None: the recipe's value (so are the other None options below)
+    batch: int = 32
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    channels: int = 1
+    latent: int = 100
+    base: int = 64
+    lr_g: float | None = None
+    lr_d: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    g_steps: int | None = None
+    loss: str | None = None
+    augment: str | None = None
+    ema_kimg: float | None = None
+    ckpt_every: int = 1
+    keep: int = 3
+    grid: int = 16  # fixed-noise images per class in each grid
+    compile: bool = False
+
+    def resolved(self) -> "GanConfig":
+        """Fill the recipe's defaults and validate. Raises UserError."""
+        options.one_of(self, "recipe", RECIPES)
+        recipe = RECIPES[self.recipe]
+        cfg = copy.copy(self)
+        for key in DEFAULTS:
+            if getattr(cfg, key) is None:
+                setattr(cfg, key, getattr(recipe, key))
+        options.whole_number(cfg, "epochs", "batch", "latent", "base", "ckpt_every", "g_steps", "grid")
+        options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
+        options.one_of(cfg, "loss", LOSSES, " or ".join(LOSSES))
+        options.positive_number(cfg, "lr_g", "lr_d")
+        try:
+            cfg.augment = ",".join(parse_policy(cfg.augment)) or "none"
+        except ValueError as e:
+            raise UserError(f"--augment: {e}") from None
+        if not recipe.conditional and cfg.cls is None:
+            raise UserError(f"--recipe {cfg.recipe} trains one model per class: pass --cls 0 or --cls 1 (and a "
+                            "separate --out)")
+        if cfg.cls is not None and not options.is_whole(cfg.cls):
+            raise UserError(f"--cls must be a class index such as 0 or 1, got {cfg.cls!r}")
+        options.seed(cfg)
+        return cfg
+
+
+def train(cfg: GanConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
+    """Train to ``cfg.epochs`` epochs, resuming from ``out/last.pt`` when allowed. Returns a summary."""
+    cfg = cfg.resolved()
+    rt = runtime.setup(cfg.device, distributed=True)
+    try:
+        return _train(cfg, rt, call_args or {}, progress)
+    finally:
+        runtime.teardown(rt)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training images
+
+
+@dataclass
+class TrainingImages:
+    images: torch.Tensor  # uint8 (n, H, W)
+    labels: torch.Tensor  # int64 (n,)
+    classes: list[str]
+    identity: dict  # what checkpoints record of the data: path, size, classes, content_sha256, n_train
+
+
+def load_training_images(cfg: GanConfig) -> TrainingImages:
+    data = H5ImageDataset(cfg.data, "train", in_memory=True)
+    try:
+        check_size(data.size)
+    except ValueError:
+        raise UserError(f"GAN training needs a dataset whose size is a power of two from 32 to 512; {cfg.data} is "
+                        f"{data.size}x{data.size} (rebuild it with tools/make_hdf5.py --size 64)") from None
+    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    if cfg.cls is not None:
+        if not 0 <= cfg.cls < len(data.classes):
+            raise UserError(f"--cls {cfg.cls}: {cfg.data} has classes 0..{len(data.classes) - 1} ({data.classes})")
+        keep = labels == cfg.cls
+        images, labels = images[keep], labels[keep]
+    if len(images) < cfg.batch:
+        raise UserError(f"{len(images)} training images (class {cfg.cls if cfg.cls is not None else 'all'}) is fewer "
+                        f"than --batch {cfg.batch}; lower --batch")
+    identity = {"path": str(Path(cfg.data).resolve()), "size": data.size, "classes": data.classes,
+                "content_sha256": data.info.attrs.get("content_sha256", ""), "n_train": len(images)}
+    return TrainingImages(images, labels, data.classes, identity)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Networks, optimisers and the state that goes into checkpoints
+
+
+@dataclass
+class Networks:
+    G: torch.nn.Module
+    D: torch.nn.Module
+    ema: torch.nn.Module | None  # the generator's moving average (sampled from), None without EMA
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # discriminator steps
+    nimg: int = 0  # real images shown, all processes
+
+
+def build_networks(cfg: GanConfig, model: dict, rt: runtime.Runtime) -> Networks:
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    G, D = build_models(model)
+    G, D = rt.layout(G.to(rt.device)), rt.layout(D.to(rt.device))
+    ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
+    return Networks(G, D, ema, torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
+                    torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
+
+
+def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: dict, rt: runtime.Runtime,
+           out: Path) -> TrainState:
+    """Continue from ``out/last.pt`` when allowed (restoring every RNG); otherwise clear out an earlier run."""
+    last = out / "last.pt"
+    if cfg.resume and last.is_file():
+        saved = checkpoint.load(last, "use another --out or --resume=False")  # on the CPU
+        checkpoint.check_resumable(saved, asdict(cfg), identity["content_sha256"], last)
+        nets.G.load_state_dict(saved["generator"])
+        nets.D.load_state_dict(saved["discriminator"])
+        if nets.ema is not None and saved.get("ema") is not None:
+            nets.ema.load_state_dict(saved["ema"])
+        nets.opt_g.load_state_dict(saved["opt_g"])
+        nets.opt_d.load_state_dict(saved["opt_d"])
+        state = TrainState(saved["epoch"], saved["step"], saved["nimg"])
+        data_gen.set_state(saved["data_gen"])
+        rng = saved["rng"]
+        if len(rng) == rt.world:
+            torchfile.set_rng_state(rng[rt.rank])
+        elif rt.main:
+            _note(f"resuming with {rt.world} processes from a {len(rng)}-process checkpoint: random streams are "
+                  "reseeded, so the continuation is not bit-identical")
+        if rt.main:
+            _note(f"resuming {last} at epoch {state.epoch} (step {state.step})")
+    else:
+        state = TrainState()
+        if rt.main and (last.is_file() or checkpoint.epoch_checkpoints(out)):
+            _note(f"starting over in {out}: removing its earlier checkpoints, grids and loss history")
+            for old in [last, *checkpoint.epoch_checkpoints(out), *out.glob("grid-*.png"), out / "losses.csv"]:
+                old.unlink(missing_ok=True)
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_losses(out / "losses.csv", state.step)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: ProgressFn) -> dict:
+    out = Path(cfg.out)
+    recipe = RECIPES[cfg.recipe]
+    data = load_training_images(cfg)
+    model = model_description(recipe.networks, data.identity["size"], cfg.latent, cfg.base, cfg.channels,
+                              data.classes, cfg.cls)
+    nets = build_networks(cfg, model, rt)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed * 1000 + rt.rank)
+    np.random.seed((cfg.seed * 1000 + rt.rank) % 2**32)
+    class_ids = sorted({int(v) for v in data.labels.unique()})
+    fixed = torch.Generator().manual_seed(12345 + cfg.seed)
+    fixed_z = torch.randn(cfg.grid * len(class_ids), cfg.latent, generator=fixed)
+    fixed_y = torch.tensor([c for c in class_ids for _ in range(cfg.grid)], dtype=torch.long)
+    state = resume(cfg, nets, data_gen, data.identity, rt, out)
+
+    summary_path = out / "summary.json"  # written when a run reaches --epochs: the "finished" marker for make
+    if state.epoch >= cfg.epochs:
+        if rt.main:
+            _note(f"{out} is already trained to epoch {state.epoch} (--epochs {cfg.epochs}); nothing to do")
+            if not summary_path.exists():
+                write_json_atomic(summary_path, {"epochs": state.epoch, "step": state.step, "kimg": state.nimg / 1000})
+        return {"epochs": state.epoch, "step": state.step, "out": str(out), "trained": False}
+    if rt.main:
+        summary_path.unlink(missing_ok=True)
+
+    G_train, D_train = nets.G, nets.D
+    if rt.world > 1:
+        ddp_args = {"device_ids": [rt.device.index]} if rt.cuda else {}
+        G_train = torch.nn.parallel.DistributedDataParallel(nets.G, **ddp_args)
+        D_train = torch.nn.parallel.DistributedDataParallel(nets.D, **ddp_args)
+    if cfg.compile:
+        G_train, D_train = torch.compile(G_train), torch.compile(D_train)
+    step = Step(cfg, rt, nets, G_train, D_train)
+    per_rank = step.per_rank
+    n = len(data.images)
+    steps_per_epoch = (n // rt.world) // per_rank
+    images_dev, labels_dev = data.images.to(rt.device), data.labels.to(rt.device)
+
+    t_start, start_step, data_seconds = time.perf_counter(), state.step, 0.0
+    task = progress("train", (cfg.epochs - state.epoch) * steps_per_epoch) if rt.main else no_progress("train")
+    for epoch in range(state.epoch, cfg.epochs):
+        shard = torch.randperm(n, generator=data_gen)[rt.rank::rt.world].to(rt.device)
+        rows, t_epoch = [], time.perf_counter()
+        G_train.train(), D_train.train()
+        for i in range(steps_per_epoch):
+            t_fetch = time.perf_counter()
+            idx = shard[i * per_rank:(i + 1) * per_rank]
+            real, y = step.real_batch(images_dev[idx]), labels_dev[idx]
+            data_seconds += time.perf_counter() - t_fetch
+            ld, lg, dr, df = step(real, y, state)
+            if not (math.isfinite(ld) and math.isfinite(lg)):
+                last = out / "last.pt"
+                raise UserError(f"non-finite loss at epoch {epoch + 1}, step {state.step} (D {ld}, G {lg}); stopped. "
+                                f"The last good checkpoint is {last if last.exists() else 'none yet'}; "
+                                "lower --lr-g/--lr-d or change --seed")
+            elapsed = time.perf_counter() - t_epoch
+            rate = (i + 1) * per_rank * rt.world / elapsed if elapsed > 0 else 0.0
+            rows.append([epoch + 1, state.step, round(state.nimg / 1000, 4), ld, lg, dr, df, round(rate, 2),
+                         round(time.perf_counter() - t_start, 3)])
+            task(1, info=f"epoch {epoch + 1}/{cfg.epochs}  D {ld:.3f}  G {lg:.3f}  {rate:,.0f} img/s")
+        state.epoch = epoch + 1
+        snapshot(cfg, rt, nets, state, rows, model, data, data_gen, fixed_z, fixed_y, call_args, out)
+    seconds = time.perf_counter() - t_start
+    result = {"epochs": state.epoch, "step": state.step, "kimg": state.nimg / 1000, "seconds": seconds,
+              "img_per_s": (state.step - start_step) * per_rank * rt.world / seconds if seconds > 0 else 0.0,
+              "data_fraction": data_seconds / seconds if seconds > 0 else 0.0,  # share of time fetching batches
+              "out": str(out), "trained": True, "recipe": cfg.recipe, "cls": cfg.cls, "world": rt.world}
+    if rt.main:
+        write_json_atomic(summary_path, {**result, "config": _plain(asdict(cfg)), "dataset": data.identity})
+    return result
+
+
+class Step:
+    """One discriminator step then ``g_steps`` generator steps, for the recipe's loss and augmentation."""
+
+    def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train, D_train):
+        self.cfg, self.rt, self.nets, self.G_train, self.D_train = cfg, rt, nets, G_train, D_train
+        self.loss = LOSSES[cfg.loss]
+        policy = parse_policy(cfg.augment)
+        self.augment = (lambda x: diff_augment(x, policy)) if policy else (lambda x: x)
+        self.per_rank = cfg.batch // rt.world
+        if self.per_rank < 1:
+            raise UserError(f"--batch {cfg.batch} is smaller than the {rt.world} processes; raise --batch")
+
+    def real_batch(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_model_input(images)
+        if self.cfg.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        return self.rt.layout(x)
+
+    def __call__(self, real: torch.Tensor, y: torch.Tensor, state: TrainState) -> list[float]:
+        """Update the networks on one batch; returns (loss_d, loss_g, mean D(real), mean D(fake)), averaged over
+        processes."""
+        cfg, rt, nets, G, D = self.cfg, self.rt, self.nets, self.G_train, self.D_train
+        n = self.per_rank
+        # discriminator step: real and generated images in separate passes (separate batch-norm statistics)
+        with torch.no_grad(), rt.autocast():
+            fake = G(torch.randn(n, cfg.latent, device=rt.device), y)
+        with rt.autocast():
+            out_real = D(self.augment(real), y).float()
+            out_fake = D(self.augment(fake.detach()), y).float()
+            loss_d = self.loss.discriminator(out_real, out_fake)
+        nets.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        nets.opt_d.step()
+        # generator step(s); D is frozen and called without its DDP wrapper (its gradients are not needed)
+        nets.D.requires_grad_(False)
+        for _ in range(cfg.g_steps):
+            with rt.autocast():
+                fake = G(torch.randn(n, cfg.latent, device=rt.device), y)
+                loss_g = self.loss.generator(nets.D(self.augment(fake), y).float())
+            nets.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            nets.opt_g.step()
+        nets.D.requires_grad_(True)
+        state.step += 1
+        state.nimg += n * rt.world
+        if nets.ema is not None:
+            ema_update(nets.ema, nets.G, ema_beta(cfg.ema_kimg, state.nimg, n * rt.world))
+        values = torch.stack([loss_d.detach(), loss_g.detach(), out_real.detach().mean(), out_fake.detach().mean()])
+        if rt.world > 1:
+            dist.all_reduce(values)
+            values /= rt.world
+        return values.tolist()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End of an epoch: loss history, fixed-noise grid, checkpoint
+
+
+def snapshot(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: TrainState, rows: list, model: dict,
+             data: TrainingImages, data_gen: torch.Generator, fixed_z, fixed_y, call_args: dict, out: Path) -> None:
+    rng_states = [torchfile.rng_state()]
+    if rt.world > 1:
+        rng_states = [None] * rt.world
+        dist.all_gather_object(rng_states, torchfile.rng_state())
+    if rt.main:
+        _append_losses(out / "losses.csv", rows)
+        sampler = nets.ema if nets.ema is not None else nets.G
+        images = generate(sampler, fixed_z, fixed_y, rt.device)
+        panels = {data.classes[c]: images[(fixed_y == c).numpy()] for c in sorted(set(fixed_y.tolist()))}
+        save_grid(out / f"grid-{state.epoch:06d}.png", panels,
+                  f"{cfg.recipe} recipe, epoch {state.epoch}, {state.nimg / 1000:.1f}k images shown",
+                  cols=math.isqrt(cfg.grid) if math.isqrt(cfg.grid) ** 2 == cfg.grid else 8)
+        plot_losses(out / "losses.csv", out / "losses.png")
+        payload = {
+            "config": _plain(asdict(cfg)), "args": _plain(call_args), "model": model,
+            "dataset": data.identity, "epoch": state.epoch, "step": state.step, "nimg": state.nimg,
+            "generator": nets.G.state_dict(), "discriminator": nets.D.state_dict(),
+            "ema": nets.ema.state_dict() if nets.ema is not None else None,
+            "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
+            "rng": [_cpu(s) for s in rng_states], "data_gen": data_gen.get_state(),
+            "fixed_z": fixed_z, "fixed_y": fixed_y, "world": rt.world,
+        }
+        if state.epoch % cfg.ckpt_every == 0 or state.epoch == cfg.epochs:
+            checkpoint.save(payload, checkpoint.epoch_path(out, state.epoch))
+            checkpoint.prune(out, cfg.keep)
+        checkpoint.save(payload, out / "last.pt")
+    if rt.world > 1:
+        dist.barrier()
+
+
+def _note(text: str) -> None:
+    console.print(f"[cyan]note:[/] {text}")
+
+
+def _plain(d):
+    """JSON-like copy: tuples to lists, paths to strings (checkpoints hold plain values only)."""
+    if isinstance(d, dict):
+        return {str(k): _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    if isinstance(d, (str, int, float, bool)) or d is None:
+        return d
+    return str(d)
+
+
+def _cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj
+
+
+def _append_losses(path: Path, rows: list) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(LOSS_COLUMNS)
+        w.writerows(rows)
+
+
+def _truncate_losses(path: Path, step: int) -> None:
+    """Drop rows past the checkpoint being resumed (written by a run that died mid-epoch); all rows if step 0."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [r for r in rows[1:] if r and int(r[1]) <= step]
+    if step == 0:
+        path.unlink()
+        return
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + kept)
+    os.replace(tmp, path)

@@ -1,0 +1,45 @@
+"""Checks of option values shared by every tool's config: each failure is a one-line UserError naming the flag."""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+
+def flag(name: str) -> str:
+    """``lr_g`` -> ``--lr-g``."""
+    return "--" + name.replace("_", "-")
+
+
+def is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def whole_number(config, *names: str, minimum: int = 1, hint: str = "") -> None:
+    """Every ``config.<name>`` is an int >= ``minimum``."""
+    for name in names:
+        v = getattr(config, name)
+        if not is_whole(v) or v < minimum:
+            raise UserError(f"{flag(name)} must be a whole number >= {minimum}{hint}, got {v!r}")
+
+
+def optional_whole_number(config, *names: str, minimum: int = 1) -> None:
+    whole_number(config, *(n for n in names if getattr(config, n) is not None), minimum=minimum)
+
+
+def positive_number(config, *names: str) -> None:
+    """Every ``config.<name>`` is a number > 0."""
+    for name in names:
+        v = getattr(config, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise UserError(f"{flag(name)} must be a positive number, got {v!r}")
+
+
+def seed(config) -> None:
+    if not is_whole(config.seed):
+        raise UserError(f"--seed must be a whole number, got {config.seed!r}")
+
+
+def one_of(config, name: str, choices, what: str = "") -> None:
+    v = getattr(config, name)
+    if v not in choices:
+        raise UserError(f"{flag(name)} must be {what or 'one of ' + ', '.join(map(str, choices))}, got {v!r}")

@@ -1,0 +1,86 @@
+"""The recipe table: a recipe is one row (gan/recipes.py), and nothing else in the library looks at its name."""
+
+import ast
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxrgan.data.phantoms import generate as make_phantoms
+from cxrgan.data.reader import H5ImageDataset
+from cxrgan.gan import recipes
+from cxrgan.gan.checkpoint import load_generator
+from cxrgan.gan.models import LOSSES, NETWORKS
+from cxrgan.gan.recipes import RECIPES, Recipe
+from cxrgan.gan.sample import sample_to_file
+from cxrgan.gan.train import GanConfig, train
+from conftest import ROOT
+
+# A recipe that exists only in this test: conditional networks, BCE, translation only, a short EMA, its own
+# learning rates. Registering it is the one change needed to train and sample it.
+TINY = Recipe("test only", networks="cgan", conditional=True, loss="bce", augment="translation", ema_kimg=0.01,
+              epochs=1, lr_g=1e-3, lr_d=5e-4, beta1=0.5, beta2=0.9, g_steps=1)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ph32.h5"
+    make_phantoms(path, n=48, size=32, seed=0)
+    return path
+
+
+def test_a_test_only_recipe_registered_in_the_table_trains_one_step_and_samples(phantoms, tmp_path, monkeypatch):
+    monkeypatch.setitem(RECIPES, "tiny", TINY)
+    n_train = len(H5ImageDataset(phantoms, "train"))
+    out = tmp_path / "tiny"
+    result = train(GanConfig(data=str(phantoms), out=str(out), recipe="tiny", batch=n_train, base=8, grid=4,
+                             device="cpu"))
+    assert result["trained"] and result["epochs"] == 1 and result["step"] == 1  # the row's epochs; one step
+    saved = torch.load(out / "last.pt", weights_only=True)
+    cfg = saved["config"]
+    assert (cfg["recipe"], cfg["loss"], cfg["augment"], cfg["lr_g"], cfg["lr_d"], cfg["beta1"], cfg["ema_kimg"]) == \
+        ("tiny", "bce", "translation", 1e-3, 5e-4, 0.5, 0.01)  # every unset option came from the row
+    assert saved["model"]["kind"] == "cgan" and saved["ema"] is not None
+    rows = list(csv.DictReader(open(out / "losses.csv")))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["loss_d"]))
+    g = load_generator(out / "last.pt")
+    assert g.recipe == "tiny" and g.classes_covered == [0, 1] and g.weights == "ema"
+    attrs = sample_to_file(tmp_path / "s.h5", {0: g, 1: g}, n=3, seed=0, device="cpu")
+    assert attrs["recipe"] == ["tiny"] and attrs["counts"]["synthetic"] == {"No Finding": 3, "Infiltration": 3}
+
+
+def test_a_per_class_row_requires_cls(phantoms, tmp_path, monkeypatch):
+    from cxrgan.errors import UserError
+    monkeypatch.setitem(RECIPES, "tiny-per-class", Recipe(**{**TINY.__dict__, "networks": "dcgan",
+                                                             "conditional": False}))
+    with pytest.raises(UserError, match="--recipe tiny-per-class trains one model per class"):
+        GanConfig(data=str(phantoms), recipe="tiny-per-class").resolved()
+
+
+def test_every_row_names_known_networks_and_losses():
+    for name, r in RECIPES.items():
+        assert r.networks in NETWORKS and r.loss in LOSSES, name
+
+
+def _comparisons_with_recipe_names(path: Path) -> list[str]:
+    """``x == "improved"``, ``x in ("seed", ...)`` and the like: code that branches on a recipe's name."""
+    hits = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Compare, ast.Match)):
+            names = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in RECIPES]
+            hits += [f"{path.name}:{node.lineno} {v!r}" for v in names]
+    return hits
+
+
+def test_nothing_outside_the_table_branches_on_a_recipe_name():
+    lib = ROOT / "lib" / "cxrgan"
+    found = [hit for p in sorted(lib.rglob("*.py")) if p != Path(recipes.__file__)
+             for hit in _comparisons_with_recipe_names(p)]
+    assert found == []
+
+
+def test_the_makefile_reads_the_table():
+    assert recipes.make_vars("improved") == "conditional" and recipes.make_vars("seed") == "per-class"
+    assert recipes.make_vars("nope") == "unknown"
