@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HDF5 storage options for one-image chunks of real radiographs at 256x256: size and speed, with PNG for reference.
 
-The 18 real 1024x1024 NIH radiographs are reduced to 256x256 by cxrgan.imaging.decode (as make_hdf5 does) and
+The 18 real 1024x1024 NIH radiographs are reduced to 256x256 by cxrgan.data.imaging.decode (as make_hdf5 does) and
 repeated to a few hundred images. Every option stores each image in its own chunk, as datasetfile.py does.
 """
 
@@ -91,7 +91,7 @@ def main(repeat: int = 20, size: int = 256, passes: int = 3, src: str = None, ou
     verdict = ("supported (it stores within 1% of the best gzip level and writes fastest of the gzip levels)"
                if g1[0] >= 0.99 * best_gzip and g1[1] >= max(g4[1], g9[1]) else
                "NOT supported by these numbers: see the table")
-    body = f"""{len(base)} real 1024x1024 NIH radiographs, reduced to {size}x{size} by `cxrgan.imaging.decode`
+    body = f"""{len(base)} real 1024x1024 NIH radiographs, reduced to {size}x{size} by `cxrgan.data.imaging.decode`
 and repeated {repeat} times ({len(images)} images, {images.nbytes / 2**20:.1f} MiB raw). HDF5: one uint8 dataset
 with one image per chunk, written image by image through h5py's filter pipeline, then read back one image at
 a time (`ds[i]`) in a fixed random order; each the best of {passes} passes. The file is in the page cache and

@@ -3,7 +3,7 @@
 
 A temporary class-folder tree (two classes) of symlinks to the 18 real 1024x1024 NIH PNGs, repeated under distinct
 NIH-style names, is ingested at 256x256 by tools/make_hdf5.py (a subprocess, timed end to end) and by
-cxrgan.ingest.build_dataset called in this process.
+cxrgan.data.ingest.build_dataset called in this process.
 """
 
 import subprocess
@@ -37,7 +37,7 @@ def make_tree(root: Path, sources: list[Path], n: int) -> list[Path]:
 
 
 def plain_loop(files: list[Path], size: int) -> None:
-    """The baseline: PIL open, convert L, the same Lanczos resize as cxrgan.imaging.fit_square, np.asarray."""
+    """The baseline: PIL open, convert L, the same Lanczos resize as cxrgan.data.imaging.fit_square, np.asarray."""
     for p in files:
         with Image.open(p) as im:
             np.asarray(im.convert("L").resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0))
@@ -106,10 +106,10 @@ def main(sizes=(200, 600), size: int = 256, repeat: int = 3, src: str = None, ou
 cache after the first run). Each configuration: the best of {repeat} runs.
 
 - *plain loop*: one process, `Image.open` → `convert("L")` → the same Lanczos resize as
-  `cxrgan.imaging.fit_square` (`reducing_gap=3.0`) → `np.asarray`; no compression, no output file.
+  `cxrgan.data.imaging.fit_square` (`reducing_gap=3.0`) → `np.asarray`; no compression, no output file.
 - *make_hdf5.py*: `python tools/make_hdf5.py --src TREE --out OUT.h5 --size {size} --workers N --overwrite
   --nobalance` as a subprocess, timed end to end: Python start-up and imports (`python -c "import
-  cxrgan.ingest"` alone takes {startup:.2f} s here), cataloguing, the worker pool's start, decoding,
+  cxrgan.data.ingest"` alone takes {startup:.2f} s here), cataloguing, the worker pool's start, decoding,
   compression, the HDF5 write and the JSON report. `--nobalance` keeps every file, so every configuration
   processes the same images.
 - *build_dataset*: the same call made in this process (no interpreter start-up or import cost in the parent;
