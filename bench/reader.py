@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The HDF5 reader against a PNG-folder Dataset, both through torch's DataLoader (batch 32, shuffled).
 
-The same images in both: the 18 real 1024x1024 NIH radiographs reduced to 256x256 by cxrgan.imaging.decode,
+The same images in both: the 18 real 1024x1024 NIH radiographs reduced to 256x256 by cxrgan.data.imaging.decode,
 repeated to ~500, written once as PNG files (PIL defaults) and once as a cxrgan HDF5 file (DatasetWriter).
 """
 
@@ -116,7 +116,7 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
     verdict = (f"against the PNG loader with the same num_workers, **{'met' if same else 'NOT met'}**"
                f"{' by ' + '; '.join(same) if same else ''}; against the faster PNG configuration "
                f"({best_png:,.0f} img/s), **{'met' if best else 'NOT met'}**{' by ' + '; '.join(best) if best else ''}")
-    body = f"""{n} images (the {len(base)} real 1024x1024 NIH radiographs reduced to 256x256 by `cxrgan.imaging.decode`,
+    body = f"""{n} images (the {len(base)} real 1024x1024 NIH radiographs reduced to 256x256 by `cxrgan.data.imaging.decode`,
 repeated), stored once as PNG files (PIL defaults) and once as a cxrgan HDF5 file written by `DatasetWriter`
 (gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images are {n / 128:.1f}x
 HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 tensors in
