@@ -47,12 +47,19 @@ else
 $(error DATA must be phantom or nih, not '$(DATA)')
 endif
 
-# The recipe table (lib/cxrgan/gan/recipes.py) says whether RECIPE is one conditional model or one model per class.
-RECIPES := $(shell $(PYTHON) lib/cxrgan/gan/recipes.py)
-RECIPE_KIND := $(shell $(PYTHON) lib/cxrgan/gan/recipes.py $(RECIPE))
-ifeq ($(RECIPE_KIND),per-class)
+# The recipe table (lib/cxrgan/gan/recipes.py, read without torch) says whether a recipe is one conditional model
+# (outputs/gan/NAME) or one model per class (outputs/gan/NAME-c0, NAME-c1).
+HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+RECIPE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
+	from cxrgan.gan.recipes import make_table; print(make_table())')
+ifeq ($(RECIPE_TABLE),)
+$(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Python 3.10+ interpreter)
+endif
+RECIPES := $(foreach r,$(RECIPE_TABLE),$(word 1,$(subst :, ,$(r))))
+recipe_kind = $(word 2,$(subst :, ,$(filter $(1):%,$(RECIPE_TABLE))))
+ifeq ($(call recipe_kind,$(RECIPE)),per-class)
 GAN_RUNS := $(GAN_DIR)/$(RECIPE)-c0 $(GAN_DIR)/$(RECIPE)-c1
-else ifeq ($(RECIPE_KIND),conditional)
+else ifeq ($(call recipe_kind,$(RECIPE)),conditional)
 GAN_RUNS := $(GAN_DIR)/$(RECIPE)
 else
 $(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/gan/recipes.py), not '$(RECIPE)')
@@ -103,11 +110,16 @@ $(DATA_DIR)/nih-$(SIZE).h5: | $(STAMP)
 gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
 
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
-$(GAN_DIR)/$(RECIPE)/summary.json: $(DATASET) | $(STAMP)
-	$(TRAIN) $(TRAIN_ARGS) --recipe $(RECIPE)
-
-$(GAN_DIR)/$(RECIPE)-c%/summary.json: $(DATASET) | $(STAMP)
-	$(TRAIN) $(TRAIN_ARGS) --recipe $(RECIPE) --cls $*
+define gan_rules
+ifeq ($(call recipe_kind,$(1)),per-class)
+$(GAN_DIR)/$(1)-c%/summary.json: $(DATASET) | $(STAMP)
+	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1) --cls $$*
+else
+$(GAN_DIR)/$(1)/summary.json: $(DATASET) | $(STAMP)
+	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1)
+endif
+endef
+$(foreach r,$(RECIPES),$(eval $(call gan_rules,$(r))))
 
 samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s)
 

@@ -3,7 +3,7 @@ chest-X-ray feature space, whether any is a near copy of a training image, and w
 
 Uses bench/gan_quality.py's work folder (the real dataset nih64.h5 split by patient, and 500 generated images per
 class from each recipe in seed.h5 and improved.h5). Steps, all with the project's own protocols:
-1. real baseline: train_resnet's protocol (clftrain.run) on the real training split, ``seeds`` seeds;
+1. real baseline: train_resnet's protocol (cxrgan.classify.train.run) on the real training split, ``seeds`` seeds;
 2. domain quality: fid_is's protocol (quality.evaluate) with the baseline's seed-0 ResNet-18 as the feature network
    (penultimate layer, 512-d), generated images against the real test split, memorisation audit against the real
    training split; a real-vs-real reference (real val against real test) and an equal-N comparison;
@@ -42,7 +42,8 @@ def _log(msg: str) -> None:
 
 def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: int, patience: int, reuse: bool,
               **extra) -> tuple[dict, float]:
-    """clftrain.run into WORK/eval/NAME (or its earlier metrics.json with the same settings when ``reuse``)."""
+    """cxrgan.classify.train.run into WORK/eval/NAME (or its earlier metrics.json with the same settings when
+    ``reuse``)."""
     out = work / "eval" / name
     cfg = ClassifierConfig(data=str(data), out=str(out), epochs=epochs, seeds=seeds, size=size, patience=patience,
                     device="cpu", **extra)
@@ -278,7 +279,7 @@ training images, so they stay in `{ev}`, out of the repository): `quality-<recip
 
 {a_table}
 
-**Usefulness for a classifier** (train_resnet's protocol, `clftrain.run`): ResNet-18 from scratch, input
+**Usefulness for a classifier** (train_resnet's protocol, `cxrgan.classify.train.run`): ResNet-18 from scratch, input
 {size}x{size}, {seeds} seeds (0–{seeds - 1}), at most {epochs} epochs, early stopping on real val AUROC (patience
 {patience}), tested on the {int(counts['test'].sum())} real test images. "real + recipe": the real training split plus
 as many synthetic images per class as real ones (train_resnet's default ratio 1; a different seeded subset per

@@ -6,7 +6,6 @@ from torch.utils.data import DataLoader
 
 from cxrgan.data.datasetfile import DatasetWriter, parse_ref, read_info, write_dataset
 from cxrgan.errors import UserError
-from cxrgan.fileio import atomic_output
 from cxrgan.data.reader import H5ImageDataset, to_tensor, to_uint8
 
 

@@ -2,6 +2,7 @@
 
 import ast
 import csv
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from conftest import ROOT
 
 # A recipe that exists only in this test: conditional networks, BCE, translation only, a short EMA, its own
 # learning rates. Registering it is the one change needed to train and sample it.
-TINY = Recipe("test only", networks="cgan", conditional=True, loss="bce", augment="translation", ema_kimg=0.01,
+TINY = Recipe(networks="cgan", conditional=True, loss="bce", augment="translation", ema_kimg=0.01,
               epochs=1, lr_g=1e-3, lr_d=5e-4, beta1=0.5, beta2=0.9, g_steps=1)
 
 
@@ -81,6 +82,10 @@ def test_nothing_outside_the_table_branches_on_a_recipe_name():
     assert found == []
 
 
-def test_the_makefile_reads_the_table():
-    assert recipes.make_vars("improved") == "conditional" and recipes.make_vars("seed") == "per-class"
-    assert recipes.make_vars("nope") == "unknown"
+def test_the_makefile_reads_the_table(monkeypatch):
+    monkeypatch.setitem(RECIPES, "tiny", TINY)
+    assert recipes.make_table().split() == ["seed:per-class", "improved:conditional", "tiny:conditional"]
+    out = subprocess.run(["make", "-n", "gan", "RECIPE=seed"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "--recipe seed --cls 0" in out.stdout and "--recipe seed --cls 1" in out.stdout
+    bad = subprocess.run(["make", "-n", "gan", "RECIPE=nope"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "RECIPE must be one of: seed improved" in bad.stderr

@@ -41,5 +41,5 @@ def seed(config) -> None:
 
 def one_of(config, name: str, choices, what: str = "") -> None:
     v = getattr(config, name)
-    if v not in choices:
+    if not any(v == c for c in choices):  # not ``in``: a list value (python-fire parses [a]) is unhashable
         raise UserError(f"{flag(name)} must be {what or 'one of ' + ', '.join(map(str, choices))}, got {v!r}")

@@ -61,7 +61,7 @@ class GrayResNet(ResNet):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def resnet18(n_classes: int = 2, pretrained: bool = False, weights: str | None = None) -> nn.Module:
+def gray_resnet18(n_classes: int = 2, pretrained: bool = False, weights: str | None = None) -> nn.Module:
     """ResNet-18 taking (n, 1, H, W) images in [-1, 1]; with ImageNet weights, conv1 folded to one channel."""
     model = GrayResNet(BasicBlock, [2, 2, 2, 2], num_classes=n_classes)
     conv = model.conv1
@@ -87,11 +87,12 @@ class Backbone:
     title: str  # how reports name it
 
 
-BACKBONES = {"resnet18": Backbone(resnet18, "ResNet-18")}
+BACKBONES = {"resnet18": Backbone(gray_resnet18, "ResNet-18")}
 
 
 def build(n_classes: int = 2, pretrained: bool = False, weights: str | None = None,
           arch: str = "resnet18") -> nn.Module:
+    """The ``arch`` backbone for (n, 1, H, W) images in [-1, 1]; ``pretrained``/``weights``: ImageNet start."""
     if arch not in BACKBONES:
         raise UserError(f"unknown classifier architecture {arch!r} (known: {', '.join(BACKBONES)})")
     return BACKBONES[arch].build(n_classes, pretrained, weights)
@@ -112,10 +113,19 @@ def load(path) -> tuple[nn.Module, dict]:
         raise UserError(f"{path}: not a train_resnet checkpoint (format {FORMAT})")
     state = ckpt["state"]
     meta = {"arch": "resnet18", "channels": 1, "size": 224, **{k: v for k, v in ckpt.items() if k != "state"}}
-    model = build(state["fc.weight"].shape[0], arch=meta["arch"])
-    if "conv1.bias" in state:  # trained from ImageNet weights: the folded first convolution has a bias
-        model.conv1.bias = nn.Parameter(torch.zeros(model.conv1.out_channels))
+    model = build(len(meta["classes"]), arch=meta["arch"])
+    for key in state.keys() - model.state_dict().keys():
+        # a bias the fresh network lacks: trained from ImageNet weights, whose colour filters were folded into a
+        # gray first convolution with a bias (see the module doc)
+        module_name, _, param = key.rpartition(".")
+        module = model.get_submodule(module_name)
+        if param == "bias" and getattr(module, "bias", 0) is None:
+            module.bias = nn.Parameter(torch.zeros_like(state[key]))
     model.load_state_dict(state)
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    if first.in_channels != meta["channels"]:
+        raise UserError(f"{path}: records {meta['channels']} input channels, but its {meta['arch']} takes "
+                        f"{first.in_channels}; the file is inconsistent")
     return model.eval().requires_grad_(False), meta
 
 

@@ -188,7 +188,8 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     for k in range(cfg.seeds):
         r = train_one(cfg, k, data, rt.device)
         runs.append(r)
-        task(1, info=f"seed {r['seed']}: AUROC {r['auroc']:.3f} (best epoch {r['best_epoch']})")
+        task(1, info=f"seed {r['seed']}: test AUROC {r['auroc']:.3f}, best epoch {r['best_epoch']} (val AUROC "
+                     f"{r['val_auroc']:.3f})")
     y = data["test"].labels
     scores = np.stack([r["scores"] for r in runs])
     summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}

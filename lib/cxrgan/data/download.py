@@ -88,7 +88,19 @@ _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _MD5_LINE = re.compile(r"^([0-9a-fA-F]{32}) [ *](.+)$")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 
-Progress = Callable[[int, "int | None"], None]  # one file's bytes: (done, total or None when unknown)
+ByteProgress = Callable[[int, "int | None"], None]  # one transfer's bytes (done, total or None); see _bytes_task
+
+
+@dataclass
+class DownloadConfig:
+    """download_nih's options (checked by ``download_release``)."""
+
+    out: str = "data/nih"
+    mirror: str | None = None
+    only: str | None = None
+    retries: int = 5
+    timeout: float = 60
+    seed: int = 0  # for uniformity with the other tools; downloading involves no randomness
 
 
 class DownloadError(Exception):
@@ -167,7 +179,7 @@ def parse_md5sums(text: str, source: str = MD5SUMS) -> dict[str, str]:
     return sums
 
 
-def md5_file(path: Path, on_progress: Progress | None = None) -> str:
+def md5_file(path: Path, on_progress: ByteProgress | None = None) -> str:
     h, done, total = hashlib.md5(), 0, path.stat().st_size
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
@@ -234,7 +246,7 @@ class Fetched:
 class _Transfer:
     """The state of one file's download across attempts: the part file, its running MD5, the announced total."""
 
-    def __init__(self, url: str, dest: Path, timeout: float, on_progress: Progress | None):
+    def __init__(self, url: str, dest: Path, timeout: float, on_progress: ByteProgress | None):
         self.url, self.dest, self.part = url, dest, part_path(dest)
         self.timeout, self.on_progress = timeout, on_progress
         self.total: int | None = None
@@ -339,7 +351,7 @@ class _Transfer:
 
 
 def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, timeout: float = 60.0,
-          backoff: float = 1.0, on_progress: Progress | None = None, md5_source: str = "expected") -> Fetched:
+          backoff: float = 1.0, on_progress: ByteProgress | None = None, md5_source: str = "expected") -> Fetched:
     """Download ``url`` to ``dest`` through ``dest``.part (resuming one that exists) and rename it when verified.
 
     Retries transient failures up to ``retries`` times in a row (an attempt that received bytes resets the count),
@@ -498,18 +510,6 @@ def _check_number(value, flag: str, integer: bool, positive: bool):
                         f"{'> 0' if positive else '>= 0'}, got {value!r}")
 
 
-@dataclass
-class DownloadConfig:
-    """download_nih's options (checked by ``download_release``)."""
-
-    out: str = "data/nih"
-    mirror: str | None = None
-    only: str | None = None
-    retries: int = 5
-    timeout: float = 60
-    seed: int = 0  # for uniformity with the other tools; downloading involves no randomness
-
-
 def download_release(out: str | Path = "data/nih", mirror: str | None = None, only=None, retries: int = 5,
                      timeout: float = 60.0, backoff: float = 1.0, progress: ProgressFn = no_progress) -> Outcome:
     """Fetch the selected release files into ``out``; a file that fails does not stop the others (except when the
@@ -546,7 +546,7 @@ def download_release(out: str | Path = "data/nih", mirror: str | None = None, on
     return Outcome(out=out, mirror=mirror, checksum_source=source, files=results)
 
 
-def _bytes_task(progress: ProgressFn, name: str) -> Progress:
+def _bytes_task(progress: ProgressFn, name: str) -> ByteProgress:
     """One file's (done, total) byte reports as a progress task, started at the first report (a resumed file
     starts at its partial size, which keeps the rate honest)."""
     task = None

@@ -48,9 +48,12 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def save(payload: dict, path: Path) -> None:
-    """Write a checkpoint atomically; ``payload`` holds tensors and plain values only (see the format doc)."""
-    torchfile.save({"format": FORMAT, "created": now(), **payload}, path)
+def save(payload: dict, *paths: Path) -> None:
+    """Write one checkpoint (stamped once) atomically to each path; ``payload`` holds tensors and plain values only
+    (see the format doc)."""
+    stamped = {"format": FORMAT, "created": now(), **payload}
+    for path in paths:
+        torchfile.save(stamped, path)
 
 
 def load(path: str | Path, hint: str = "train one with tools/train_dcgan.py") -> dict:

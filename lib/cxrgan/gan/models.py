@@ -44,7 +44,7 @@ def build_models(model: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(generator, discriminator) from a ``model_description``."""
     family = NETWORKS.get(model["kind"])
     if family is None:
-        raise UserError(f"unknown network family {model['kind']!r} in checkpoint (known: {', '.join(NETWORKS)})")
+        raise UserError(f"unknown network family {model['kind']!r} (known: {', '.join(NETWORKS)})")
     check_size(model["size"])
     return (family.generator(model["size"], model["latent"], model["base"], model["channels"], model["n_classes"]),
             family.discriminator(model["size"], model["base"], model["channels"], model["n_classes"]))

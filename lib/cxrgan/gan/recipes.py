@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True)
 class Recipe:
-    description: str
     networks: str  # a family of gan.models.NETWORKS: which generator and discriminator
     conditional: bool  # True: one model learns every class (labels go into G and D); False: one model per --cls
     loss: str  # a row of gan.models.LOSSES
@@ -33,13 +32,11 @@ DEFAULTS = ("epochs", "lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augm
 
 RECIPES: dict[str, Recipe] = {
     # The reference study, faithfully: DCGAN, BCE, Adam 2e-4 / 1e-4, betas (0.5, 0.999), G stepped twice per D step.
-    "seed": Recipe("the reference study's DCGAN, one model per class", networks="dcgan", conditional=False,
-                   loss="bce", augment="none", ema_kimg=0.0, epochs=20, lr_g=2e-4, lr_d=1e-4, beta1=0.5,
-                   beta2=0.999, g_steps=2),
+    "seed": Recipe(networks="dcgan", conditional=False, loss="bce", augment="none", ema_kimg=0.0, epochs=20,
+                   lr_g=2e-4, lr_d=1e-4, beta1=0.5, beta2=0.999, g_steps=2),
     # One class-conditional model, spectral norm + projection D, hinge loss, DiffAugment, EMA generator.
     # Learning rates: the best of four (lr_G, lr_D) pairs on NIH 64x64 at equal wall-clock (bench/improved_lr.py).
-    "improved": Recipe("class-conditional, projection D with spectral norm, hinge, DiffAugment, EMA",
-                       networks="cgan", conditional=True, loss="hinge",
+    "improved": Recipe(networks="cgan", conditional=True, loss="hinge",
                        augment="translation,cutout,brightness,contrast", ema_kimg=1.0, epochs=20, lr_g=4e-4,
                        lr_d=4e-4, beta1=0.0, beta2=0.99, g_steps=1),
 }
@@ -47,13 +44,6 @@ RECIPES: dict[str, Recipe] = {
 assert set(DEFAULTS) < {f.name for f in fields(Recipe)}
 
 
-def make_vars(name: str) -> str:
-    """For the Makefile: ``conditional`` or ``per-class``, or ``unknown``."""
-    recipe = RECIPES.get(name)
-    return "unknown" if recipe is None else "conditional" if recipe.conditional else "per-class"
-
-
-if __name__ == "__main__":  # python lib/cxrgan/gan/recipes.py NAME: what the Makefile needs to know about NAME
-    import sys
-
-    print(make_vars(sys.argv[1]) if len(sys.argv) > 1 else " ".join(RECIPES))
+def make_table() -> str:
+    """For the Makefile: ``name:conditional`` or ``name:per-class`` for every recipe, space-separated."""
+    return " ".join(f"{name}:{'conditional' if r.conditional else 'per-class'}" for name, r in RECIPES.items())

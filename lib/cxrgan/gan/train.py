@@ -45,7 +45,7 @@ class GanConfig:
     data: str
     out: str = "outputs/gan"
     recipe: str = "improved"
-    cls: int | None = None  # per-class recipes: the one class this model learns
+    cls: int | None = None  # the one class this model learns (required by per-class recipes)
     epochs: int | None = None  # None: the recipe's value (so are the other None options below)
     batch: int = 32
     seed: int = 0
@@ -359,9 +359,10 @@ def snapshot(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: TrainSt
             "fixed_z": fixed_z, "fixed_y": fixed_y, "world": rt.world,
         }
         if state.epoch % cfg.ckpt_every == 0 or state.epoch == cfg.epochs:
-            checkpoint.save(payload, checkpoint.epoch_path(out, state.epoch))
+            checkpoint.save(payload, checkpoint.epoch_path(out, state.epoch), out / "last.pt")
             checkpoint.prune(out, cfg.keep)
-        checkpoint.save(payload, out / "last.pt")
+        else:
+            checkpoint.save(payload, out / "last.pt")
     if rt.world > 1:
         dist.barrier()
 

@@ -2,9 +2,9 @@
 
 Two networks:
 - ``inception``: the FID Inception (``inception.py``); 2048-d pool features plus ImageNet logits (for IS);
-- ``classifier:CKPT``: the penultimate layer (512-d, after global average pooling) of a ResNet-18 saved by
-  train_resnet. Trained on chest X-rays, it gives a domain-specific FID/KID that needs no downloaded weights;
-  it has no ImageNet classes, so no Inception Score.
+- ``classifier:CKPT``: the penultimate layer (after global average pooling; 512-d for the default ResNet-18) of
+  a classifier saved by train_resnet. Trained on chest X-rays, it gives a domain-specific FID/KID that needs no
+  downloaded weights; it has no ImageNet classes, so no Inception Score.
 
 Features of a dataset split are cached on disk, keyed by the file's content hash (``content_sha256``, a hash of
 its images and labels), the split and the network's weights, so a real test set is processed once however many
@@ -64,14 +64,16 @@ def feature_net(spec: str = "inception", inception_weights: str | None = None, d
         raise UserError(f"--features {spec!r}: use inception or classifier:PATH/TO/model-seedN.pt")
     model, meta = classifier.load(ckpt)
     size = int(meta["size"])
-    dim = model.fc.in_features
+    with torch.no_grad():
+        dim = model.penultimate(torch.zeros(1, meta["channels"], size, size)).shape[1]
 
     def prepare(x):
         return classifier.resize(to_model_input(x), size)
 
     title = classifier.BACKBONES[meta["arch"]].title
-    return FeatureNet("classifier", f"classifier-{sha256_file(ckpt)[:16]}", _Penultimate(model).to(dev), dev, prepare,
-                      False, f"{title} penultimate layer, {dim}-d ({ckpt}, input {size}x{size})")
+    net = _Penultimate(model).to(dev).eval()
+    return FeatureNet("classifier", f"classifier-{sha256_file(ckpt)[:16]}", net, dev, prepare, False,
+                      f"{title} penultimate layer, {dim}-d ({ckpt}, input {size}x{size})")
 
 
 class _Penultimate(nn.Module):
