@@ -111,3 +111,24 @@ def test_precision_recall():
 def test_moments_shape():
     mu, sigma = moments(np.ones((5, 3)))
     assert mu.shape == (3,) and sigma.shape == (3, 3)
+
+
+def test_pixel_diversity_is_about_one_for_a_fresh_sample_and_low_for_a_collapsed_generator():
+    from cxrgan.metrics.evaluate import ImageSets, QualityConfig, set_metrics
+    from cxrgan.metrics.scores import median_pairwise_distance
+
+    rng = np.random.default_rng(0)
+    real, same_kind = rng.random((300, 64)), rng.random((300, 64))
+    collapsed = real[:1] + rng.normal(0, 0.01, (300, 64))  # one image, slightly jittered
+    assert median_pairwise_distance(np.repeat(real[:1], 5, axis=0)) == 0.0
+    cfg = QualityConfig(real="r.h5", kid_subsets=5, kid_subset_size=50)
+
+    def diversity(fake):
+        return set_metrics(ImageSets(real, fake, np.zeros((300, 0)), np.zeros((300, 0)), real, fake), cfg)[
+            "pixel_diversity"]
+
+    assert 0.95 < diversity(same_kind) < 1.05
+    assert diversity(collapsed) < 0.05
+    # subsampling large sets is seeded: the same seed gives the same spread
+    big = rng.random((1500, 16))
+    assert median_pairwise_distance(big, seed=1) == median_pairwise_distance(big, seed=1)

@@ -10,7 +10,8 @@ from cxrgan.metrics.evaluate import QualityConfig, evaluate
 def fid_is(cfg: QualityConfig, call_args: dict):
     """Score generated images against real ones, per class and overall, and audit them for memorisation.
 
-    Writes OUT (JSON) with flat keys fid, is_mean, is_std, kid_mean, kid_std, precision, recall, n_real, n_fake,
+    Writes OUT (JSON) with flat keys fid, is_mean, is_std, kid_mean, kid_std, precision, recall, pixel_diversity
+    (median pairwise pixel distance among generated images over the same among real ones), n_real, n_fake,
     near_copies, near_copy_threshold (pixel space) and near_copies_features, near_copy_threshold_features, plus
     per_class, warnings, the feature network, input hashes and arguments; beside it the closest generated/training
     pairs (OUT-closest-pixels.png, OUT-closest-features.png) and distance histograms (OUT-audit-*.png).
@@ -53,7 +54,7 @@ def summary_table(s: dict):
     from rich.table import Table
 
     table = Table(title=f"generated vs real ({s['features']['network']} features)")
-    cols = ["n_real", "n_fake", "fid", "kid_mean", "precision", "recall", "is_mean"]
+    cols = ["n_real", "n_fake", "fid", "kid_mean", "precision", "recall", "pixel_diversity", "is_mean"]
     table.add_column("set")
     for c in cols:
         table.add_column(c, justify="right")

@@ -162,11 +162,13 @@ def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, lis
         return ("## Table 2 — image metrics\n\nNo fid_is results found (`make metrics`).\n", [])
     lines = ["## Table 2 — image metrics: generated vs real", "",
              "Lower FID and KID are better; precision = share of generated images inside the real manifold (fidelity), "
-             "recall = share of real images inside the generated manifold (diversity); IS in brackets is the real "
+             "recall = share of real images inside the generated manifold (diversity); pixel diversity = median "
+             "pairwise pixel distance among generated images over the same among real ones (about 1 when they vary "
+             "as much, far below 1 for a collapsed generator; no network involved); IS in brackets is the real "
              "images' own score. N is given beside every number: FID is biased upward below 2,048 images per side, so "
              "values compare only at equal N.", "",
-             "| results | features | set | N real | N generated | FID | KID | precision | recall | IS |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| results | features | set | N real | N generated | FID | KID | precision | recall | pixel diversity | IS |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts, audit_lines = [], []
     for path, m in runs:
         feats = m.get("features", {}).get("network", "?")
@@ -176,7 +178,8 @@ def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, lis
                 f" ({s['is_real_mean']:.3f})" if s.get("is_real_mean") is not None else "")
             lines.append(f"| {path.name} | {feats} | {scope} | {s['n_real']} | {s['n_fake']} | "
                          f"{_num(s.get('fid'), '.2f')} "
-                         f"| {kid} | {_num(s.get('precision'), '.3f')} | {_num(s.get('recall'), '.3f')} | {is_} |")
+                         f"| {kid} | {_num(s.get('precision'), '.3f')} | {_num(s.get('recall'), '.3f')} "
+                         f"| {_num(s.get('pixel_diversity'), '.3f')} | {is_} |")
         for w in m.get("warnings", [])[:1]:
             lines.append(f"\n> {path.name}: {w}\n")
         if "near_copies" in m:

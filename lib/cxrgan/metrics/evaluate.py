@@ -3,7 +3,9 @@ image is a near-copy of a real training image.
 
 One pass of feature extraction per image set feeds every metric: FID, KID (unbiased, random subsets), precision
 and recall (k-NN manifolds, k = 3) on the features; the Inception Score on the Inception logits (generated images,
-and the real ones as a reference). The sample counts are reported beside every number, and a warning is recorded
+and the real ones as a reference); and, needing no network, the pixel-space diversity: the median pairwise
+distance among generated images over the same among the real ones (about 1 for generated images as varied as real
+ones, far below 1 for a collapsed generator; recall's feature-free companion). The sample counts are reported beside every number, and a warning is recorded
 when FID uses fewer than 2,048 images on a side (FID is biased upward at small N, so such values only compare with
 values at the same N).
 
@@ -79,6 +81,8 @@ class ImageSets:
     fake: np.ndarray
     real_logits: np.ndarray  # (n_real, classes); (n_real, 0) for networks without logits
     fake_logits: np.ndarray
+    real_pixels: np.ndarray  # (n_real, side*side) in [0, 1], area-downsampled to at most 64x64
+    fake_pixels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,15 @@ def _precision_recall(s: ImageSets, cfg) -> dict | None:
     return {"precision": precision, "recall": recall}
 
 
+def _pixel_diversity(s: ImageSets, cfg) -> dict:
+    """Median pairwise pixel distance among generated images over the same among real ones: about 1 when the
+    generated images vary as much as real ones, far below 1 for a collapsed generator. Feature-free."""
+    fake = scores.median_pairwise_distance(s.fake_pixels, seed=cfg.seed)
+    real = scores.median_pairwise_distance(s.real_pixels, seed=cfg.seed)
+    return {"pixel_diversity": fake / real if real > 0 else None, "pixel_spread_fake": fake,
+            "pixel_spread_real": real}
+
+
 def _inception_score(s: ImageSets, cfg) -> dict | None:
     if s.fake_logits.shape[1] == 0 or len(s.fake) < cfg.is_splits:
         return None
@@ -116,6 +129,7 @@ SET_METRICS = (
     SetMetric(("fid",), _fid),
     SetMetric(("kid_mean", "kid_std"), _kid),
     SetMetric(("precision", "recall"), _precision_recall),
+    SetMetric(("pixel_diversity",), _pixel_diversity),
     SetMetric(("is_mean", "is_std"), _inception_score),
 )
 
@@ -158,7 +172,9 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
 
     real_f, real_lg = features_of(real, "real")
     fake_f, fake_lg = features_of(fake, "generated")
-    summary = set_metrics(ImageSets(real_f, fake_f, real_lg, fake_lg), cfg)
+    side = min(64, real.size, fake.size)
+    real_px, fake_px = (audit.pixel_vectors(ds.read_uint8(np.arange(len(ds))), side) for ds in (real, fake))
+    summary = set_metrics(ImageSets(real_f, fake_f, real_lg, fake_lg, real_px, fake_px), cfg)
     summary["per_class"] = {}
     if cfg.per_class:
         for c, name in enumerate(fake.classes):
@@ -166,7 +182,8 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
                 continue
             rc = real.classes.index(name)
             r, f = real.labels == rc, fake.labels == c
-            summary["per_class"][name] = set_metrics(ImageSets(real_f[r], fake_f[f], real_lg[r], fake_lg[f]), cfg)
+            summary["per_class"][name] = set_metrics(
+                ImageSets(real_f[r], fake_f[f], real_lg[r], fake_lg[f], real_px[r], fake_px[f]), cfg)
     warnings = []
     for scope, m in [("overall", summary), *summary["per_class"].items()]:
         if min(m["n_real"], m["n_fake"]) < FID_MIN_N:

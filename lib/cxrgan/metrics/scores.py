@@ -1,4 +1,5 @@
-"""The arithmetic of image-set metrics on feature vectors: FID, KID, Inception Score, precision/recall.
+"""The arithmetic of image-set metrics on feature vectors: FID, KID, Inception Score, precision/recall, and the
+spread of a set (median pairwise distance, for pixel-space diversity).
 
 Conventions follow the reference implementations so numbers are comparable: FID as torch-fidelity (float64
 moments, trace of the square root from eigenvalues); KID as torch-fidelity (unbiased MMD^2 with the cubic kernel
@@ -112,3 +113,17 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     precision = (d <= r_radius[None, :]).any(dim=1).double().mean()
     recall = (d.T <= f_radius[None, :]).any(dim=1).double().mean()
     return float(precision), float(recall)
+
+
+def median_pairwise_distance(x: np.ndarray, max_n: int = 1000, seed: int = 0) -> float:
+    """Median Euclidean distance over all pairs of rows (of a seeded random ``max_n`` of them when there are more):
+    the spread of a set. For pixel vectors it needs no feature network; a collapsed generator's images are close
+    together, so its spread is far below the real images'."""
+    x = np.asarray(x, np.float64)
+    if len(x) < 2:
+        raise ValueError("a spread needs at least 2 images")
+    if len(x) > max_n:
+        x = x[np.random.RandomState(seed).choice(len(x), max_n, replace=False)]
+    d = torch.cdist(torch.from_numpy(x), torch.from_numpy(x))
+    i, j = torch.triu_indices(len(x), len(x), offset=1)
+    return float(d[i, j].median())
