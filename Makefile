@@ -13,7 +13,8 @@ NIH_DIR ?= $(DATA_DIR)/nih
 SEED ?= 0
 N_PHANTOMS ?= 400
 RECIPE ?= improved
-EPOCHS ?= 20
+EPOCHS ?=
+KIMG ?=
 N_SYNTH ?= 500
 DEVICE ?= auto
 NPROC ?= 1
@@ -34,7 +35,8 @@ space := $(empty) $(empty)
 ifeq ($(DATA),nih)
 SIZE ?= 256
 CLF_SIZE ?= 224
-CLF_EPOCHS ?= 20
+CLF_EPOCHS ?=
+KIMG ?=
 INCEPTION ?= 1
 DATASET := $(DATA_DIR)/nih-$(SIZE).h5
 else ifeq ($(DATA),phantom)
@@ -66,7 +68,9 @@ $(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/gan/recipes.py), not '$(RE
 endif
 # torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch)
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
-TRAIN_ARGS = --data $(DATASET) --out $(@D) --epochs $(EPOCHS) --seed $(SEED) --device $(DEVICE) $(GAN_ARGS)
+# the training length: EPOCHS, or KIMG (thousands of images shown), or the recipe's own default (20 epochs for both)
+TRAIN_ARGS = --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $(EPOCHS) )$(if $(KIMG),--kimg $(KIMG) )--seed $(SEED) \
+	--device $(DEVICE) $(GAN_ARGS)
 CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
 	--device $(DEVICE)
 # the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
@@ -83,7 +87,7 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
-	@echo "variables: DATA=phantom|nih NIH_DIR SIZE EPOCHS N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
+	@echo "variables: DATA=phantom|nih NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
 	@echo "           OUTPUTS DATA_DIR FRACTIONS INCEPTION=0|1 INCEPTION_WEIGHTS MIRROR   (see README.md)"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
@@ -125,7 +129,7 @@ samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s)
 
 $(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS))
 	$(PY) tools/sample.py --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
-		--ckpt $(subst $(space),$(comma),$(addsuffix /last.pt,$(GAN_RUNS)))
+		--ckpt $(subst $(space),$(comma),$(GAN_RUNS))
 
 classify: $(CLASSIFY)  ## ResNet-18: real vs real+synthetic (paired) vs synthetic-only, SEEDS seeds
 

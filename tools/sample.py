@@ -17,7 +17,8 @@ def sample(cfg: SampleConfig, call_args: dict):
 
     Args:
         n: images per class (default 500).
-        ckpt: checkpoint file(s), comma-separated; default: the newest under --root.
+        ckpt: checkpoint file(s) or run folder(s), comma-separated (a folder: its best.pt when train_dcgan
+            --select-snapshot wrote one, else last.pt); default: the newest under --root.
         out: samples file to write (default outputs/synthetic.h5; temp file + rename).
         cls: 0, 1 or both (default both).
         seed: seed of the latent vectors (same seed, same images).

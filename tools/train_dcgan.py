@@ -22,7 +22,7 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         out: folder for checkpoints and figures (default outputs/gan).
         recipe: improved (default) or seed.
         cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
-        epochs: epochs in total, counting resumed ones (recipe default 20).
+        epochs: epochs in total, counting resumed ones (recipe default 20; or give --kimg).
         batch: global batch size (default 32).
         seed: seed of weights, data order, noise and augmentation.
         device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
@@ -42,6 +42,16 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         keep: how many ckpt-EEEEEE.pt to keep (default 3).
         grid: fixed-noise images per class in each grid PNG (default 16).
         compile: torch.compile the networks (CUDA).
+        kimg: training length in thousands of real images shown to D, counting resumed ones, instead of --epochs
+            (rounded up to whole epochs; a 300-image dataset then gets the thousands of steps a GAN needs).
+        snapshot_kimg: every this many kimg (and at the end), sample --snapshot-n images and append KID, precision,
+            recall, pixel diversity against the validation split and the discriminator's view of training,
+            validation and generated images to OUT/metrics.csv (plotted in metrics.png); 0 (default) disables.
+        snapshot_n: generated images per snapshot, with the validation split's class mix (default 500).
+        snapshot_features: classifier:CKPT (a train_resnet model: chest X-ray features) or inception, for the KID
+            and precision/recall columns; default none (pixel and discriminator columns only).
+        select_snapshot: keep the snapshot with the lowest validation KID as OUT/best.pt, which sample.py prefers
+            (needs --snapshot-kimg and --snapshot-features).
     """
     with cli.progress_bars() as progress:
         result = train(cfg, call_args, progress)

@@ -38,18 +38,19 @@ def save_grid(path: str | Path, panels: dict[str, np.ndarray], title: str = "", 
     save_figure(fig, path)
 
 
-def plot_losses(csv_path: str | Path, png_path: str | Path, columns=("loss_d", "loss_g"), x="kimg") -> None:
-    """Loss curves from a training CSV (raw, and a moving average over ~2% of the run)."""
+def plot_losses(csv_path: str | Path, png_path: str | Path, columns=("loss_d", "loss_g"), x="kimg",
+                ylabel: str = "loss") -> None:
+    """Curves of ``columns`` from a training CSV (raw, and a moving average over ~2% of the rows)."""
     df = pd.read_csv(csv_path)
     fig, ax = plt.subplots(figsize=(7, 4))
     window = max(1, len(df) // 50)
     for col in columns:
-        if col in df:
+        if col in df and df[col].notna().any():
             ax.plot(df[x], df[col], alpha=0.25, lw=0.8)
             ax.plot(df[x], df[col].rolling(window, min_periods=1).mean(), lw=1.5, label=col,
                     color=ax.lines[-1].get_color())
     ax.set_xlabel("thousands of real images shown" if x == "kimg" else x)
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

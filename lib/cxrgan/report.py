@@ -8,6 +8,7 @@ file. Missing pieces are reported as missing; the report never invents a number.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import os
@@ -262,8 +263,39 @@ def gan_section(root: Path, report_dir: Path, base: Path) -> str:
             png = report_dir / f"losses-{d.name}.png"
             plot_losses(d / "losses.csv", png)
             figures += [f"Loss curves ({d.name}):", f"![losses {d.name}]({_rel(png, base)})"]
+        if (d / "metrics.csv").is_file():
+            figures.append("\n".join(snapshot_lines(d, report_dir, base)))
         figures.append("")
     return "\n".join(lines) + "\n\n" + "\n\n".join(figures) + "\n"
+
+
+def snapshot_lines(run: Path, report_dir: Path, base: Path) -> list[str]:
+    """The metric snapshots train_dcgan took (metrics.csv): their curves and the first, best and last rows."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    png = report_dir / f"snapshots-{run.name}.png"
+    plot_losses(run / "metrics.csv", png, columns=("kid", "recall", "pixel_diversity", "rt_train", "rt_val"),
+                ylabel="value")
+    cols = ["kimg", "kid", "precision", "recall", "pixel_diversity", "d_train", "d_val", "d_fake"]
+    kids = [float(r["kid"]) if r["kid"] else np.inf for r in rows]
+    picks = {"first": rows[0], "best KID": rows[int(np.argmin(kids))] if np.isfinite(min(kids)) else None,
+             "last": rows[-1]}
+    lines = [f"Metric snapshots during training ({run.name}, {len(rows)} snapshots, against the validation split; "
+             "d_* are the discriminator's mean logits on training, validation and generated images):", "",
+             "| snapshot | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, r in picks.items():
+        if r is not None:
+            lines.append(f"| {name} | " + " | ".join(_cell(r[c]) for c in cols) + " |")
+    return lines + ["", f"![snapshots {run.name}]({_rel(png, base)})"]
+
+
+def _cell(value: str) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return "–"
 
 
 def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid: int = 16, seed: int = 0) -> Path:

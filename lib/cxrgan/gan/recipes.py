@@ -19,16 +19,18 @@ class Recipe:
     loss: str  # a row of gan.models.LOSSES
     augment: str  # DiffAugment policy (gan.augment.POLICIES, comma-separated) or "none"
     ema_kimg: float  # half-life of the generator's moving average in thousands of images; 0: no EMA
-    epochs: int
+    epochs: int  # default training length, unless kimg is set
     lr_g: float
     lr_d: float
     beta1: float
     beta2: float
     g_steps: int  # generator steps per discriminator step
+    kimg: float | None = None  # default training length in thousands of real images shown (then epochs is unused)
 
 
 # The fields of a row that are also train_dcgan options: left unset on the command line, they take the row's value.
-DEFAULTS = ("epochs", "lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg")
+# (The training length, epochs or kimg, is resolved on its own: see GanConfig.resolved.)
+DEFAULTS = ("lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg")
 
 RECIPES: dict[str, Recipe] = {
     # The reference study, faithfully: DCGAN, BCE, Adam 2e-4 / 1e-4, betas (0.5, 0.999), G stepped twice per D step.

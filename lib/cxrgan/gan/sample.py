@@ -51,10 +51,11 @@ class SampleConfig:
 
 
 def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int], device) -> dict[int, LoadedGenerator]:
-    """Class index -> the generator that samples it: from --ckpt (comma-separated), or the newest checkpoints
-    under ``root`` (a conditional checkpoint covers every class; a per-class recipe has one per class)."""
+    """Class index -> the generator that samples it: from --ckpt (comma-separated files or run folders), or the
+    newest checkpoints under ``root`` (a conditional checkpoint covers every class; a per-class recipe has one per
+    class). In a run folder, ``best.pt`` (the snapshot train_dcgan --select-snapshot kept) wins over ``last.pt``."""
     if ckpt_arg:
-        candidates = [Path(p) for p in str(ckpt_arg).split(",") if p]
+        candidates = [_preferred(Path(p)) if Path(p).is_dir() else Path(p) for p in str(ckpt_arg).split(",") if p]
         for p in candidates:
             if not p.is_file():
                 raise UserError(f"--ckpt {p}: no such file")
@@ -68,9 +69,12 @@ def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int]
     for path in candidates:
         if all(c in chosen for c in wanted):
             break
-        if not ckpt_arg and path.parent in seen_dirs:  # the newest checkpoint of each run folder only
-            continue
-        seen_dirs.add(path.parent)
+        if not ckpt_arg:  # the newest checkpoint of each run folder only, or its best.pt
+            if path.parent in seen_dirs:
+                continue
+            seen_dirs.add(path.parent)
+            if (path.parent / "best.pt").is_file():
+                path = path.parent / "best.pt"
         g = load_generator(path, device)
         for c in g.classes_covered:
             if c in wanted and c not in chosen:
@@ -88,6 +92,11 @@ def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int]
     if bad:
         raise UserError(f"--cls {bad[0]}: the checkpoint has classes 0..{len(classes) - 1} ({classes})")
     return chosen
+
+
+def _preferred(folder: Path) -> Path:
+    best = folder / "best.pt"
+    return best if best.is_file() else folder / "last.pt"
 
 
 def latents(n: int, dim: int, seed: int, cls: int, truncation: float | None) -> torch.Tensor:

@@ -32,6 +32,10 @@ from .augment import diff_augment, parse_policy
 from .dcgan import check_size
 from .models import LOSSES, build_models, ema_beta, ema_update, generate, model_description
 from .recipes import DEFAULTS, RECIPES
+from .snapshots import Snapshots
+from .snapshots import append as append_snapshot
+
+SNAPSHOT_PLOT = ("kid", "recall", "pixel_diversity", "rt_train", "rt_val")
 
 LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds"]
 
@@ -66,16 +70,35 @@ class GanConfig:
     keep: int = 3
     grid: int = 16  # fixed-noise images per class in each grid
     compile: bool = False
+    kimg: float | None = None  # training length in thousands of real images shown (rounded up to whole epochs)
+    snapshot_kimg: float = 0  # metric snapshots every this many kimg (0: none); see gan/snapshots.py
+    snapshot_n: int = 500  # generated images per snapshot
+    snapshot_features: str | None = None  # classifier:CKPT or inception; None: pixel and discriminator columns only
+    select_snapshot: bool = False  # keep the snapshot with the lowest validation KID as best.pt
 
     def resolved(self) -> "GanConfig":
-        """Fill the recipe's defaults and validate. Raises UserError."""
+        """Fill the recipe's defaults and validate. Raises UserError. The length is then ``epochs``, or ``kimg``
+        (converted to epochs once the training split's size is known, in ``epochs_for``)."""
         options.one_of(self, "recipe", RECIPES)
         recipe = RECIPES[self.recipe]
         cfg = copy.copy(self)
         for key in DEFAULTS:
             if getattr(cfg, key) is None:
                 setattr(cfg, key, getattr(recipe, key))
-        options.whole_number(cfg, "epochs", "batch", "latent", "base", "ckpt_every", "g_steps", "grid")
+        if cfg.epochs is not None and cfg.kimg is not None:
+            raise UserError("give --epochs or --kimg (the training length), not both")
+        if cfg.epochs is None and cfg.kimg is None:  # the recipe's length: in kimg when it gives one
+            cfg.epochs, cfg.kimg = (None, recipe.kimg) if recipe.kimg is not None else (recipe.epochs, None)
+        if cfg.kimg is not None:
+            options.positive_number(cfg, "kimg")
+        options.optional_whole_number(cfg, "epochs")
+        options.whole_number(cfg, "batch", "latent", "base", "ckpt_every", "g_steps", "grid", "snapshot_n")
+        if not isinstance(cfg.snapshot_kimg, (int, float)) or isinstance(cfg.snapshot_kimg, bool) \
+                or cfg.snapshot_kimg < 0:
+            raise UserError(f"--snapshot-kimg must be a number >= 0 (0: no snapshots), got {cfg.snapshot_kimg!r}")
+        if cfg.select_snapshot and not (cfg.snapshot_kimg and cfg.snapshot_features):
+            raise UserError("--select-snapshot picks the snapshot with the lowest validation KID: it needs "
+                            "--snapshot-kimg N and --snapshot-features classifier:CKPT (or inception)")
         options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
         options.one_of(cfg, "loss", LOSSES, " or ".join(LOSSES))
         options.positive_number(cfg, "lr_g", "lr_d")
@@ -153,6 +176,9 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # discriminator steps
     nimg: int = 0  # real images shown, all processes
+    best_kid: float | None = None  # --select-snapshot: the lowest validation KID so far, and when
+    best_kimg: float | None = None
+    new_best: bool = False  # the snapshot just taken is the best: write best.pt with this epoch's checkpoint
 
 
 def build_networks(cfg: GanConfig, model: dict, rt: runtime.Runtime) -> Networks:
@@ -177,7 +203,8 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
             nets.ema.load_state_dict(saved["ema"])
         nets.opt_g.load_state_dict(saved["opt_g"])
         nets.opt_d.load_state_dict(saved["opt_d"])
-        state = TrainState(saved["epoch"], saved["step"], saved["nimg"])
+        best = saved.get("snapshot_best") or {}
+        state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"))
         data_gen.set_state(saved["data_gen"])
         rng = saved["rng"]
         if len(rng) == rt.world:
@@ -190,12 +217,14 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
     else:
         state = TrainState()
         if rt.main and (last.is_file() or checkpoint.epoch_checkpoints(out)):
-            _note(f"starting over in {out}: removing its earlier checkpoints, grids and loss history")
-            for old in [last, *checkpoint.epoch_checkpoints(out), *out.glob("grid-*.png"), out / "losses.csv"]:
+            _note(f"starting over in {out}: removing its earlier checkpoints, grids, loss and metric history")
+            for old in [last, *checkpoint.epoch_checkpoints(out), *out.glob("grid-*.png"), out / "losses.csv",
+                        out / "metrics.csv", out / "best.pt"]:
                 old.unlink(missing_ok=True)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
-        _truncate_losses(out / "losses.csv", state.step)
+        for history in (out / "losses.csv", out / "metrics.csv"):  # rows past the checkpoint are redone
+            _truncate_rows(history, state.step)
     return state
 
 
@@ -207,6 +236,20 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
     out = Path(cfg.out)
     recipe = RECIPES[cfg.recipe]
     data = load_training_images(cfg)
+    per_rank = cfg.batch // rt.world
+    if per_rank < 1:
+        raise UserError(f"--batch {cfg.batch} is smaller than the {rt.world} processes; raise --batch")
+    n = len(data.images)
+    steps_per_epoch = (n // rt.world) // per_rank
+    if cfg.epochs is None:  # --kimg: whole epochs, enough to show at least that many images
+        cfg.epochs = max(1, math.ceil(cfg.kimg * 1000 / (steps_per_epoch * per_rank * rt.world)))
+    snapshots = None
+    if cfg.snapshot_kimg and rt.main:
+        try:
+            snapshots = Snapshots(cfg.data, cfg.cls, cfg.snapshot_n, cfg.snapshot_features, cfg.seed, data.images,
+                                  data.labels, rt.device)
+        except ValueError as e:
+            raise UserError(f"--snapshot-kimg: {e}") from None
     model = model_description(recipe.networks, data.identity["size"], cfg.latent, cfg.base, cfg.channels,
                               data.classes, cfg.cls)
     nets = build_networks(cfg, model, rt)
@@ -219,7 +262,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
     fixed_y = torch.tensor([c for c in class_ids for _ in range(cfg.grid)], dtype=torch.long)
     state = resume(cfg, nets, data_gen, data.identity, rt, out)
 
-    summary_path = out / "summary.json"  # written when a run reaches --epochs: the "finished" marker for make
+    summary_path = out / "summary.json"  # written when a run reaches its length: the "finished" marker for make
     if state.epoch >= cfg.epochs:
         if rt.main:
             _note(f"{out} is already trained to epoch {state.epoch} (--epochs {cfg.epochs}); nothing to do")
@@ -236,15 +279,13 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
         D_train = torch.nn.parallel.DistributedDataParallel(nets.D, **ddp_args)
     if cfg.compile:
         G_train, D_train = torch.compile(G_train), torch.compile(D_train)
-    step = Step(cfg, rt, nets, G_train, D_train)
-    per_rank = step.per_rank
-    n = len(data.images)
-    steps_per_epoch = (n // rt.world) // per_rank
+    step = Step(cfg, rt, nets, G_train, D_train, per_rank)
     images_dev, labels_dev = data.images.to(rt.device), data.labels.to(rt.device)
 
     t_start, start_step, data_seconds = time.perf_counter(), state.step, 0.0
     task = progress("train", (cfg.epochs - state.epoch) * steps_per_epoch) if rt.main else no_progress("train")
     for epoch in range(state.epoch, cfg.epochs):
+        nimg_before = state.nimg
         shard = torch.randperm(n, generator=data_gen)[rt.rank::rt.world].to(rt.device)
         rows, t_epoch = [], time.perf_counter()
         G_train.train(), D_train.train()
@@ -265,7 +306,16 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
                          round(time.perf_counter() - t_start, 3)])
             task(1, info=f"epoch {epoch + 1}/{cfg.epochs}  D {ld:.3f}  G {lg:.3f}  {rate:,.0f} img/s")
         state.epoch = epoch + 1
-        snapshot(cfg, rt, nets, state, rows, model, data, data_gen, fixed_z, fixed_y, call_args, out)
+        if snapshots is not None and (_crossed(nimg_before, state.nimg, cfg.snapshot_kimg)
+                                      or state.epoch == cfg.epochs):
+            row = snapshots.measure(nets.ema if nets.ema is not None else nets.G, nets.D, cfg.latent, cfg.channels)
+            row.update(epoch=state.epoch, step=state.step, kimg=round(state.nimg / 1000, 4))
+            append_snapshot(out / "metrics.csv", row)
+            plot_losses(out / "metrics.csv", out / "metrics.png", columns=SNAPSHOT_PLOT, ylabel="value")
+            if cfg.select_snapshot and row["kid"] is not None and (state.best_kid is None or row["kid"] < state.best_kid):
+                state.best_kid, state.best_kimg = row["kid"], row["kimg"]
+                state.new_best = True
+        end_of_epoch(cfg, rt, nets, state, rows, model, data, data_gen, fixed_z, fixed_y, call_args, out)
     seconds = time.perf_counter() - t_start
     result = {"epochs": state.epoch, "step": state.step, "kimg": state.nimg / 1000, "seconds": seconds,
               "img_per_s": (state.step - start_step) * per_rank * rt.world / seconds if seconds > 0 else 0.0,
@@ -276,17 +326,21 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
     return result
 
 
+def _crossed(nimg_before: int, nimg_after: int, every_kimg: float) -> bool:
+    """Did the images shown pass a multiple of ``every_kimg`` thousand during the epoch?"""
+    every = every_kimg * 1000
+    return math.floor(nimg_after / every) > math.floor(nimg_before / every)
+
+
 class Step:
     """One discriminator step then ``g_steps`` generator steps, for the recipe's loss and augmentation."""
 
-    def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train, D_train):
+    def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train, D_train, per_rank: int):
         self.cfg, self.rt, self.nets, self.G_train, self.D_train = cfg, rt, nets, G_train, D_train
         self.loss = LOSSES[cfg.loss]
         policy = parse_policy(cfg.augment)
         self.augment = (lambda x: diff_augment(x, policy)) if policy else (lambda x: x)
-        self.per_rank = cfg.batch // rt.world
-        if self.per_rank < 1:
-            raise UserError(f"--batch {cfg.batch} is smaller than the {rt.world} processes; raise --batch")
+        self.per_rank = per_rank
 
     def real_batch(self, images: torch.Tensor) -> torch.Tensor:
         x = to_model_input(images)
@@ -331,10 +385,10 @@ class Step:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# End of an epoch: loss history, fixed-noise grid, checkpoint
+# End of an epoch: loss history, fixed-noise grid, checkpoint (and best.pt after a better metric snapshot)
 
 
-def snapshot(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: TrainState, rows: list, model: dict,
+def end_of_epoch(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: TrainState, rows: list, model: dict,
              data: TrainingImages, data_gen: torch.Generator, fixed_z, fixed_y, call_args: dict, out: Path) -> None:
     rng_states = [torchfile.rng_state()]
     if rt.world > 1:
@@ -357,7 +411,11 @@ def snapshot(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: TrainSt
             "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
             "rng": [_cpu(s) for s in rng_states], "data_gen": data_gen.get_state(),
             "fixed_z": fixed_z, "fixed_y": fixed_y, "world": rt.world,
+            "snapshot_best": {"kid": state.best_kid, "kimg": state.best_kimg},
         }
+        if state.new_best:
+            checkpoint.save(payload, out / "best.pt")
+            state.new_best = False
         if state.epoch % cfg.ckpt_every == 0 or state.epoch == cfg.epochs:
             checkpoint.save(payload, checkpoint.epoch_path(out, state.epoch), out / "last.pt")
             checkpoint.prune(out, cfg.keep)
@@ -401,7 +459,7 @@ def _append_losses(path: Path, rows: list) -> None:
         w.writerows(rows)
 
 
-def _truncate_losses(path: Path, step: int) -> None:
+def _truncate_rows(path: Path, step: int) -> None:
     """Drop rows past the checkpoint being resumed (written by a run that died mid-epoch); all rows if step 0."""
     if not path.exists():
         return
