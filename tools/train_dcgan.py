@@ -14,7 +14,8 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     discriminator with spectral norm, hinge loss, differentiable augmentation of real and fake images
     (translation, cutout, brightness, contrast; never flips), and an EMA of the generator used for sampling.
     Any option below left unset takes the recipe's value. Each epoch writes ckpt-EEEEEE.pt (keeping --keep),
-    last.pt, grid-EEEEEE.png, losses.csv and losses.png. An interrupted run continues from last.pt.
+    last.pt, grid-EEEEEE.png, losses.csv and losses.png (grids and plots every --ckpt-every epochs). An interrupted
+    run continues from last.pt.
     Multi-GPU / multi-process: torchrun --nproc_per_node=N tools/train_dcgan.py ... (--batch is the global batch).
 
     Args:
@@ -38,7 +39,8 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         loss: bce (seed) or hinge (improved).
         augment: DiffAugment policy, comma-separated from translation,cutout,brightness,contrast, or none.
         ema_kimg: half-life of the generator's EMA in thousands of images; 0 disables (seed 0, improved 1).
-        ckpt_every: write ckpt-EEEEEE.pt every this many epochs (last.pt is written every epoch).
+        ckpt_every: write ckpt-EEEEEE.pt, the grid and losses.png every this many epochs (last.pt is written
+            every epoch); raise it for long runs on small datasets, where an epoch takes seconds.
         keep: how many ckpt-EEEEEE.pt to keep (default 3).
         grid: fixed-noise images per class in each grid PNG (default 16).
         compile: torch.compile the networks (CUDA).

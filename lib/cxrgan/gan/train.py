@@ -396,13 +396,15 @@ def end_of_epoch(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: Tra
         dist.all_gather_object(rng_states, torchfile.rng_state())
     if rt.main:
         _append_losses(out / "losses.csv", rows)
-        sampler = nets.ema if nets.ema is not None else nets.G
-        images = generate(sampler, fixed_z, fixed_y, rt.device)
-        panels = {data.classes[c]: images[(fixed_y == c).numpy()] for c in sorted(set(fixed_y.tolist()))}
-        save_grid(out / f"grid-{state.epoch:06d}.png", panels,
-                  f"{cfg.recipe} recipe, epoch {state.epoch}, {state.nimg / 1000:.1f}k images shown",
-                  cols=math.isqrt(cfg.grid) if math.isqrt(cfg.grid) ** 2 == cfg.grid else 8)
-        plot_losses(out / "losses.csv", out / "losses.png")
+        milestone = state.epoch % cfg.ckpt_every == 0 or state.epoch == cfg.epochs  # epoch checkpoint, grid, plot
+        if milestone:
+            sampler = nets.ema if nets.ema is not None else nets.G
+            images = generate(sampler, fixed_z, fixed_y, rt.device)
+            panels = {data.classes[c]: images[(fixed_y == c).numpy()] for c in sorted(set(fixed_y.tolist()))}
+            save_grid(out / f"grid-{state.epoch:06d}.png", panels,
+                      f"{cfg.recipe} recipe, epoch {state.epoch}, {state.nimg / 1000:.1f}k images shown",
+                      cols=math.isqrt(cfg.grid) if math.isqrt(cfg.grid) ** 2 == cfg.grid else 8)
+            plot_losses(out / "losses.csv", out / "losses.png")
         payload = {
             "config": _plain(asdict(cfg)), "args": _plain(call_args), "model": model,
             "dataset": data.identity, "epoch": state.epoch, "step": state.step, "nimg": state.nimg,
@@ -416,7 +418,7 @@ def end_of_epoch(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: Tra
         if state.new_best:
             checkpoint.save(payload, out / "best.pt")
             state.new_best = False
-        if state.epoch % cfg.ckpt_every == 0 or state.epoch == cfg.epochs:
+        if milestone:
             checkpoint.save(payload, checkpoint.epoch_path(out, state.epoch), out / "last.pt")
             checkpoint.prune(out, cfg.keep)
         else:
