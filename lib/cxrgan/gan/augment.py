@@ -67,3 +67,81 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
         if name in policy:
             x = _OPS[name](x)
     return x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Adaptive discriminator augmentation (Karras et al. 2020, "StyleGAN2-ADA"): every transform is applied to each
+# image with probability p, and p is tuned during training from how sure the discriminator is of the real images.
+
+
+def ada_augment(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Each of these, independently per image with probability ``p``: an integer translation of up to 1/8 of the
+    size, an isotropic scale (log-normal, sd 0.2 ln 2), a rotation (uniform, +-10 degrees), brightness (+N(0, 0.2)),
+    contrast (x log-normal, sd 0.5 ln 2), cutout (a square of half the size set to mid-gray). Geometry is one
+    bilinear resampling with black outside the image; all differentiable. No flips: chest X-rays have laterality.
+    ``p`` = 0 returns ``x`` itself."""
+    if p <= 0:
+        return x
+    n, _, h, w = x.shape
+    dev, dt = x.device, x.dtype
+
+    def chosen():  # (n,) 1.0 where the transform applies to that image
+        return (torch.rand(n, device=dev) < p).to(dt)
+
+    tx = torch.randint(-(w // 8), w // 8 + 1, (n,), device=dev).to(dt) * 2 / w * chosen()
+    ty = torch.randint(-(h // 8), h // 8 + 1, (n,), device=dev).to(dt) * 2 / h * chosen()
+    scale = torch.exp2(torch.randn(n, device=dev, dtype=dt) * 0.2 * chosen())
+    angle = (torch.rand(n, device=dev, dtype=dt) * 2 - 1) * (10 * torch.pi / 180) * chosen()
+    if bool((tx != 0).any() or (ty != 0).any() or (scale != 1).any() or (angle != 0).any()):
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input coordinates
+        theta = torch.stack([torch.stack([cos, -sin, -tx], 1), torch.stack([sin, cos, -ty], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+    x = x + torch.randn(n, 1, 1, 1, device=dev, dtype=dt) * 0.2 * chosen()[:, None, None, None]
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * torch.exp2(torch.randn(n, 1, 1, 1, device=dev, dtype=dt) * 0.5
+                                * chosen()[:, None, None, None]) + mean
+    return x * (1 - chosen()[:, None, None, None] * _cutout_mask(x))
+
+
+def _cutout_mask(x: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W): 1 inside one random square of half the image size per image (it may overhang the border)."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h + 1, (n, 1, 1), device=x.device)
+    cx = torch.randint(0, w + 1, (n, 1, 1), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= cy - h // 4) & (ys < cy - h // 4 + h // 2) & (xs >= cx - w // 4) & (xs < cx - w // 4 + w // 2)
+    return inside.unsqueeze(1).to(x.dtype)
+
+
+class AdaptiveP:
+    """ADA's controller: after every ``interval`` discriminator steps, r_t = E[sign(D(real))] over them; p moves
+    up by ``batch * interval / (ada_kimg * 1000)`` when r_t is above ``target`` (the discriminator is sure of the
+    real images: it is overfitting them) and down by as much otherwise, within [0, 1]. ``p`` can thus go from 0 to 1
+    within ``ada_kimg`` thousand images."""
+
+    def __init__(self, target: float, ada_kimg: float, batch: int, interval: int = 4, p: float = 0.0):
+        self.target, self.step_size, self.interval = target, batch * interval / (ada_kimg * 1000), interval
+        self.p = float(p)
+        self._signs, self._count, self._steps = 0.0, 0, 0
+        self.last_rt: float | None = None
+
+    def observe(self, sign_sum: float, count: int) -> None:
+        """Feed one step's sum of sign(D(real)) over ``count`` augmented real images (all processes); adjusts p
+        every ``interval`` steps."""
+        self._signs += float(sign_sum)
+        self._count += int(count)
+        self._steps += 1
+        if self._steps == self.interval:
+            self.last_rt = self._signs / max(self._count, 1)
+            self.p = min(1.0, max(0.0, self.p + (1 if self.last_rt > self.target else -1) * self.step_size))
+            self._signs, self._count, self._steps = 0.0, 0, 0
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly, mid-interval included (for checkpoints)."""
+        return {"p": self.p, "signs": self._signs, "count": self._count, "steps": self._steps, "last_rt": self.last_rt}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.p, self._signs, self._count, self._steps = state["p"], state["signs"], state["count"], state["steps"]
+        self.last_rt = state.get("last_rt")

@@ -17,7 +17,8 @@ from .models import build_models, classes_generated
 FORMAT = "cxrgan-gan/1"
 EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
 # Options that must match to continue a run (the rest, e.g. --epochs or --ckpt-every, may change on resume).
-RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps")
+RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps",
+                     "ada_target")
 
 
 def epoch_path(folder: Path, epoch: int) -> Path:

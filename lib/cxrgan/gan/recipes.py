@@ -26,11 +26,13 @@ class Recipe:
     beta2: float
     g_steps: int  # generator steps per discriminator step
     kimg: float | None = None  # default training length in thousands of real images shown (then epochs is unused)
+    ada_target: float | None = None  # adaptive augmentation (gan.augment.ada_augment) toward this r_t; None: off
+    ada_kimg: float = 100  # how fast ADA's p may move: from 0 to 1 in this many thousand images
 
 
 # The fields of a row that are also train_dcgan options: left unset on the command line, they take the row's value.
 # (The training length, epochs or kimg, is resolved on its own: see GanConfig.resolved.)
-DEFAULTS = ("lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg")
+DEFAULTS = ("lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg", "ada_target", "ada_kimg")
 
 RECIPES: dict[str, Recipe] = {
     # The reference study, faithfully: DCGAN, BCE, Adam 2e-4 / 1e-4, betas (0.5, 0.999), G stepped twice per D step.

@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..fileio import write_json_atomic
 from ..figures import plot_losses, save_grid
 from . import checkpoint
-from .augment import diff_augment, parse_policy
+from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
 from .dcgan import check_size
 from .models import LOSSES, build_models, ema_beta, ema_update, generate, model_description
 from .recipes import DEFAULTS, RECIPES
@@ -37,7 +37,7 @@ from .snapshots import append as append_snapshot
 
 SNAPSHOT_PLOT = ("kid", "recall", "pixel_diversity", "rt_train", "rt_val")
 
-LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds"]
+LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds", "augment_p"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -75,6 +75,8 @@ class GanConfig:
     snapshot_n: int = 500  # generated images per snapshot
     snapshot_features: str | None = None  # classifier:CKPT or inception; None: pixel and discriminator columns only
     select_snapshot: bool = False  # keep the snapshot with the lowest validation KID as best.pt
+    ada_target: float | None = None  # adaptive augmentation's target r_t (0: off); None: the recipe's
+    ada_kimg: float | None = None
 
     def resolved(self) -> "GanConfig":
         """Fill the recipe's defaults and validate. Raises UserError. The length is then ``epochs``, or ``kimg``
@@ -101,7 +103,12 @@ class GanConfig:
                             "--snapshot-kimg N and --snapshot-features classifier:CKPT (or inception)")
         options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
         options.one_of(cfg, "loss", LOSSES, " or ".join(LOSSES))
-        options.positive_number(cfg, "lr_g", "lr_d")
+        options.positive_number(cfg, "lr_g", "lr_d", "ada_kimg")
+        if cfg.ada_target is not None and (not isinstance(cfg.ada_target, (int, float)) or isinstance(
+                cfg.ada_target, bool) or not 0 <= cfg.ada_target < 1):
+            raise UserError(f"--ada-target must be in [0, 1) (ADA uses 0.6; 0 turns it off), got {cfg.ada_target!r}")
+        if cfg.ada_target == 0:
+            cfg.ada_target = None
         try:
             cfg.augment = ",".join(parse_policy(cfg.augment)) or "none"
         except ValueError as e:
@@ -179,6 +186,7 @@ class TrainState:
     best_kid: float | None = None  # --select-snapshot: the lowest validation KID so far, and when
     best_kimg: float | None = None
     new_best: bool = False  # the snapshot just taken is the best: write best.pt with this epoch's checkpoint
+    ada: dict | None = None  # adaptive augmentation's controller (AdaptiveP.state_dict), None without ADA
 
 
 def build_networks(cfg: GanConfig, model: dict, rt: runtime.Runtime) -> Networks:
@@ -204,7 +212,8 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
         nets.opt_g.load_state_dict(saved["opt_g"])
         nets.opt_d.load_state_dict(saved["opt_d"])
         best = saved.get("snapshot_best") or {}
-        state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"))
+        state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"),
+                           ada=saved.get("ada"))
         data_gen.set_state(saved["data_gen"])
         rng = saved["rng"]
         if len(rng) == rt.world:
@@ -279,7 +288,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
         D_train = torch.nn.parallel.DistributedDataParallel(nets.D, **ddp_args)
     if cfg.compile:
         G_train, D_train = torch.compile(G_train), torch.compile(D_train)
-    step = Step(cfg, rt, nets, G_train, D_train, per_rank)
+    step = Step(cfg, rt, nets, G_train, D_train, per_rank, state.ada)
     images_dev, labels_dev = data.images.to(rt.device), data.labels.to(rt.device)
 
     t_start, start_step, data_seconds = time.perf_counter(), state.step, 0.0
@@ -303,7 +312,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
             elapsed = time.perf_counter() - t_epoch
             rate = (i + 1) * per_rank * rt.world / elapsed if elapsed > 0 else 0.0
             rows.append([epoch + 1, state.step, round(state.nimg / 1000, 4), ld, lg, dr, df, round(rate, 2),
-                         round(time.perf_counter() - t_start, 3)])
+                         round(time.perf_counter() - t_start, 3), "" if step.ada is None else round(step.ada.p, 6)])
             task(1, info=f"epoch {epoch + 1}/{cfg.epochs}  D {ld:.3f}  G {lg:.3f}  {rate:,.0f} img/s")
         state.epoch = epoch + 1
         if snapshots is not None and (_crossed(nimg_before, state.nimg, cfg.snapshot_kimg)
@@ -315,6 +324,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
             if cfg.select_snapshot and row["kid"] is not None and (state.best_kid is None or row["kid"] < state.best_kid):
                 state.best_kid, state.best_kimg = row["kid"], row["kimg"]
                 state.new_best = True
+        state.ada = step.ada.state_dict() if step.ada is not None else None
         end_of_epoch(cfg, rt, nets, state, rows, model, data, data_gen, fixed_z, fixed_y, call_args, out)
     seconds = time.perf_counter() - t_start
     result = {"epochs": state.epoch, "step": state.step, "kimg": state.nimg / 1000, "seconds": seconds,
@@ -335,12 +345,21 @@ def _crossed(nimg_before: int, nimg_after: int, every_kimg: float) -> bool:
 class Step:
     """One discriminator step then ``g_steps`` generator steps, for the recipe's loss and augmentation."""
 
-    def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train, D_train, per_rank: int):
+    def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train, D_train, per_rank: int,
+                 ada_state: dict | None = None):
         self.cfg, self.rt, self.nets, self.G_train, self.D_train = cfg, rt, nets, G_train, D_train
         self.loss = LOSSES[cfg.loss]
-        policy = parse_policy(cfg.augment)
-        self.augment = (lambda x: diff_augment(x, policy)) if policy else (lambda x: x)
+        self.policy = parse_policy(cfg.augment)
         self.per_rank = per_rank
+        self.ada = AdaptiveP(cfg.ada_target, cfg.ada_kimg, cfg.batch) if cfg.ada_target is not None else None
+        if self.ada is not None and ada_state is not None:
+            self.ada.load_state_dict(ada_state)  # resumed: continue p where the checkpoint left it
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The recipe's DiffAugment policy, then ADA's transforms with the current p (same for real and fake)."""
+        if self.policy:
+            x = diff_augment(x, self.policy)
+        return ada_augment(x, self.ada.p) if self.ada is not None else x
 
     def real_batch(self, images: torch.Tensor) -> torch.Tensor:
         x = to_model_input(images)
@@ -363,6 +382,12 @@ class Step:
         nets.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         nets.opt_d.step()
+        if self.ada is not None:  # ADA's overfitting heuristic, over every process's real images
+            signs = torch.stack([torch.sign(out_real.detach()).sum(), torch.tensor(float(out_real.numel()),
+                                                                                   device=out_real.device)])
+            if rt.world > 1:
+                dist.all_reduce(signs)
+            self.ada.observe(*signs.tolist())
         # generator step(s); D is frozen and called without its DDP wrapper (its gradients are not needed)
         nets.D.requires_grad_(False)
         for _ in range(cfg.g_steps):
@@ -413,7 +438,7 @@ def end_of_epoch(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: Tra
             "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
             "rng": [_cpu(s) for s in rng_states], "data_gen": data_gen.get_state(),
             "fixed_z": fixed_z, "fixed_y": fixed_y, "world": rt.world,
-            "snapshot_best": {"kid": state.best_kid, "kimg": state.best_kimg},
+            "snapshot_best": {"kid": state.best_kid, "kimg": state.best_kimg}, "ada": state.ada,
         }
         if state.new_best:
             checkpoint.save(payload, out / "best.pt")

@@ -1,0 +1,96 @@
+"""Adaptive discriminator augmentation: the transforms, the controller of p, and p through training and resume."""
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cxrgan.data.phantoms import generate as make_phantoms
+from cxrgan.data.reader import H5ImageDataset, to_model_input
+from cxrgan.errors import UserError
+from cxrgan.gan.augment import AdaptiveP, ada_augment
+from cxrgan.gan.dcgan import Discriminator
+from cxrgan.gan.train import GanConfig, train
+
+TINY = dict(batch=8, base=8, grid=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ph32.h5"
+    make_phantoms(path, n=96, size=32, seed=0)
+    return path
+
+
+def test_p_zero_is_the_identity_and_p_one_transforms_differentiably():
+    x = torch.rand(16, 1, 32, 32) * 2 - 1
+    assert ada_augment(x, 0.0) is x
+    x.requires_grad_(True)
+    y = ada_augment(x, 1.0)
+    y.sum().backward()
+    assert y.shape == x.shape and not torch.allclose(y, x) and x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_augmentation_keeps_laterality():
+    x = -torch.ones(200, 1, 64, 64)
+    x[..., :32] = 1.0  # bright image left, dark right: a flip would swap them
+    torch.manual_seed(0)
+    y = ada_augment(x, 1.0)
+    assert (y[..., :32].mean(dim=(1, 2, 3)) > y[..., 32:].mean(dim=(1, 2, 3))).all()
+
+
+def test_controller_moves_p_by_the_step_size_within_0_and_1():
+    ada = AdaptiveP(target=0.6, ada_kimg=1, batch=10, interval=4)  # step 10 * 4 / 1000 = 0.04
+    for _ in range(4):
+        ada.observe(sign_sum=10, count=10)  # r_t = 1: sure of every real image
+    assert ada.p == pytest.approx(0.04) and ada.last_rt == 1.0
+    for _ in range(3):
+        ada.observe(10, 10)
+    assert ada.p == pytest.approx(0.04)  # mid-interval: unchanged
+    state = ada.state_dict()
+    again = AdaptiveP(0.6, 1, 10, 4)
+    again.load_state_dict(state)
+    for a in (ada, again):
+        a.observe(-10, 10)  # r_t over the interval = (30 - 10) / 40 = 0.5 < 0.6: p goes down
+    assert ada.p == again.p == pytest.approx(0.0)
+    for _ in range(8):
+        ada.observe(-10, 10)
+    assert ada.p == 0.0  # never below 0
+
+
+def test_p_rises_when_d_sees_copies_of_its_training_images_and_falls_on_fresh_ones(phantoms):
+    """A discriminator trained to tell 8 'training' images from other real images memorises them: fed copies of
+    its training set, ADA's heuristic says overfitting (p up); fed fresh real images, it does not (p down)."""
+    ds = H5ImageDataset(phantoms, "train", in_memory=True)
+    x = to_model_input(torch.from_numpy(ds.images))
+    seen, fresh = x[:8], x[8:40]
+    torch.manual_seed(0)
+    D = Discriminator(32, base=8)
+    opt = torch.optim.Adam(D.parameters(), 2e-3)
+    for _ in range(150):
+        loss = F.softplus(-D(seen)).mean() + F.softplus(D(fresh[:16])).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    D.eval()
+    with torch.no_grad():
+        up, down = AdaptiveP(0.6, 1, 8), AdaptiveP(0.6, 1, 8, p=0.5)
+        for _ in range(8):
+            up.observe(float(torch.sign(D(seen)).sum()), len(seen))
+            down.observe(float(torch.sign(D(fresh[16:24])).sum()), 8)
+    assert up.p > 0 and down.p < 0.5
+
+
+def test_ada_in_training_logs_p_and_resumes_exactly(phantoms, tmp_path):
+    cfg = dict(data=str(phantoms), recipe="improved", ada_target=0.6, ada_kimg=0.5, **TINY)
+    train(GanConfig(out=str(tmp_path / "straight"), epochs=4, **cfg))
+    train(GanConfig(out=str(tmp_path / "resumed"), epochs=2, **cfg))
+    train(GanConfig(out=str(tmp_path / "resumed"), epochs=4, **cfg))
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert a["ada"] == b["ada"] and all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    ps = [float(r["augment_p"]) for r in csv.DictReader(open(tmp_path / "straight" / "losses.csv"))]
+    assert len(ps) == a["step"] and all(0 <= p <= 1 for p in ps) and ps[-1] == pytest.approx(a["ada"]["p"])
+    assert len(set(ps)) > 1  # p moved
+    with pytest.raises(UserError, match="--ada-target"):
+        GanConfig(data=str(phantoms), ada_target=1.5).resolved()
