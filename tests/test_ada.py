@@ -94,3 +94,35 @@ def test_ada_in_training_logs_p_and_resumes_exactly(phantoms, tmp_path):
     assert len(set(ps)) > 1  # p moved
     with pytest.raises(UserError, match="--ada-target"):
         GanConfig(data=str(phantoms), ada_target=1.5).resolved()
+
+
+def test_r1_is_the_squared_gradient_norm_at_real_images():
+    from cxrgan.gan.models import r1_penalty
+
+    x = torch.randn(5, 1, 4, 4, requires_grad=True)
+    w = torch.randn(1, 1, 4, 4)
+    d = (x * w).sum(dim=(1, 2, 3)) + (x ** 2).sum(dim=(1, 2, 3))  # gradient: w + 2x
+    expected = ((w + 2 * x.detach()) ** 2).sum(dim=(1, 2, 3)).mean()
+    assert torch.allclose(r1_penalty(d, x), expected)
+
+
+def test_lecam_penalises_real_above_the_fake_average_and_fake_below_the_real_average():
+    from cxrgan.gan.models import LeCam
+
+    reg = LeCam(decay=0.5)
+    d_real, d_fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])
+    value = reg(d_real, d_fake)
+    assert (reg.real, reg.fake) == (0.5, 0.0)  # 0.5 * 0 + 0.5 * mean
+    expected = (torch.relu(d_real - 0.0) ** 2).mean() + (torch.relu(0.5 - d_fake) ** 2).mean()  # 4/2 + 2.25/2
+    assert value.item() == pytest.approx(expected.item()) == pytest.approx(3.125)
+
+
+def test_the_limited_recipe_trains_with_every_regulariser_and_resumes_exactly(phantoms, tmp_path):
+    cfg = dict(data=str(phantoms), recipe="limited", base=8, r1_gamma=1.0, batch=8, grid=4, device="cpu")
+    train(GanConfig(out=str(tmp_path / "straight"), epochs=3, **cfg))
+    train(GanConfig(out=str(tmp_path / "resumed"), epochs=1, **cfg))
+    train(GanConfig(out=str(tmp_path / "resumed"), epochs=3, **cfg))
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert a["model"]["kind"] == "resnet" and a["config"]["lecam"] == 0.3 and a["config"]["ada_target"] == 0.6
+    assert a["lecam"] == b["lecam"] and a["ada"] == b["ada"]
+    assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])

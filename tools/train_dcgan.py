@@ -13,7 +13,9 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     model per class (--cls). "improved" (default) is one class-conditional model for all classes: projection
     discriminator with spectral norm, hinge loss, differentiable augmentation of real and fake images
     (translation, cutout, brightness, contrast; never flips), and an EMA of the generator used for sampling.
-    Any option below left unset takes the recipe's value. Each epoch writes ckpt-EEEEEE.pt (keeping --keep),
+    "limited" (for a few hundred images; provisional until its ablation is measured) is one class-conditional
+    model with residual networks (minibatch standard deviation in D), adaptive augmentation, LeCam, a 5 kimg EMA
+    and a length of 150 kimg. The table is lib/cxrgan/gan/recipes.py. Any option below left unset takes the recipe's value. Each epoch writes ckpt-EEEEEE.pt (keeping --keep),
     last.pt, grid-EEEEEE.png, losses.csv and losses.png (grids and plots every --ckpt-every epochs). An interrupted
     run continues from last.pt.
     Multi-GPU / multi-process: torchrun --nproc_per_node=N tools/train_dcgan.py ... (--batch is the global batch).
@@ -21,7 +23,7 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     Args:
         data: dataset file (tools/make_hdf5.py or tools/make_phantoms.py); its train split is used.
         out: folder for checkpoints and figures (default outputs/gan).
-        recipe: improved (default) or seed.
+        recipe: improved (default), seed or limited (lib/cxrgan/gan/recipes.py).
         cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
         epochs: epochs in total, counting resumed ones (recipe default 20; or give --kimg).
         batch: global batch size (default 32).
@@ -30,7 +32,7 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         resume: continue from OUT/last.pt if present (default); --noresume starts over and replaces OUT's files.
         channels: 1 (gray, default) or 3 (gray replicated to RGB, as in the study).
         latent: latent dimension (default 100).
-        base: base filter count of both networks (default 64).
+        base: base filter count of both networks (seed and improved 64, limited 32).
         lr_g: generator learning rate (seed 2e-4, improved 4e-4).
         lr_d: discriminator learning rate (seed 1e-4, improved 4e-4).
         beta1: Adam beta1 (seed 0.5, improved 0.0).
@@ -54,6 +56,13 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
             and precision/recall columns; default none (pixel and discriminator columns only).
         select_snapshot: keep the snapshot with the lowest validation KID as OUT/best.pt, which sample.py prefers
             (needs --snapshot-kimg and --snapshot-features).
+        ada_target: adaptive discriminator augmentation: tune the probability p of each transform (translation,
+            scale, rotation, brightness, contrast, cutout; never flips) so that the share of real images D scores
+            positive stays near this (ADA: 0.6); p is logged as augment_p in losses.csv; 0 turns it off
+            (limited 0.6, others off).
+        ada_kimg: p can move from 0 to 1 within this many thousand images (limited 100).
+        r1_gamma: weight of the R1 gradient penalty on real images, applied every 16 D steps (default off).
+        lecam: weight of the LeCam regulariser (limited 0.3, others off).
     """
     with cli.progress_bars() as progress:
         result = train(cfg, call_args, progress)

@@ -19,6 +19,7 @@ from ..data.reader import to_uint8
 from ..errors import UserError
 from .cgan import ConditionalGenerator, ProjectionDiscriminator
 from .dcgan import Discriminator, Generator, check_size
+from .resnet import ResidualDiscriminator, ResidualGenerator
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class NetworkFamily:
 NETWORKS: dict[str, NetworkFamily] = {
     "dcgan": NetworkFamily(Generator, Discriminator),
     "cgan": NetworkFamily(ConditionalGenerator, ProjectionDiscriminator),
+    "resnet": NetworkFamily(ResidualGenerator, ResidualDiscriminator),
 }
 
 
@@ -85,6 +87,38 @@ class Loss:
 
 
 LOSSES: dict[str, Loss] = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Regularisers of the discriminator
+
+
+def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the mean over images of the squared norm of D's gradient at real images. ``real``
+    must have been the input of ``d_real`` with ``requires_grad``; the penalty itself is differentiable."""
+    grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+    return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
+
+
+class LeCam:
+    """LeCam regularisation (Tseng et al. 2021): moving averages (decay 0.99) of D's mean output on real and on
+    generated images, and the penalty E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], which keeps D's real
+    and generated outputs from drifting apart as it starts to memorise a small training set."""
+
+    def __init__(self, decay: float = 0.99):
+        self.decay, self.real, self.fake = decay, 0.0, 0.0
+
+    def __call__(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        """Update the averages with this batch (as the reference code does, before the penalty), then the penalty."""
+        self.real = self.decay * self.real + (1 - self.decay) * float(d_real.detach().mean())
+        self.fake = self.decay * self.fake + (1 - self.decay) * float(d_fake.detach().mean())
+        return F.relu(d_real - self.fake).square().mean() + F.relu(self.real - d_fake).square().mean()
+
+    def state_dict(self) -> dict:
+        return {"real": self.real, "fake": self.fake}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.real, self.fake = state["real"], state["fake"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

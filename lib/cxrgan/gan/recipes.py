@@ -28,11 +28,16 @@ class Recipe:
     kimg: float | None = None  # default training length in thousands of real images shown (then epochs is unused)
     ada_target: float | None = None  # adaptive augmentation (gan.augment.ada_augment) toward this r_t; None: off
     ada_kimg: float = 100  # how fast ADA's p may move: from 0 to 1 in this many thousand images
+    base: int = 64  # base filter count of both networks
+    r1_gamma: float = 0.0  # weight of the lazy R1 penalty on real images (every R1_INTERVAL steps); 0: off
+    lecam: float = 0.0  # weight of the LeCam regulariser; 0: off
 
 
 # The fields of a row that are also train_dcgan options: left unset on the command line, they take the row's value.
 # (The training length, epochs or kimg, is resolved on its own: see GanConfig.resolved.)
-DEFAULTS = ("lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg", "ada_target", "ada_kimg")
+DEFAULTS = ("lr_g", "lr_d", "beta1", "beta2", "g_steps", "loss", "augment", "ema_kimg", "ada_target", "ada_kimg",
+            "base", "r1_gamma", "lecam")
+R1_INTERVAL = 16  # lazy regularisation (StyleGAN2): the R1 term every 16 discriminator steps, scaled by 16
 
 RECIPES: dict[str, Recipe] = {
     # The reference study, faithfully: DCGAN, BCE, Adam 2e-4 / 1e-4, betas (0.5, 0.999), G stepped twice per D step.
@@ -43,6 +48,12 @@ RECIPES: dict[str, Recipe] = {
     "improved": Recipe(networks="cgan", conditional=True, loss="hinge",
                        augment="translation,cutout,brightness,contrast", ema_kimg=1.0, epochs=20, lr_g=4e-4,
                        lr_d=4e-4, beta1=0.0, beta2=0.99, g_steps=1),
+    # For a few hundred images: residual conditional networks with minibatch-std in D, adaptive augmentation,
+    # LeCam, a longer EMA, and a length in images shown. Provisional settings until the ablation in
+    # docs/benchmarks.md has measured each part.
+    "limited": Recipe(networks="resnet", conditional=True, loss="hinge", augment="none", ema_kimg=5.0, epochs=20,
+                      lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, g_steps=1, kimg=150, ada_target=0.6,
+                      ada_kimg=100, base=32, lecam=0.3),
 }
 
 assert set(DEFAULTS) < {f.name for f in fields(Recipe)}

@@ -30,8 +30,8 @@ from ..figures import plot_losses, save_grid
 from . import checkpoint
 from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
 from .dcgan import check_size
-from .models import LOSSES, build_models, ema_beta, ema_update, generate, model_description
-from .recipes import DEFAULTS, RECIPES
+from .models import LOSSES, LeCam, build_models, ema_beta, ema_update, generate, model_description, r1_penalty
+from .recipes import DEFAULTS, R1_INTERVAL, RECIPES
 from .snapshots import Snapshots
 from .snapshots import append as append_snapshot
 
@@ -57,7 +57,7 @@ class GanConfig:
     resume: bool = True
     channels: int = 1
     latent: int = 100
-    base: int = 64
+    base: int | None = None
     lr_g: float | None = None
     lr_d: float | None = None
     beta1: float | None = None
@@ -77,6 +77,8 @@ class GanConfig:
     select_snapshot: bool = False  # keep the snapshot with the lowest validation KID as best.pt
     ada_target: float | None = None  # adaptive augmentation's target r_t (0: off); None: the recipe's
     ada_kimg: float | None = None
+    r1_gamma: float | None = None  # lazy R1 penalty weight (0: off)
+    lecam: float | None = None  # LeCam regulariser weight (0: off)
 
     def resolved(self) -> "GanConfig":
         """Fill the recipe's defaults and validate. Raises UserError. The length is then ``epochs``, or ``kimg``
@@ -104,6 +106,10 @@ class GanConfig:
         options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
         options.one_of(cfg, "loss", LOSSES, " or ".join(LOSSES))
         options.positive_number(cfg, "lr_g", "lr_d", "ada_kimg")
+        for name in ("r1_gamma", "lecam"):
+            v = getattr(cfg, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise UserError(f"{options.flag(name)} must be a number >= 0 (0: off), got {v!r}")
         if cfg.ada_target is not None and (not isinstance(cfg.ada_target, (int, float)) or isinstance(
                 cfg.ada_target, bool) or not 0 <= cfg.ada_target < 1):
             raise UserError(f"--ada-target must be in [0, 1) (ADA uses 0.6; 0 turns it off), got {cfg.ada_target!r}")
@@ -187,6 +193,7 @@ class TrainState:
     best_kimg: float | None = None
     new_best: bool = False  # the snapshot just taken is the best: write best.pt with this epoch's checkpoint
     ada: dict | None = None  # adaptive augmentation's controller (AdaptiveP.state_dict), None without ADA
+    lecam: dict | None = None  # LeCam's moving averages, None without LeCam
 
 
 def build_networks(cfg: GanConfig, model: dict, rt: runtime.Runtime) -> Networks:
@@ -213,7 +220,7 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
         nets.opt_d.load_state_dict(saved["opt_d"])
         best = saved.get("snapshot_best") or {}
         state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"),
-                           ada=saved.get("ada"))
+                           ada=saved.get("ada"), lecam=saved.get("lecam"))
         data_gen.set_state(saved["data_gen"])
         rng = saved["rng"]
         if len(rng) == rt.world:
@@ -288,7 +295,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
         D_train = torch.nn.parallel.DistributedDataParallel(nets.D, **ddp_args)
     if cfg.compile:
         G_train, D_train = torch.compile(G_train), torch.compile(D_train)
-    step = Step(cfg, rt, nets, G_train, D_train, per_rank, state.ada)
+    step = Step(cfg, rt, nets, G_train, D_train, per_rank, state.ada, state.lecam)
     images_dev, labels_dev = data.images.to(rt.device), data.labels.to(rt.device)
 
     t_start, start_step, data_seconds = time.perf_counter(), state.step, 0.0
@@ -325,6 +332,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
                 state.best_kid, state.best_kimg = row["kid"], row["kimg"]
                 state.new_best = True
         state.ada = step.ada.state_dict() if step.ada is not None else None
+        state.lecam = step.lecam.state_dict() if step.lecam is not None else None
         end_of_epoch(cfg, rt, nets, state, rows, model, data, data_gen, fixed_z, fixed_y, call_args, out)
     seconds = time.perf_counter() - t_start
     result = {"epochs": state.epoch, "step": state.step, "kimg": state.nimg / 1000, "seconds": seconds,
@@ -346,7 +354,7 @@ class Step:
     """One discriminator step then ``g_steps`` generator steps, for the recipe's loss and augmentation."""
 
     def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train, D_train, per_rank: int,
-                 ada_state: dict | None = None):
+                 ada_state: dict | None = None, lecam_state: dict | None = None):
         self.cfg, self.rt, self.nets, self.G_train, self.D_train = cfg, rt, nets, G_train, D_train
         self.loss = LOSSES[cfg.loss]
         self.policy = parse_policy(cfg.augment)
@@ -354,7 +362,12 @@ class Step:
         self.ada = AdaptiveP(cfg.ada_target, cfg.ada_kimg, cfg.batch) if cfg.ada_target is not None else None
         if self.ada is not None and ada_state is not None:
             self.ada.load_state_dict(ada_state)  # resumed: continue p where the checkpoint left it
-
+        self.lecam = LeCam() if cfg.lecam > 0 else None
+        if self.lecam is not None and lecam_state is not None:
+            self.lecam.load_state_dict(lecam_state)
+        if cfg.r1_gamma > 0 and rt.world > 1:
+            raise UserError("--r1-gamma is not supported with several processes yet (DistributedDataParallel has no "
+                            "double backward); train in one process or use --r1-gamma 0")
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """The recipe's DiffAugment policy, then ADA's transforms with the current p (same for real and fake)."""
         if self.policy:
@@ -375,10 +388,18 @@ class Step:
         # discriminator step: real and generated images in separate passes (separate batch-norm statistics)
         with torch.no_grad(), rt.autocast():
             fake = G(torch.randn(n, cfg.latent, device=rt.device), y)
+        r1_step = cfg.r1_gamma > 0 and state.step % R1_INTERVAL == 0
+        real_in = self.augment(real)
+        if r1_step:
+            real_in = real_in.detach().requires_grad_(True)
         with rt.autocast():
-            out_real = D(self.augment(real), y).float()
+            out_real = D(real_in, y).float()
             out_fake = D(self.augment(fake.detach()), y).float()
             loss_d = self.loss.discriminator(out_real, out_fake)
+            if self.lecam is not None:
+                loss_d = loss_d + cfg.lecam * self.lecam(out_real, out_fake)
+            if r1_step:  # lazy: every R1_INTERVAL steps, scaled by the interval
+                loss_d = loss_d + cfg.r1_gamma / 2 * r1_penalty(out_real, real_in) * R1_INTERVAL
         nets.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         nets.opt_d.step()
@@ -439,6 +460,7 @@ def end_of_epoch(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: Tra
             "rng": [_cpu(s) for s in rng_states], "data_gen": data_gen.get_state(),
             "fixed_z": fixed_z, "fixed_y": fixed_y, "world": rt.world,
             "snapshot_best": {"kid": state.best_kid, "kimg": state.best_kimg}, "ada": state.ada,
+            "lecam": state.lecam,
         }
         if state.new_best:
             checkpoint.save(payload, out / "best.pt")
