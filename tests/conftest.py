@@ -88,4 +88,43 @@ def nih_tree(tmp_path):
     return write_nih_tree(tmp_path / "nih", rows), rows
 
 
+def kill_9_then_rerun(args: list, when_exists: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Start ``args``, SIGKILL it as soon as ``when_exists`` appears, then run it again to the end."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not when_exists.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return subprocess.run(list(map(str, args)), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_GAN = dict(batch=8, base=8, grid=4, device="cpu")  # GAN options for tests: narrow networks, small batches
+
+
+def _phantom_file(tmp_path_factory, n: int):
+    from cxrgan.data.phantoms import generate
+
+    path = tmp_path_factory.mktemp("data") / f"ph32-{n}.h5"
+    generate(path, n=n, size=32, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory):
+    """48 phantoms at 32x32 (seed 0): enough for a few GAN steps."""
+    return _phantom_file(tmp_path_factory, 48)
+
+
+@pytest.fixture(scope="session")
+def phantoms96(tmp_path_factory):
+    """96 phantoms at 32x32 (seed 0): a validation split with both classes, for snapshots."""
+    return _phantom_file(tmp_path_factory, 96)
+
+
 requires_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")

@@ -6,21 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset, to_model_input
 from cxrgan.errors import UserError
 from cxrgan.gan.augment import AdaptiveP, ada_augment
 from cxrgan.gan.dcgan import Discriminator
 from cxrgan.gan.train import GanConfig, train
 
-TINY = dict(batch=8, base=8, grid=4, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ph32.h5"
-    make_phantoms(path, n=96, size=32, seed=0)
-    return path
+from conftest import TINY_GAN
 
 
 def test_p_zero_is_the_identity_and_p_one_transforms_differentiably():
@@ -59,10 +51,10 @@ def test_controller_moves_p_by_the_step_size_within_0_and_1():
     assert ada.p == 0.0  # never below 0
 
 
-def test_p_rises_when_d_sees_copies_of_its_training_images_and_falls_on_fresh_ones(phantoms):
+def test_p_rises_when_d_sees_copies_of_its_training_images_and_falls_on_fresh_ones(phantoms96):
     """A discriminator trained to tell 8 'training' images from other real images memorises them: fed copies of
     its training set, ADA's heuristic says overfitting (p up); fed fresh real images, it does not (p down)."""
-    ds = H5ImageDataset(phantoms, "train", in_memory=True)
+    ds = H5ImageDataset(phantoms96, "train", in_memory=True)
     x = to_model_input(torch.from_numpy(ds.images))
     seen, fresh = x[:8], x[8:40]
     torch.manual_seed(0)
@@ -82,8 +74,8 @@ def test_p_rises_when_d_sees_copies_of_its_training_images_and_falls_on_fresh_on
     assert up.p > 0 and down.p < 0.5
 
 
-def test_ada_in_training_logs_p_and_resumes_exactly(phantoms, tmp_path):
-    cfg = dict(data=str(phantoms), recipe="improved", ada_target=0.6, ada_kimg=0.5, **TINY)
+def test_ada_in_training_logs_p_and_resumes_exactly(phantoms96, tmp_path):
+    cfg = dict(data=str(phantoms96), recipe="improved", ada_target=0.6, ada_kimg=0.5, **TINY_GAN)
     train(GanConfig(out=str(tmp_path / "straight"), epochs=4, **cfg))
     train(GanConfig(out=str(tmp_path / "resumed"), epochs=2, **cfg))
     train(GanConfig(out=str(tmp_path / "resumed"), epochs=4, **cfg))
@@ -93,7 +85,7 @@ def test_ada_in_training_logs_p_and_resumes_exactly(phantoms, tmp_path):
     assert len(ps) == a["step"] and all(0 <= p <= 1 for p in ps) and ps[-1] == pytest.approx(a["ada"]["p"])
     assert len(set(ps)) > 1  # p moved
     with pytest.raises(UserError, match="--ada-target"):
-        GanConfig(data=str(phantoms), ada_target=1.5).resolved()
+        GanConfig(data=str(phantoms96), ada_target=1.5).resolved()
 
 
 def test_r1_is_the_squared_gradient_norm_at_real_images():
@@ -117,8 +109,8 @@ def test_lecam_penalises_real_above_the_fake_average_and_fake_below_the_real_ave
     assert value.item() == pytest.approx(expected.item()) == pytest.approx(3.125)
 
 
-def test_the_limited_recipe_trains_with_every_regulariser_and_resumes_exactly(phantoms, tmp_path):
-    cfg = dict(data=str(phantoms), recipe="limited", base=8, r1_gamma=1.0, batch=8, grid=4, device="cpu")
+def test_the_limited_recipe_trains_with_every_regulariser_and_resumes_exactly(phantoms96, tmp_path):
+    cfg = dict(data=str(phantoms96), recipe="limited", base=8, r1_gamma=1.0, batch=8, grid=4, device="cpu")
     train(GanConfig(out=str(tmp_path / "straight"), epochs=3, **cfg))
     train(GanConfig(out=str(tmp_path / "resumed"), epochs=1, **cfg))
     train(GanConfig(out=str(tmp_path / "resumed"), epochs=3, **cfg))

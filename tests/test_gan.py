@@ -2,10 +2,8 @@
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -16,18 +14,10 @@ import cxrgan.gan.train as gantrain
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.errors import UserError
 from cxrgan.gan.train import GanConfig, train
-from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset
-from conftest import ROOT, run_tool
-
-TINY = dict(batch=8, base=8, grid=4, device="cpu")
+from conftest import ROOT, TINY_GAN, kill_9_then_rerun, run_tool
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ph32.h5"
-    make_phantoms(path, n=48, size=32, seed=0)
-    return path
 
 
 def _weights(path):
@@ -38,7 +28,7 @@ def _weights(path):
 @pytest.mark.parametrize("recipe,cls", [("seed", 1), ("improved", None)])
 def test_both_recipes_train_and_write_everything(phantoms, tmp_path, recipe, cls):
     out = tmp_path / recipe
-    result = train(GanConfig(data=str(phantoms), out=str(out), recipe=recipe, cls=cls, epochs=2, **TINY))
+    result = train(GanConfig(data=str(phantoms), out=str(out), recipe=recipe, cls=cls, epochs=2, **TINY_GAN))
     assert result["epochs"] == 2 and result["trained"]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["ckpt-000001.pt", "ckpt-000002.pt", "grid-000001.png", "grid-000002.png", "last.pt",
@@ -54,16 +44,16 @@ def test_both_recipes_train_and_write_everything(phantoms, tmp_path, recipe, cls
 
 
 def test_keep_prunes_old_checkpoints(phantoms, tmp_path):
-    train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, epochs=3, keep=1, **TINY))
+    train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, epochs=3, keep=1, **TINY_GAN))
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["ckpt-000003.pt", "last.pt"]
 
 
 @pytest.mark.parametrize("recipe,cls", [("seed", 0), ("improved", None)])
 def test_resume_gives_identical_weights(phantoms, tmp_path, recipe, cls):
     straight, resumed = tmp_path / "a", tmp_path / "b"
-    train(GanConfig(data=str(phantoms), out=str(straight), recipe=recipe, cls=cls, epochs=2, **TINY))
-    train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=1, **TINY))
-    train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=2, **TINY))
+    train(GanConfig(data=str(phantoms), out=str(straight), recipe=recipe, cls=cls, epochs=2, **TINY_GAN))
+    train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=1, **TINY_GAN))
+    train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=2, **TINY_GAN))
     a, b = _weights(straight / "last.pt"), _weights(resumed / "last.pt")
     for key in ("generator", "discriminator") + (("ema",) if recipe == "improved" else ()):
         for name in a[key]:
@@ -74,7 +64,7 @@ def test_resume_gives_identical_weights(phantoms, tmp_path, recipe, cls):
 
 
 def test_finished_run_is_a_no_op_and_incompatible_resume_is_refused(phantoms, tmp_path):
-    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, epochs=1, **TINY)
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, epochs=1, **TINY_GAN)
     train(GanConfig(**cfg))
     mtime = (tmp_path / "last.pt").stat().st_mtime_ns
     assert not train(GanConfig(**cfg))["trained"] and (tmp_path / "last.pt").stat().st_mtime_ns == mtime
@@ -85,7 +75,7 @@ def test_finished_run_is_a_no_op_and_incompatible_resume_is_refused(phantoms, tm
 
 
 def test_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(phantoms, tmp_path, monkeypatch):
-    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="improved", epochs=1, **TINY)
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="improved", epochs=1, **TINY_GAN)
     train(GanConfig(**cfg))
     good = (tmp_path / "last.pt").read_bytes()
     nan_hinge = gantrain.LOSSES["hinge"].__class__(lambda r, f: (r.mean() + f.mean()) * float("nan"),
@@ -100,13 +90,7 @@ def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
     args = [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms, "--out", tmp_path,
             "--recipe", "seed", "--cls", "1", "--epochs", "6", "--batch", "8", "--base", "8", "--grid", "4",
             "--device", "cpu"]
-    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "ckpt-000002.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    r = subprocess.run(list(map(str, args)), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = kill_9_then_rerun(args, tmp_path / "ckpt-000002.pt")
     assert r.returncode == 0, r.stderr
     saved = _weights(tmp_path / "last.pt")
     assert saved["epoch"] == 6
@@ -115,7 +99,7 @@ def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
 
 
 def test_three_channel_seed_model_samples_gray(phantoms, tmp_path):
-    train(GanConfig(data=str(phantoms), out=str(tmp_path / "g"), recipe="seed", cls=0, epochs=1, channels=3, **TINY))
+    train(GanConfig(data=str(phantoms), out=str(tmp_path / "g"), recipe="seed", cls=0, epochs=1, channels=3, **TINY_GAN))
     r = run_tool("sample.py", "--n", "3", "--cls", "0", "--root", tmp_path / "g", "--out", tmp_path / "s.h5")
     assert r.returncode == 0, r.stderr
     assert H5ImageDataset(tmp_path / "s.h5", "synthetic")[0][0].shape == (1, 32, 32)
@@ -124,7 +108,7 @@ def test_three_channel_seed_model_samples_gray(phantoms, tmp_path):
 @pytest.fixture(scope="module")
 def trained(phantoms, tmp_path_factory):
     root = tmp_path_factory.mktemp("gan")
-    train(GanConfig(data=str(phantoms), out=str(root / "improved"), recipe="improved", epochs=1, **TINY))
+    train(GanConfig(data=str(phantoms), out=str(root / "improved"), recipe="improved", epochs=1, **TINY_GAN))
     return root
 
 

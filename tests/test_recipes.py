@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.gan import recipes
 from cxrgan.gan.checkpoint import load_generator
@@ -24,12 +23,6 @@ from conftest import ROOT
 TINY = Recipe(networks="cgan", conditional=True, loss="bce", augment="translation", ema_kimg=0.01,
               epochs=1, lr_g=1e-3, lr_d=5e-4, beta1=0.5, beta2=0.9, g_steps=1)
 
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ph32.h5"
-    make_phantoms(path, n=48, size=32, seed=0)
-    return path
 
 
 def test_a_test_only_recipe_registered_in_the_table_trains_one_step_and_samples(phantoms, tmp_path, monkeypatch):

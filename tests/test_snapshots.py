@@ -2,36 +2,24 @@
 
 import csv
 import math
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from cxrgan.classify import model as classifier
-from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.errors import UserError
 from cxrgan.gan.sample import resolve_generators
 from cxrgan.gan.snapshots import COLUMNS
 from cxrgan.gan.train import GanConfig, train
-from conftest import ROOT
-
-TINY = dict(batch=8, base=8, grid=4, device="cpu")
+from conftest import ROOT, TINY_GAN, kill_9_then_rerun
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ph32.h5"
-    make_phantoms(path, n=96, size=32, seed=0)
-    return path
 
 
 @pytest.fixture(scope="module")
-def features(phantoms, tmp_path_factory):
+def features(phantoms96, tmp_path_factory):
     """An (untrained) train_resnet checkpoint: enough to give snapshots a feature space."""
     path = tmp_path_factory.mktemp("clf") / "model-seed0.pt"
     torch.manual_seed(0)
@@ -43,19 +31,19 @@ def _rows(path):
     return list(csv.DictReader(open(path)))
 
 
-def test_kimg_sets_the_length_in_images_shown(phantoms, tmp_path):
-    n_train = len(H5ImageDataset(phantoms, "train"))
+def test_kimg_sets_the_length_in_images_shown(phantoms96, tmp_path):
+    n_train = len(H5ImageDataset(phantoms96, "train"))
     per_epoch = (n_train // 8) * 8
-    result = train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="improved", kimg=0.2, **TINY))
+    result = train(GanConfig(data=str(phantoms96), out=str(tmp_path), recipe="improved", kimg=0.2, **TINY_GAN))
     assert result["epochs"] == math.ceil(200 / per_epoch) and 200 <= result["kimg"] * 1000 < 200 + per_epoch
     with pytest.raises(UserError, match="--epochs or --kimg"):
-        GanConfig(data=str(phantoms), epochs=2, kimg=1.0).resolved()
+        GanConfig(data=str(phantoms96), epochs=2, kimg=1.0).resolved()
     with pytest.raises(UserError, match="--kimg must be a positive number"):
-        GanConfig(data=str(phantoms), kimg=0).resolved()
+        GanConfig(data=str(phantoms96), kimg=0).resolved()
 
 
-def test_kimg_resume_continues_exactly(phantoms, tmp_path):
-    cfg = dict(data=str(phantoms), recipe="improved", **TINY)
+def test_kimg_resume_continues_exactly(phantoms96, tmp_path):
+    cfg = dict(data=str(phantoms96), recipe="improved", **TINY_GAN)
     train(GanConfig(out=str(tmp_path / "straight"), kimg=0.25, **cfg))
     train(GanConfig(out=str(tmp_path / "resumed"), kimg=0.1, **cfg))
     train(GanConfig(out=str(tmp_path / "resumed"), kimg=0.25, **cfg))
@@ -63,10 +51,10 @@ def test_kimg_resume_continues_exactly(phantoms, tmp_path):
     assert a["step"] == b["step"] and all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
 
 
-def test_snapshots_write_metrics_and_keep_the_best_by_validation_kid(phantoms, features, tmp_path):
+def test_snapshots_write_metrics_and_keep_the_best_by_validation_kid(phantoms96, features, tmp_path):
     out = tmp_path / "run"
-    train(GanConfig(data=str(phantoms), out=str(out), recipe="improved", epochs=4, snapshot_kimg=0.05,
-                    snapshot_n=40, snapshot_features=features, select_snapshot=True, **TINY))
+    train(GanConfig(data=str(phantoms96), out=str(out), recipe="improved", epochs=4, snapshot_kimg=0.05,
+                    snapshot_n=40, snapshot_features=features, select_snapshot=True, **TINY_GAN))
     rows = _rows(out / "metrics.csv")
     assert list(rows[0]) == COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # 64 images per epoch
     for r in rows:
@@ -81,22 +69,16 @@ def test_snapshots_write_metrics_and_keep_the_best_by_validation_kid(phantoms, f
     assert chosen[0].path.name == "best.pt"
 
 
-def test_select_snapshot_needs_features(phantoms):
+def test_select_snapshot_needs_features(phantoms96):
     with pytest.raises(UserError, match="--select-snapshot"):
-        GanConfig(data=str(phantoms), snapshot_kimg=1, select_snapshot=True).resolved()
+        GanConfig(data=str(phantoms96), snapshot_kimg=1, select_snapshot=True).resolved()
 
 
-def test_metrics_rows_are_not_duplicated_after_kill_9(phantoms, tmp_path):
-    args = [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms, "--out", tmp_path,
+def test_metrics_rows_are_not_duplicated_after_kill_9(phantoms96, tmp_path):
+    args = [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms96, "--out", tmp_path,
             "--epochs", "8", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu",
             "--snapshot-kimg", "0.05", "--snapshot-n", "16"]
-    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "ckpt-000003.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    r = subprocess.run(list(map(str, args)), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = kill_9_then_rerun(args, tmp_path / "ckpt-000003.pt")
     assert r.returncode == 0, r.stderr
     epochs = [int(r["epoch"]) for r in _rows(tmp_path / "metrics.csv")]
     assert epochs == list(range(1, 9))  # one row per snapshot, none twice, none missing

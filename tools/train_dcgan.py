@@ -15,9 +15,9 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     (translation, cutout, brightness, contrast; never flips), and an EMA of the generator used for sampling.
     "limited" (for a few hundred images; provisional until its ablation is measured) is one class-conditional
     model with residual networks (minibatch standard deviation in D), adaptive augmentation, LeCam, a 5 kimg EMA
-    and a length of 150 kimg. The table is lib/cxrgan/gan/recipes.py. Any option below left unset takes the recipe's value. Each epoch writes ckpt-EEEEEE.pt (keeping --keep),
-    last.pt, grid-EEEEEE.png, losses.csv and losses.png (grids and plots every --ckpt-every epochs). An interrupted
-    run continues from last.pt.
+    and a length of 150 kimg. The table is lib/cxrgan/gan/recipes.py. Any option below left unset takes the
+    recipe's value. Each epoch writes ckpt-EEEEEE.pt (keeping --keep), last.pt, grid-EEEEEE.png, losses.csv and
+    losses.png (grids and plots every --ckpt-every epochs). An interrupted run continues from last.pt.
     Multi-GPU / multi-process: torchrun --nproc_per_node=N tools/train_dcgan.py ... (--batch is the global batch).
 
     Args:

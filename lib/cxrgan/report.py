@@ -168,7 +168,8 @@ def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, lis
              "as much, far below 1 for a collapsed generator; no network involved); IS in brackets is the real "
              "images' own score. N is given beside every number: FID is biased upward below 2,048 images per side, so "
              "values compare only at equal N.", "",
-             "| results | features | set | N real | N generated | FID | KID | precision | recall | pixel diversity | IS |",
+             "| results | features | set | N real | N generated | FID | KID | precision | recall | pixel diversity "
+             "| IS |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts, audit_lines = [], []
     for path, m in runs:

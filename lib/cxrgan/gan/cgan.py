@@ -16,6 +16,14 @@ from torch.nn.utils import spectral_norm
 from .dcgan import width_multipliers
 
 
+def xavier_init(module: nn.Module, types: tuple) -> None:
+    """Xavier-uniform weights and zero biases for every submodule of ``types``, in module order."""
+    for m in module.modules():
+        if isinstance(m, types):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ConditionalBatchNorm(nn.Module):
     def __init__(self, channels: int, n_classes: int):
         super().__init__()
@@ -50,10 +58,7 @@ class ConditionalGenerator(nn.Module):
         self.stem = nn.Linear(latent, 4 * 4 * self.c0)
         widths = [base * m for m in mult] + [channels]
         self.blocks = nn.ModuleList(UpBlock(a, b, n_classes) for a, b in zip(widths, widths[1:]))
-        for m in self.modules():
-            if isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init(self, (nn.ConvTranspose2d, nn.Linear))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = self.stem(z.view(z.shape[0], -1)).view(-1, self.c0, 4, 4)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from .cgan import ConditionalBatchNorm
+from .cgan import ConditionalBatchNorm, xavier_init
 from .dcgan import width_multipliers
 
 
@@ -42,10 +42,7 @@ class ResidualGenerator(nn.Module):
         self.blocks = nn.ModuleList(UpBlock(a, b, n_classes) for a, b in zip(widths, widths[1:]))
         self.out_norm = nn.BatchNorm2d(widths[-1])
         self.out = nn.Conv2d(widths[-1], channels, 3, 1, 1)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init(self, (nn.Conv2d, nn.Linear))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = self.stem(z.view(z.shape[0], -1)).view(-1, self.c0, 4, 4)

@@ -328,7 +328,8 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
             row.update(epoch=state.epoch, step=state.step, kimg=round(state.nimg / 1000, 4))
             append_snapshot(out / "metrics.csv", row)
             plot_losses(out / "metrics.csv", out / "metrics.png", columns=SNAPSHOT_PLOT, ylabel="value")
-            if cfg.select_snapshot and row["kid"] is not None and (state.best_kid is None or row["kid"] < state.best_kid):
+            better = row.get("kid") is not None and (state.best_kid is None or row["kid"] < state.best_kid)
+            if cfg.select_snapshot and better:
                 state.best_kid, state.best_kimg = row["kid"], row["kimg"]
                 state.new_best = True
         state.ada = step.ada.state_dict() if step.ada is not None else None

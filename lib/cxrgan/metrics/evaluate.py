@@ -5,9 +5,9 @@ One pass of feature extraction per image set feeds every metric: FID, KID (unbia
 and recall (k-NN manifolds, k = 3) on the features; the Inception Score on the Inception logits (generated images,
 and the real ones as a reference); and, needing no network, the pixel-space diversity: the median pairwise
 distance among generated images over the same among the real ones (about 1 for generated images as varied as real
-ones, far below 1 for a collapsed generator; recall's feature-free companion). The sample counts are reported beside every number, and a warning is recorded
-when FID uses fewer than 2,048 images on a side (FID is biased upward at small N, so such values only compare with
-values at the same N).
+ones, far below 1 for a collapsed generator; recall's feature-free companion). The sample counts are reported
+beside every number, and a warning is recorded when FID uses fewer than 2,048 images on a side (FID is biased
+upward at small N, so such values only compare with values at the same N).
 
 Precision/recall here use the chosen feature network (Inception pool3 or the domain classifier). Kynkaanniemi et
 al. and torch-fidelity use VGG-16 features by default, so the values are comparable in kind, not in number, with
