@@ -1,0 +1,125 @@
+"""Which parts of the limited-data recipe help: each variant trained for the same wall-clock on NIH 64x64, several
+GAN seeds, then scored as fid_is scores any samples file (domain features, per class) against the real test split.
+
+Variants are rows of the recipe table plus option overrides; the ones that change a table field (the networks)
+are registered here as extra rows, exactly as a new recipe would be. Each run trains in chunks of epochs until
+its training time reaches the budget, with metric snapshots against the validation split and --select-snapshot,
+so the scored generator is the best.pt chosen on validation KID (never test).
+
+Needs bench/gan_diagnosis.py's work folder for the dataset and the real-data classifier (run it first, or this
+script builds both the same way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import fire
+import numpy as np
+import torch
+
+from _common import console, record_start, show_table, write_section
+from cxrgan.classify.train import ClassifierConfig, run
+from cxrgan.gan.recipes import RECIPES
+from cxrgan.gan.sample import resolve_generators, sample_to_file
+from cxrgan.gan.train import GanConfig, train
+from cxrgan.metrics.evaluate import QualityConfig, evaluate
+from gan_quality import NIH64, nih64_splits
+
+EXTRA_RECIPES = {"limited-dcgan-nets": dataclasses.replace(RECIPES["limited"], networks="cgan", base=64)}
+VARIANTS = {  # name -> (recipe, option overrides)
+    "improved (today's default)": ("improved", {}),
+    "limited": ("limited", {}),
+    "limited without ADA": ("limited", {"ada_target": 0}),
+    "limited without LeCam": ("limited", {"lecam": 0}),
+    "limited with R1 (gamma 0.1)": ("limited", {"r1_gamma": 0.1}),
+    "limited without EMA": ("limited", {"ema_kimg": 0}),
+    "limited with the improved recipe's networks": ("limited-dcgan-nets", {}),
+}
+METRICS = ("kid_mean", "precision", "recall", "pixel_diversity")
+
+
+def _log(msg: str) -> None:
+    console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
+
+
+def train_for(cfg: dict, minutes: float, chunk: int = 5) -> dict:
+    """Train ``chunk`` epochs at a time (resuming) until the training time reaches ``minutes``."""
+    seconds, epochs, result = 0.0, 0, {}
+    while seconds < minutes * 60:
+        epochs += chunk
+        result = train(GanConfig(epochs=epochs, **cfg))
+        seconds += result.get("seconds", 0.0)
+    return {**result, "seconds": seconds}
+
+
+def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: float = 5, variants: str = None,
+         workdir: str = "/tmp/scratch/diagnosis", reuse: bool = True, out: str = None):
+    """Train and score every variant (or the comma-separated ``variants``); write the ablation section."""
+    record_start()
+    RECIPES.update(EXTRA_RECIPES)
+    work = Path(workdir)
+    data, real = nih64_splits(work, str(NIH64), 0)
+    ckpt = work / "eval" / "real" / "model-seed0.pt"
+    if not ckpt.is_file():
+        run(ClassifierConfig(data=str(data), out=str(ckpt.parent), epochs=15, seeds=1, size=64, device="cpu"))
+    features = f"classifier:{ckpt}"
+    names = [v.strip() for v in variants.split(",")] if variants else list(VARIANTS)
+    results = {}
+    for name in names:
+        recipe, overrides = VARIANTS[name]
+        for seed in (int(s) for s in str(seeds).split(",")):
+            run_dir = work / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-s{seed}"
+            scores = run_dir / "scores.json"
+            if reuse and scores.is_file():
+                results.setdefault(name, []).append(json.loads(scores.read_text()))
+                continue
+            _log(f"{name}, seed {seed}: {minutes} min of training")
+            trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
+                                     snapshot_kimg=snapshot_kimg, snapshot_features=features, select_snapshot=True,
+                                     **overrides), minutes)
+            gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
+            sample_to_file(run_dir / "samples.h5", gens, n, seed, torch.device("cpu"))
+            m = evaluate(QualityConfig(real=f"{data}:test", fake=str(run_dir / "samples.h5"), features=features,
+                                       out=str(run_dir / "fid_is.json"), cache="", seed=seed, device="cpu"))
+            record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": trained["seconds"],
+                      "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
+                      "checkpoint": gens[0].path.name, "per_class": m["per_class"], "near_copies": m["near_copies"],
+                      "near_copies_features": m["near_copies_features"], "n_fake": m["n_fake"]}
+            scores.write_text(json.dumps(record, indent=2))
+            results.setdefault(name, []).append(record)
+    classes = real["train"].classes
+    rows = []
+    for name, runs in results.items():
+        for c in classes:
+            cells = []
+            for key in METRICS:
+                v = np.array([r["per_class"][c][key] for r in runs if r["per_class"][c][key] is not None], float)
+                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else
+                             f"{v.mean():.3f}" if len(v) else "–")
+            kimg = np.mean([r["kimg"] or 0 for r in runs])
+            rows.append([name, c, str(len(runs)), f"{kimg:.0f}", *cells,
+                         f"{np.mean([r['near_copies'] for r in runs]):.1f}"])
+    table = show_table("ablation", ["variant", "class", "GAN seeds", "kimg in budget", "KID", "precision", "recall",
+                                    "pixel diversity", "near copies (pixels)"], rows)
+    body = f"""Each variant trained for {minutes:g} min of training time on the CPU (equal wall-clock, other jobs may
+share the machine), GAN seeds {seeds}; metric snapshots every {snapshot_kimg:g} kimg against the validation split,
+the best by validation KID kept (best.pt) and scored: {n} images per class against the {len(real['test'])} real test
+images in the real-data ResNet-18's feature space (`{ckpt}`), as fid_is computes KID, precision/recall (k = 3),
+pixel diversity, and near copies (of {n * 2} images; about 1% expected by chance). Mean ± sd over GAN seeds.
+
+{table}
+"""
+    write_section("gan-ablation", "GAN ablation: the limited-data recipe's parts (NIH 64x64, equal wall-clock)", body,
+                  out)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
