@@ -96,8 +96,12 @@ def main(src: str = str(NIH64), recipe: str = "improved", kimg: float = 160, sna
     result = train(GanConfig(data=str(data), out=str(gan_dir), recipe=recipe, kimg=kimg, seed=seed, device="cpu",
                              snapshot_kimg=snapshot_kimg, snapshot_n=snapshot_n, snapshot_features=features,
                              select_snapshot=True, ckpt_every=epochs_per_snapshot, keep=1))
-    seconds = result.get("seconds", time.perf_counter() - t0)
     rows = list(csv.DictReader(open(gan_dir / "metrics.csv")))
+    losses = list(csv.DictReader(open(gan_dir / "losses.csv")))
+    # training time: this call's, or (a finished run) the loss history's clock, which restarts on each resume
+    seconds = result.get("seconds") or sum(float(a["seconds"]) for a, b in zip(losses, losses[1:] + [None])
+                                           if b is None or float(b["seconds"]) < float(a["seconds"]))
+    shown = result.get("kimg") or float(losses[-1]["kimg"])
 
     # the end: raw generator vs EMA, and the real-vs-real reference, in the same space and counts
     snaps = Snapshots(str(data), None, snapshot_n, features, seed, torch.from_numpy(real["train"].images),
@@ -151,7 +155,7 @@ def main(src: str = str(NIH64), recipe: str = "improved", kimg: float = 160, sna
                         f"{_num(end['EMA generator']['pixel_diversity'])} vs "
                         f"{_num(end['raw generator']['pixel_diversity'])}.")
     body = f"""Real NIH images at 64x64 (`{data}`, split by patient: {n_train} training, {len(real['val'])} validation,
-{len(test)} test images). The `{recipe}` recipe trained for {result.get('kimg', kimg):.1f} thousand images shown
+{len(test)} test images). The `{recipe}` recipe trained for {shown:.1f} thousand images shown
 ({result.get('epochs')} epochs, {seconds / 60:.0f} min of training on the CPU, other jobs sharing the machine), with a
 metric snapshot every {snapshot_kimg:g} kimg: {snapshot_n} generated images with the validation split's class
 mix against the {len(real['val'])} validation images, in the feature space of a real-data ResNet-18
