@@ -89,7 +89,6 @@ def main(src: str = str(NIH64), recipe: str = "improved", kimg: float = 160, sna
                              device="cpu"))
     features = f"classifier:{ckpt}"
     gan_dir = work / recipe
-    t0 = time.perf_counter()
     _log(f"{recipe}: training to {kimg} kimg, snapshots every {snapshot_kimg} kimg")
     n_train = len(real["train"])
     epochs_per_snapshot = max(1, round(snapshot_kimg * 1000 / ((n_train // 32) * 32)))
