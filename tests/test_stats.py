@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from cxrgan.classify.stats import auroc, binary_metrics, bootstrap_ci, mcnemar, over_seeds, paired_bootstrap_auroc
+from cxrgan.classify.stats import (METRICS, auroc, binary_metrics, bootstrap_ci, bootstrap_p, mcnemar, over_seeds,
+                                   paired_bootstrap_auroc, resampled_metrics)
 
 
 def _brute_auroc(y, s):
@@ -38,11 +39,12 @@ def test_bootstrap_ci_contains_the_estimate_narrows_with_n_and_is_reproducible()
     y, s = data(100)
     ci = bootstrap_ci(y, s, n_boot=500, seed=3)
     point = binary_metrics(y, s)
-    for k, (lo, hi) in ci.items():
-        assert lo <= point[k] <= hi
+    for k, c in ci.items():
+        assert c["ci95"] == c["ci95_test_images_only"] and not c["seed_aware"]  # one run: nothing else to count
+        assert c["ci95"][0] <= point[k] <= c["ci95"][1]
     assert ci == bootstrap_ci(y, s, n_boot=500, seed=3)
     y2, s2 = data(2000)
-    wide, narrow = ci["auroc"], bootstrap_ci(y2, s2, n_boot=500, seed=3)["auroc"]
+    wide, narrow = ci["auroc"]["ci95"], bootstrap_ci(y2, s2, n_boot=500, seed=3)["auroc"]["ci95"]
     assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2
 
 
@@ -83,3 +85,69 @@ def test_paired_difference_over_several_runs_is_the_difference_of_mean_aurocs():
     r = paired_bootstrap_auroc(y, a, b, n_boot=100)
     expected = np.mean([auroc(y, s) for s in b]) - np.mean([auroc(y, s) for s in a])
     assert r["delta_auroc"] == pytest.approx(expected)
+
+
+def _simulated_arm(rng, y, difficulty, runs, run_sd):
+    """Scores of ``runs`` training runs of one method: each run's skill varies (sd ``run_sd``), images share a
+    difficulty across all models, and each model has its own noise on each image."""
+    skill = rng.normal(1.0, run_sd, (runs, 1))
+    logit = skill * np.where(y, 1, -1) + difficulty + rng.normal(0, 1, (runs, len(y)))
+    return 1 / (1 + np.exp(-logit))
+
+
+def _simulated_test_set(rng, n):
+    y = np.zeros(n, bool)
+    y[: int(0.3 * n)] = True
+    return y, rng.normal(0, 1, n)
+
+
+def test_vectorised_resampled_metrics_match_binary_metrics():
+    rng = np.random.default_rng(7)
+    y, d = _simulated_test_set(rng, 50)
+    s = np.round(_simulated_arm(rng, y, d, 3, 0.3), 2)  # ties
+    boot = resampled_metrics(y, [s], n_boot=5, seed=1)[0]
+    # replay the same resamples: positives first, then negatives, as resampled_metrics draws them
+    r = np.random.default_rng(1)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    idx = np.concatenate([r.choice(pos, (5, len(pos))), r.choice(neg, (5, len(neg)))], axis=1)
+    for b in range(5):
+        for run in range(3):
+            m = binary_metrics(y[idx[b]], s[run, idx[b]])
+            for k in METRICS:
+                assert boot[k][b, run] == pytest.approx(m[k])
+
+
+def test_bootstrap_p_is_never_zero():
+    assert bootstrap_p(np.full(999, 0.1)) == pytest.approx(2 / 1000)
+    assert bootstrap_p(np.zeros(10)) == 1.0
+
+
+def test_null_simulation_false_positive_rate_is_near_five_percent():
+    """Both arms are the same training method (5 runs each, runs differing in skill as real seeds do): the verdict's
+    interval must exclude 0 in about 5% of repeats. The test-images-only interval, which treats the trained models
+    as fixed, does so far more often; that was the old verdict."""
+    rng = np.random.default_rng(2026)
+    repeats, seed_aware, fixed = 200, 0, 0
+    for r in range(repeats):
+        y, d = _simulated_test_set(rng, 90)
+        a, b = _simulated_arm(rng, y, d, 5, 0.35), _simulated_arm(rng, y, d, 5, 0.35)
+        p = paired_bootstrap_auroc(y, a, b, n_boot=200, seed=r)
+        assert p["seed_aware"] and p["p_value"] > 0
+        seed_aware += not p["ci95"][0] <= 0 <= p["ci95"][1]
+        fixed += not p["ci95_test_images_only"][0] <= 0 <= p["ci95_test_images_only"][1]
+    assert 0.01 <= seed_aware / repeats <= 0.10
+    assert fixed / repeats > 0.25
+
+
+def test_seed_mean_interval_covers_the_methods_expected_auroc():
+    rng = np.random.default_rng(11)
+    y_big, d_big = _simulated_test_set(rng, 20000)
+    truth = np.mean([auroc(y_big, s) for s in _simulated_arm(rng, y_big, d_big, 200, 0.35)])
+    repeats, covered, covered_fixed = 120, 0, 0
+    for r in range(repeats):
+        y, d = _simulated_test_set(rng, 150)
+        ci = bootstrap_ci(y, _simulated_arm(rng, y, d, 5, 0.35), n_boot=200, seed=r)["auroc"]
+        covered += ci["ci95"][0] <= truth <= ci["ci95"][1]
+        covered_fixed += ci["ci95_test_images_only"][0] <= truth <= ci["ci95_test_images_only"][1]
+    assert covered / repeats >= 0.88
+    assert covered_fixed / repeats < covered / repeats

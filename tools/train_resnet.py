@@ -13,9 +13,12 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
     only and never enter validation or test. Gray input: ResNet-18's first convolution takes one channel (with
     --pretrained, ImageNet's RGB filters are folded into it). Augmentation: small rotation, scale, shift,
     brightness, contrast; never flips. metrics.json: accuracy, balanced_accuracy, auroc, sensitivity,
-    specificity (means over seeds), each with <key>_ci95 (bootstrap over test images of the mean over seeds)
-    and <key>_sd (over seeds), plus per_seed and n_test; with --baseline DIR, "paired": this run against
-    that run on the same test images (paired bootstrap of ΔAUROC, exact McNemar on accuracy).
+    specificity (means over seeds), each with <key>_ci95 (with two or more seeds, seed-aware: it holds for the
+    training method, counting both the spread between training runs and the choice of test images),
+    <key>_ci95_test_images_only (bootstrap over test images, these models held fixed) and <key>_sd (over
+    seeds), plus per_seed and n_test; with --baseline DIR, "paired": this run against that run on the same
+    test images (ΔAUROC with a seed-aware CI and p-value, the test-images-only ones beside them, and exact
+    McNemar on the accuracy of the seed-averaged predictions).
 
     Args:
         data: dataset file; its train split trains, its val split selects, its test split tests (unless --test).

@@ -1,6 +1,10 @@
-"""Classifier metrics with uncertainty: AUROC and threshold metrics, bootstrap confidence intervals, the paired
-comparison of two classifiers on the same test images (paired bootstrap of the AUROC difference, exact McNemar
-test of their accuracies), and mean/sd/CI over training seeds."""
+"""Classifier metrics with uncertainty: AUROC and threshold metrics; intervals for seed-mean metrics and for the
+difference between two training methods that hold for the method (new training runs, new test images), not only
+for the trained models at hand; the exact McNemar test of two classifiers' accuracies; mean/sd/Student-t CI over
+training seeds.
+
+Test images are resampled within each class, so every resample keeps the test set's class counts: intervals of
+accuracy, sensitivity and specificity are conditional on the test set's prevalence."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 from scipy import stats as _st
 
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity")
+_CHUNK = 200  # bootstrap replicates computed at once (bounds memory at replicates x runs x test images)
 
 
 def auroc(y_true, score) -> float:
@@ -31,42 +36,155 @@ def binary_metrics(y_true, score, threshold: float = 0.5) -> dict[str, float]:
             "sensitivity": sens, "specificity": spec}
 
 
-def bootstrap_ci(y_true, score, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 threshold: float = 0.5) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CI of every metric, resampling test images with replacement within each class
-    (so every resample has both classes). ``score`` may be (runs, n): the CI is then of the metric's mean over
-    the runs (e.g. training seeds evaluated on the same test images)."""
-    y, s = np.asarray(y_true).astype(bool), np.atleast_2d(np.asarray(score, dtype=np.float64))
-    rng = np.random.default_rng(seed)
+def _sorted_metrics(s: np.ndarray, n_pos: int, threshold: float) -> dict[str, np.ndarray]:
+    """Every metric of scores ``s`` (..., n) whose first ``n_pos`` columns are the positives, over the last axis."""
+    n_neg = s.shape[-1] - n_pos
+    ranks = _st.rankdata(s, axis=-1)
+    pred = s >= threshold
+    sens = pred[..., :n_pos].mean(-1)
+    spec = (~pred[..., n_pos:]).mean(-1)
+    return {"accuracy": (sens * n_pos + spec * n_neg) / (n_pos + n_neg), "balanced_accuracy": (sens + spec) / 2,
+            "auroc": (ranks[..., :n_pos].sum(-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg),
+            "sensitivity": sens, "specificity": spec}
+
+
+def resampled_metrics(y_true, arms, n_boot: int = 2000, seed: int = 0, threshold: float = 0.5
+                          ) -> list[dict[str, np.ndarray]]:
+    """Every run's metrics on ``n_boot`` resamples of the test images (stratified by class; the same resamples for
+    every arm, so differences between arms are paired). ``arms``: score arrays (runs, n) on the same test images.
+    Returns per arm {metric: (n_boot, runs)}."""
+    y = np.asarray(y_true).astype(bool)
+    arms = [np.atleast_2d(np.asarray(a, np.float64)) for a in arms]
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    draws = {k: [] for k in METRICS}
-    for _ in range(n_boot):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        per_run = [binary_metrics(y[idx], run[idx], threshold) for run in s]  # several seeds: their mean
-        for k in METRICS:
-            draws[k].append(np.mean([m[k] for m in per_run]))
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in draws.items()}
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("the test set needs both classes")
+    rng = np.random.default_rng(seed)
+    out = [{k: [] for k in METRICS} for _ in arms]
+    for start in range(0, n_boot, _CHUNK):
+        b = min(_CHUNK, n_boot - start)
+        idx = np.concatenate([rng.choice(pos, (b, len(pos))), rng.choice(neg, (b, len(neg)))], axis=1)
+        for arm, acc in zip(arms, out):
+            per_run = _sorted_metrics(arm[:, idx].transpose(1, 0, 2), len(pos), threshold)  # each (b, runs)
+            for k in METRICS:
+                acc[k].append(per_run[k])
+    return [{k: np.concatenate(v) for k, v in acc.items()} for acc in out]
 
 
-def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: int = 0,
-                           level: float = 0.95) -> dict[str, float]:
-    """AUROC(b) - AUROC(a) on the same test images: the difference, its percentile CI, and a two-sided bootstrap
-    p-value (twice the share of resampled differences on the far side of zero). Scores may be (runs, n): the
-    difference is then of the mean AUROC over runs, as the runs' means are reported."""
+def _arm_components(full: np.ndarray, boot: np.ndarray) -> tuple[float, float]:
+    """One arm's metric: (variance of its run mean from training runs, the model x image part of the test-image
+    bootstrap variance of its run mean). ``full``: (runs,) values on all test images; ``boot``: (B, runs).
+
+    The spread of runs on one test set (s^2) holds the runs' real differences *and* each model's own luck with these
+    particular images (model x image noise); the test-image bootstrap of the run mean holds that luck again, divided
+    by the number of runs. Adding both would count it twice (a null simulation showed 0.5% false positives instead
+    of 5%), so its bootstrap share is estimated, from how much more a single run's metric varies over test resamples
+    than the run mean's, and subtracted."""
+    r = len(full)
+    if r < 2:
+        return float("nan"), 0.0
+    single = boot.var(axis=0, ddof=1).mean()
+    mean = boot.mean(axis=1).var(ddof=1)
+    interaction = max(0.0, r / (r - 1) * (single - mean))
+    return float(full.var(ddof=1) / r), float(interaction / r)
+
+
+def _seed_aware(estimate: float, seed_terms: list[tuple[float, int]], test_var: float, level: float) -> dict:
+    """Student-t interval of ``estimate`` with variance sum(seed variances) + test_var; Welch-Satterthwaite degrees
+    of freedom from the seed terms (runs - 1 each), the test-image term counted as known."""
+    seed_var = sum(v for v, _ in seed_terms)
+    var = seed_var + test_var
+    se = float(np.sqrt(var))
+    denom = sum(v * v / (n - 1) for v, n in seed_terms)
+    df = var * var / denom if denom > 0 else float("inf")
+    q = float(_st.t.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(_st.norm.ppf((1 + level) / 2))
+    if se == 0:
+        p = 1.0 if estimate == 0 else 0.0
+    else:
+        z = abs(estimate) / se
+        p = float(2 * (_st.t.sf(z, df) if np.isfinite(df) else _st.norm.sf(z)))
+    return {"ci95": (estimate - q * se, estimate + q * se), "se": se, "df": df, "p_value": p}
+
+
+def _percentile(draws: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
+
+
+def bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the difference is zero": twice the smaller tail share at or beyond zero, as
+    (k + 1) / (B + 1) so that it is never 0."""
+    d = np.asarray(draws)
+    k = min(int((d <= 0).sum()), int((d >= 0).sum()))
+    return float(min(1.0, 2 * (k + 1) / (len(d) + 1)))
+
+
+def bootstrap_ci(y_true, score, n_boot: int = 2000, seed: int = 0, level: float = 0.95, threshold: float = 0.5
+                 ) -> dict[str, dict]:
+    """Every metric's mean over training runs (``score``: (runs, n) or (n,)) with two intervals:
+
+    - ``ci95``: about the training method (a new set of runs on a new test set): Student-t with the spread between
+      runs plus the test-image bootstrap variance, the model x image noise counted once (``_arm_components``), on
+      the logit scale. With a single run there is no spread to measure and it equals the test-images-only interval
+      (``seed_aware`` False).
+    - ``ci95_test_images_only``: percentile bootstrap over test images with these trained models held fixed.
+    """
+    s = np.atleast_2d(np.asarray(score, np.float64))
+    y = np.asarray(y_true).astype(bool)
+    boot = resampled_metrics(y, [s], n_boot, seed, threshold)[0]
+    out = {}
+    for k in METRICS:
+        full = np.array([binary_metrics(y, run, threshold)[k] for run in s])
+        mean_draws = boot[k].mean(axis=1)
+        fixed = _percentile(mean_draws, level)
+        if len(s) < 2:
+            out[k] = {"ci95": fixed, "ci95_test_images_only": fixed, "seed_aware": False}
+            continue
+        seed_var, interaction = _arm_components(full, boot[k])
+        test_var = max(0.0, float(mean_draws.var(ddof=1)) - interaction)
+        res = _seed_aware(float(full.mean()), [(seed_var, len(s))], test_var, level)
+        out[k] = {"ci95": _on_logit_scale(float(full.mean()), res), "ci95_test_images_only": fixed,
+                  "seed_aware": True}
+    return out
+
+
+def _on_logit_scale(p: float, res: dict) -> tuple[float, float]:
+    """The t interval of a proportion-like metric mapped through the logit (delta method), so it stays in [0, 1] and
+    is asymmetric near the ends; a symmetric interval there undercovers (a high estimate comes with a small
+    bootstrap variance). At 0 or 1 the symmetric interval, clipped."""
+    lo, hi = res["ci95"]
+    if not 0 < p < 1:
+        return max(0.0, lo), min(1.0, hi)
+    half = (hi - p) / (p * (1 - p))
+    logit = np.log(p / (1 - p))
+    return float(1 / (1 + np.exp(-(logit - half)))), float(1 / (1 + np.exp(-(logit + half))))
+
+
+def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Method b against method a (scores (runs, n) each, on the same test images): the difference in mean AUROC
+    over runs. Main result (``ci95``, ``p_value``): a seed-aware interval and test, Welch-t over the runs of both
+    arms plus the paired test-image bootstrap variance of the difference, the model x image noise counted once, so
+    it holds for the training methods, not only for these trained models. Secondary: the paired percentile bootstrap
+    over test images with the models held fixed (``ci95_test_images_only``, ``p_value_test_images_only``). With a
+    single run in either arm the main result cannot include training variation (``seed_aware`` False) and equals
+    the secondary one."""
     y = np.asarray(y_true).astype(bool)
     a, b = np.atleast_2d(np.asarray(score_a, np.float64)), np.atleast_2d(np.asarray(score_b, np.float64))
-
-    def delta(idx):
-        return np.mean([auroc(y[idx], r[idx]) for r in b]) - np.mean([auroc(y[idx], r[idx]) for r in a])
-
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    deltas = np.array([delta(np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]))
-                       for _ in range(n_boot)])
-    lo, hi = np.percentile(deltas, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    p = min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean()))
-    return {"delta_auroc": float(delta(np.arange(len(y)))), "ci95": (float(lo), float(hi)), "p_value": float(p)}
+    full_a, full_b = np.array([auroc(y, r) for r in a]), np.array([auroc(y, r) for r in b])
+    delta = float(full_b.mean() - full_a.mean())
+    boot_a, boot_b = (d["auroc"] for d in resampled_metrics(y, [a, b], n_boot, seed))
+    deltas = boot_b.mean(axis=1) - boot_a.mean(axis=1)
+    fixed = {"ci95_test_images_only": _percentile(deltas, level), "p_value_test_images_only": bootstrap_p(deltas)}
+    base = {"delta_auroc": delta, "runs": [len(a), len(b)]}
+    if len(a) < 2 or len(b) < 2:
+        return {**base, "ci95": fixed["ci95_test_images_only"], "p_value": fixed["p_value_test_images_only"],
+                "seed_aware": False, "method": "paired bootstrap over test images (one run: models held fixed)",
+                **fixed}
+    (va, ia), (vb, ib) = _arm_components(full_a, boot_a), _arm_components(full_b, boot_b)
+    test_var = max(0.0, float(deltas.var(ddof=1)) - ia - ib)
+    res = _seed_aware(delta, [(va, len(a)), (vb, len(b))], test_var, level)
+    return {**base, "ci95": res["ci95"], "p_value": res["p_value"], "se": res["se"], "df": res["df"],
+            "seed_aware": True, "method": "seed-aware: Welch t over training runs + paired test-image bootstrap",
+            **fixed}
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict[str, float]:

@@ -163,7 +163,7 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     ci = stats.bootstrap_ci(test.labels, scores, cfg.n_boot, seed)
     return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, "n_train_real": int(sum(real_counts.values()))
             if not cfg.synthetic_only else 0, "n_train_synthetic": n_synthetic, "history": history,
-            **metrics, **{f"{k}_ci95": v for k, v in ci.items()}, "scores": scores, "state": best}
+            **metrics, **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}, "scores": scores, "state": best}
 
 
 def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
@@ -194,10 +194,13 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     scores = np.stack([r["scores"] for r in runs])
     summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}
     ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
+    summary["ci_method"] = ("seed-aware: training runs and test images" if cfg.seeds > 1 else
+                            "test images only (one training run: no run-to-run variation to measure)")
     for key in stats.METRICS:
         values = [r[key] for r in runs]
         summary[key] = float(np.mean(values))
-        summary[f"{key}_ci95"] = list(ci[key])
+        summary[f"{key}_ci95"] = list(ci[key]["ci95"])
+        summary[f"{key}_ci95_test_images_only"] = list(ci[key]["ci95_test_images_only"])
         summary[f"{key}_sd"] = stats.over_seeds(values)["sd"] if cfg.seeds > 1 else None
     summary["per_seed"] = [{k: v for k, v in r.items() if k not in ("scores", "state")} for r in runs]
     if cfg.baseline:
@@ -237,11 +240,13 @@ def markdown(s: dict) -> str:
     rows = [f"| {k} | {s[k]:.4f} | {s[f'{k}_ci95'][0]:.4f} – {s[f'{k}_ci95'][1]:.4f} | {sd(k)} |"
             for k in stats.METRICS]
     text = (f"# Classifier results ({s['n_seeds']} seed(s), {s['n_test']} real test images)\n\n"
-            "| metric | mean over seeds | 95% bootstrap CI | sd over seeds |\n|---|---:|---:|---:|\n" + "\n".join(rows))
+            f"| metric | mean over seeds | 95% CI ({s.get('ci_method', 'test images only')}) | sd over seeds |\n"
+            "|---|---:|---:|---:|\n" + "\n".join(rows))
     if "paired" in s:
         p = s["paired"]
         text += (f"\n\nAgainst {p['baseline']}: ΔAUROC {p['delta_auroc']:+.4f} (95% CI {p['ci95'][0]:+.4f} to "
-                 f"{p['ci95'][1]:+.4f}, paired bootstrap p = {p['p_value']:.3g}); McNemar on accuracy: "
+                 f"{p['ci95'][1]:+.4f}, p = {p['p_value']:.3g}; {p.get('method', 'paired bootstrap')}); "
+                 "McNemar on the accuracy of the seed-averaged predictions: "
                  f"{p['mcnemar']['only_a_correct']} vs {p['mcnemar']['only_b_correct']} discordant, "
                  f"p = {p['mcnemar']['p_value']:.3g}.")
     return text + "\n"
