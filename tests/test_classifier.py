@@ -9,7 +9,7 @@ from torchvision.models import resnet18
 
 from cxrgan.classify import model as classifier
 from cxrgan.classify.train import ClassifierConfig, run
-from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter
+from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter, read_info
 from cxrgan.errors import UserError
 from cxrgan.data.phantoms import generate
 from cxrgan.data.reader import H5ImageDataset
@@ -25,11 +25,14 @@ def phantoms(tmp_path_factory):
     return path
 
 
-def _samples(path, images, labels, names):
+def _samples(path, images, labels, names, trained_on=None, split="train"):
+    """A samples file whose generator says it was trained on ``trained_on``'s ``split`` (no claim when None)."""
     w = DatasetWriter(path, images.shape[-1], ["No Finding", "Infiltration"], {"synthetic": len(images)},
                       with_patients=False, schema=SAMPLES_SCHEMA)
     w.add_batch("synthetic", labels, names, images)
-    w.close(source="test")
+    provenance = {} if trained_on is None else {"training_data": [
+        {"content_sha256": read_info(trained_on).attrs["content_sha256"], "split": split, "path": str(trained_on)}]}
+    w.close(source="test", **provenance)
     return path
 
 
@@ -39,7 +42,7 @@ def fake_samples(phantoms, tmp_path_factory):
     train = H5ImageDataset(phantoms, "train", in_memory=True)
     noisy = np.clip(train.images.astype(int) + np.random.default_rng(0).integers(-8, 9, train.images.shape), 0, 255)
     names = [f"synthetic_{i:06d}.png" for i in range(len(train))]
-    return _samples(tmp_path_factory.mktemp("syn") / "s.h5", noisy.astype(np.uint8), train.labels, names)
+    return _samples(tmp_path_factory.mktemp("syn") / "s.h5", noisy.astype(np.uint8), train.labels, names, phantoms)
 
 
 def test_learns_above_chance_and_writes_everything(phantoms, tmp_path):
@@ -84,10 +87,34 @@ def _class_counts(path):
 
 def test_synthetic_images_never_reach_validation_or_test(phantoms, tmp_path):
     test = H5ImageDataset(phantoms, "test", in_memory=True)
-    leaky = _samples(tmp_path / "leak.h5", test.images, test.labels, test.names)  # named like test images
-    with pytest.raises(UserError, match="appear in validation/test"):
+    leaky = _samples(tmp_path / "leak.h5", test.images, test.labels, test.names, phantoms)  # named like test images
+    with pytest.raises(UserError, match="pixel-identical to validation/test images"):
         run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), epochs=1, synthetic=str(leaky),
                       synthetic_per_class=5, **FAST))
+
+
+def test_renamed_test_images_are_refused_with_one_line_and_exit_2(phantoms, tmp_path):
+    """The audit's attack: the real test images, renamed like synthetic ones, in a samples file that claims the
+    right provenance. Names prove nothing; the pixels give it away."""
+    test = H5ImageDataset(phantoms, "test", in_memory=True)
+    names = [f"synthetic_no-finding_{i:06d}.png" for i in range(len(test))]
+    renamed = _samples(tmp_path / "renamed.h5", test.images, test.labels, names, phantoms)
+    r = run_tool("train_resnet.py", "--data", phantoms, "--synthetic", renamed, "--out", tmp_path / "x",
+                 "--epochs", "1", "--size", "32", "--device", "cpu")
+    assert r.returncode == 2 and "pixel-identical" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_synthetic_images_must_come_from_the_datasets_own_training_split(phantoms, fake_samples, tmp_path):
+    train = H5ImageDataset(fake_samples, "synthetic", in_memory=True)
+    other = tmp_path / "other.h5"
+    generate(other, n=40, size=32, seed=7)
+    cases = {"does not record": _samples(tmp_path / "none.h5", train.images, train.labels, train.names),
+             "trained on other data": _samples(tmp_path / "o.h5", train.images, train.labels, train.names, other),
+             "'test' split": _samples(tmp_path / "t.h5", train.images, train.labels, train.names, phantoms, "test")}
+    for message, path in cases.items():
+        with pytest.raises(UserError, match=message):
+            run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), epochs=1, synthetic=str(path), **FAST))
 
 
 def test_real_fraction_keeps_whole_patients(phantoms, tmp_path):

@@ -112,13 +112,15 @@ def trained(phantoms, tmp_path_factory):
     return root
 
 
-def test_sample_writes_n_per_class_in_the_contract(trained, tmp_path):
+def test_sample_writes_n_per_class_in_the_contract(trained, phantoms, tmp_path):
     out = tmp_path / "s.h5"
     r = run_tool("sample.py", "--n", "7", "--root", trained, "--out", out, "--png", tmp_path / "png", "--seed", "3")
     assert r.returncode == 0, r.stderr
     info = read_info(out, (SAMPLES_SCHEMA,))
     assert info.splits == ["synthetic"] and info.counts == {"synthetic": {"No Finding": 7, "Infiltration": 7}}
     assert info.attrs["weights"] == ["ema"] and len(info.attrs["checkpoint_sha256"][0]) == 64
+    assert info.attrs["training_data"] == [{"content_sha256": read_info(phantoms).attrs["content_sha256"],
+                                            "split": "train", "path": str(phantoms.resolve())}]
     with h5py.File(out) as f:
         g = f["synthetic"]
         assert "patient_ids" not in g and g["images"].shape == (14, 32, 32) and g["labels"][:].tolist() == [0] * 7 + [1] * 7

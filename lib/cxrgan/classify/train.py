@@ -21,7 +21,7 @@ from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
 from ..data.reader import H5ImageDataset, to_model_input
 from ..errors import UserError
 from ..fileio import atomic_output, write_json_atomic
-from . import model as classifier
+from . import model as classifier, provenance
 from . import stats
 
 
@@ -180,6 +180,8 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     if cfg.synthetic:
         path, split = parse_ref(cfg.synthetic, "synthetic")
         data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
+    if data["synthetic"] is not None:
+        provenance.check_synthetic(data["synthetic"], data["train"], [data["val"], data["test"]])
     for name in ("val", "test"):
         if len(np.unique(data[name].labels)) < 2:
             raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")

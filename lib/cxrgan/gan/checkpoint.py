@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -84,6 +84,7 @@ class LoadedGenerator:
     weights: str  # "ema" or "generator"
     recipe: str
     epoch: int
+    dataset: dict = field(default_factory=dict)  # the checkpoint's training data (gan.train.TrainingImages.identity)
 
     @property
     def classes_covered(self) -> list[int]:
@@ -97,4 +98,4 @@ def load_generator(path: str | Path, device="cpu") -> LoadedGenerator:
     weights = "ema" if saved.get("ema") is not None else "generator"
     G.load_state_dict(saved[weights])
     return LoadedGenerator(Path(path), G.to(device).eval(), saved["model"], weights, saved["config"]["recipe"],
-                           saved["epoch"])
+                           saved["epoch"], dict(saved.get("dataset") or {}))

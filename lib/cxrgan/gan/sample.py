@@ -137,7 +137,18 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
             source="gan", seed=seed, n_per_class=n, truncation=truncation if truncation is not None else "none",
             checkpoints=checkpoints, checkpoint_sha256=[sha256_file(p) for p in checkpoints],
             recipe=sorted({g.recipe for g in gens.values()}), weights=sorted({g.weights for g in gens.values()}),
-            epochs=[gens[c].epoch for c in wanted], args=call_args or {})
+            epochs=[gens[c].epoch for c in wanted], training_data=training_data(gens.values()), args=call_args or {})
+
+
+def training_data(gens) -> list[dict]:
+    """What the generators were trained on, once per distinct dataset and split: the provenance train_resnet checks
+    (a synthetic arm must come from --data's own training split)."""
+    seen = {}
+    for g in gens:
+        d = g.dataset
+        key = (d.get("content_sha256", ""), d.get("split", "train"))
+        seen[key] = {"content_sha256": key[0], "split": key[1], "path": d.get("path", "")}
+    return list(seen.values())
 
 
 def _slug(name: str) -> str:

@@ -147,7 +147,7 @@ class TrainingImages:
     images: torch.Tensor  # uint8 (n, H, W)
     labels: torch.Tensor  # int64 (n,)
     classes: list[str]
-    identity: dict  # what checkpoints record of the data: path, size, classes, content_sha256, n_train
+    identity: dict  # what checkpoints record of the data: path, size, classes, content_sha256, split, n_train
 
 
 def load_training_images(cfg: GanConfig) -> TrainingImages:
@@ -167,7 +167,7 @@ def load_training_images(cfg: GanConfig) -> TrainingImages:
         raise UserError(f"{len(images)} training images (class {cfg.cls if cfg.cls is not None else 'all'}) is fewer "
                         f"than --batch {cfg.batch}; lower --batch")
     identity = {"path": str(Path(cfg.data).resolve()), "size": data.size, "classes": data.classes,
-                "content_sha256": data.info.attrs.get("content_sha256", ""), "n_train": len(images)}
+                "content_sha256": data.info.attrs.get("content_sha256", ""), "split": "train", "n_train": len(images)}
     return TrainingImages(images, labels, data.classes, identity)
 
 

@@ -1,0 +1,47 @@
+"""Synthetic images may join a classifier's training data only if they cannot carry validation or test images in:
+their samples file must say its generator was trained on the classifier's own dataset (same content hash) and on
+its training split, whose patients the dataset keeps apart from validation and test; and no synthetic image may be
+pixel-identical to a validation or test image. A file name proves nothing (synthetic images are renamed)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..data.reader import H5ImageDataset
+from ..errors import UserError
+
+
+def pixel_digests(images: np.ndarray) -> list[bytes]:
+    """A digest of each image's pixels."""
+    return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() for image in images]
+
+
+def check_synthetic(synthetic: H5ImageDataset, data: H5ImageDataset, held_out: list[H5ImageDataset]) -> None:
+    """Raise a UserError unless ``synthetic`` was generated from ``data``'s training split and shares no image with
+    ``held_out`` (the validation and test sets)."""
+    where = synthetic.path
+    trained_on = synthetic.info.attrs.get("training_data")
+    if not trained_on:
+        raise UserError(f"{where} does not record which data its generator was trained on (made before this check or "
+                        "not by tools/sample.py); sample it again with tools/sample.py")
+    want = data.info.attrs.get("content_sha256", "")
+    for d in trained_on:
+        if not want or d.get("content_sha256") != want:
+            raise UserError(f"{where} comes from a generator trained on other data (content sha256 "
+                            f"{str(d.get('content_sha256'))[:12]}…) than --data {data.path} ({want[:12]}…); train "
+                            "the GAN on --data and sample again")
+        if d.get("split") != "train":
+            raise UserError(f"{where} comes from a generator trained on the {d.get('split')!r} split of --data; only "
+                            "its train split may feed synthetic training images")
+    seen = {}
+    for ds in held_out:
+        for i, digest in enumerate(pixel_digests(ds.images)):
+            seen.setdefault(digest, (ds, i))
+    copies = [(i, seen[d]) for i, d in enumerate(pixel_digests(synthetic.images)) if d in seen]
+    if copies:
+        i, (ds, j) = copies[0]
+        raise UserError(f"{len(copies)} synthetic images in {where} are pixel-identical to validation/test images "
+                        f"(e.g. {synthetic.names[i]} = {ds.split} image {ds.names[j]}); they would leak the test set "
+                        "into training")
