@@ -36,6 +36,10 @@ from cxrgan.data.reader import H5ImageDataset
 RECIPES = ("seed", "improved")
 
 
+def _held_out_median(a: dict) -> float:
+    return a.get("held_out_to_train_median", a.get("test_to_train_median", float("nan")))
+
+
 def _log(msg: str) -> None:
     console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
 
@@ -189,8 +193,7 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
         q = quality[r]
         a_rows.append([r, q["n_fake"], f"{q['near_copies']} ({100 * q['near_copies'] / q['n_fake']:.1f}%)",
                        f"{q['audit_pixels']['synthetic_to_train_median']:.3g}",
-                       f"{q['audit_pixels']['test_to_train_median']:.3g}" if "test_to_train_median" in
-                       q["audit_pixels"] else "–",
+                       f"{_held_out_median(q['audit_pixels']):.3g}",
                        f"{q['near_copies_features']} ({100 * q['near_copies_features'] / q['n_fake']:.1f}%)"])
     a_table = show_table("memorisation audit", ["recipe", "generated", "near copies, pixels",
                                                 "median NN dist gen→train (pixels)", "median test→train (pixels)",

@@ -84,6 +84,14 @@ def _ci(m: dict, key: str, digits: int = 3) -> str:
     return text
 
 
+def _count_ci(m: dict, key: str) -> str:
+    return f"[{m[key][0]}–{m[key][1]}] " if key in m else ""
+
+
+def _held_out_median(a: dict) -> float:
+    return a.get("held_out_to_train_median", a.get("test_to_train_median"))
+
+
 def _num(v, fmt: str = ".4g") -> str:
     return "–" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
 
@@ -190,18 +198,23 @@ def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, lis
                          f"{_num(s.get('fid'), '.2f')} "
                          f"| {kid} | {_num(s.get('precision'), '.3f')} | {_num(s.get('recall'), '.3f')} "
                          f"| {_num(s.get('pixel_diversity'), '.3f')} | {is_} |")
-        for w in m.get("warnings", [])[:1]:
-            lines.append(f"\n> {path.name}: {w}\n")
+        warnings = m.get("warnings", [])
+        if warnings:
+            lines.append("")
+            lines += [f"> {path.name}: {w}  " for w in warnings]
+            lines.append("")
         if "near_copies" in m:
             audit_lines += [f"### {path.name} ({feats} features)", "",
                             f"- pixel space: **{m['near_copies']} of {m['n_fake']}** generated images are near-copies "
-                            f"(threshold {m['near_copy_threshold']:.4g}); feature space: "
-                            f"**{m['near_copies_features']}** (threshold {m['near_copy_threshold_features']:.4g}).",
+                            f"{_count_ci(m, 'near_copies_ci95')}(threshold {m['near_copy_threshold']:.4g}); feature "
+                            f"space: **{m['near_copies_features']}** {_count_ci(m, 'near_copies_features_ci95')}"
+                            f"(threshold {m['near_copy_threshold_features']:.4g}). In brackets: the count's 95% "
+                            "interval as the threshold varies over bootstrap resamples of the held-out images.",
                             f"- rule: {m.get('near_copy_rule', '')}; by construction about "
                             f"{100 * m['config']['near_copy_quantile']:g}% of held-out real images fall under it.",
                             f"- median distance to the nearest training image: generated "
                             f"{m['audit_pixels']['synthetic_to_train_median']:.4g}, held-out real "
-                            f"{m['audit_pixels']['test_to_train_median']:.4g} (pixels).", ""]
+                            f"{_held_out_median(m['audit_pixels']):.4g} (pixels).", ""]
             for key in ("closest_pixels", "audit_pixels", "closest_features", "audit_features"):
                 if key in m.get("figures", {}):
                     audit_lines.append(f"![{key}]({_rel(path.parent / m['figures'][key], base)})")

@@ -161,8 +161,9 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     scores = predict(model, test.images, cfg.size, device)
     metrics = stats.binary_metrics(test.labels, scores)
     ci = stats.bootstrap_ci(test.labels, scores, cfg.n_boot, seed)
-    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, "n_train_real": int(sum(real_counts.values()))
-            if not cfg.synthetic_only else 0, "n_train_synthetic": n_synthetic, "history": history,
+    n_real = int(sum(real_counts.values())) if not cfg.synthetic_only else 0
+    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, "n_train_real": n_real,
+            "n_train_synthetic": n_synthetic, "history": history,
             **metrics, **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}, "scores": scores, "state": best}
 
 

@@ -1,8 +1,15 @@
 """Memorisation audit: is any generated image a near-copy of a real training image?
 
-For every generated image, its nearest real training image (Euclidean distance, in pixel space and optionally in
-a feature space); the same for every real test image, whose patients the generator never saw. A generated image
-closer to a training image than all but ``quantile`` of the real test images are counts as a near-copy.
+For every generated image, its nearest real training image; the same for every real held-out image (validation
+and test: patients the generator never saw). A generated image closer to a training image than all but
+``quantile`` of the held-out images are counts as a near-copy. Two spaces:
+
+- pixels: the root-mean-square pixel difference (0-1 scale) on the images' overlap, minimised over translations of
+  up to ``max_shift`` pixels each way (±4 px at 64x64), so a copy moved by a few pixels is still a copy;
+- features: Euclidean distance between feature vectors (a chest X-ray network's penultimate layer).
+
+The threshold is a low quantile of the held-out distances, so it rests on a few images; its bootstrap interval
+(resampling the held-out images) and the near-copy count's interval under it are reported with it.
 """
 
 from __future__ import annotations
@@ -16,10 +23,20 @@ from ..figures import plt, save_figure, save_grid
 
 def pixel_vectors(images: np.ndarray, side: int = 64) -> np.ndarray:
     """uint8 (n, H, W) -> float32 (n, side*side) in [0, 1], area-downsampled so large images stay cheap."""
+    return pixel_images(images, side).reshape(len(images), -1)
+
+
+def pixel_images(images: np.ndarray, side: int = 64) -> np.ndarray:
+    """uint8 (n, H, W) -> float32 (n, side, side) in [0, 1], area-downsampled when larger than ``side``."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).unsqueeze(1)
     if x.shape[-1] > side:
         x = F.adaptive_avg_pool2d(x, side)
-    return x.flatten(1).numpy()
+    return x.squeeze(1).numpy()
+
+
+def default_max_shift(side: int) -> int:
+    """Translations the pixel audit forgives: 4 px at 64x64, in proportion at other sizes (at least 1)."""
+    return max(1, round(side / 16))
 
 
 def nearest(query: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -34,15 +51,64 @@ def nearest(query: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> tupl
     return torch.cat(dists).numpy(), torch.cat(index).numpy()
 
 
-def audit_space(synthetic: np.ndarray, train: np.ndarray, test: np.ndarray, quantile: float = 0.01) -> dict:
-    """Near-copy count in one space: generated-to-train distances against test-to-train distances."""
-    d_syn, i_syn = nearest(synthetic, train)
-    d_test, _ = nearest(test, train)
-    threshold = float(np.quantile(d_test, quantile))
-    return {"near_copies": int((d_syn < threshold).sum()), "near_copy_threshold": threshold,
-            "threshold_rule": f"{quantile:g} quantile of real test-to-train nearest distances",
-            "synthetic_to_train_median": float(np.median(d_syn)), "test_to_train_median": float(np.median(d_test)),
-            "distances": d_syn, "nearest_train": i_syn, "test_distances": d_test}
+@torch.no_grad()
+def shifted_nearest(query: np.ndarray, reference: np.ndarray, max_shift: int, device="cpu",
+                    chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For images (n, s, s) in [0, 1]: each query image's smallest RMS difference to any reference image over
+    translations (dy, dx) in [-max_shift, max_shift]^2, compared on the overlap; returns (distance, index of the
+    reference image, (dy, dx) of the best translation)."""
+    q_all = torch.from_numpy(np.asarray(query, np.float32)).to(device)
+    ref = torch.from_numpy(np.asarray(reference, np.float32)).to(device)
+    s = q_all.shape[-1]
+    best_d = torch.full((len(q_all),), float("inf"), device=device)
+    best_i = torch.zeros(len(q_all), dtype=torch.long, device=device)
+    best_shift = torch.zeros((len(q_all), 2), dtype=torch.long, device=device)
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            # query pixel (y, x) against reference pixel (y - dy, x - dx): the query is the reference moved by dy, dx
+            qy, ry = slice(max(0, dy), s + min(0, dy)), slice(max(0, -dy), s + min(0, -dy))
+            qx, rx = slice(max(0, dx), s + min(0, dx)), slice(max(0, -dx), s + min(0, -dx))
+            r = ref[:, ry, rx].reshape(len(ref), -1)
+            scale = r.shape[1] ** -0.5
+            for i in range(0, len(q_all), chunk):
+                q = q_all[i:i + chunk, qy, qx].reshape(-1, r.shape[1])
+                v, j = (torch.cdist(q, r) * scale).min(dim=1)
+                better = v < best_d[i:i + chunk]
+                best_d[i:i + chunk] = torch.where(better, v, best_d[i:i + chunk])
+                best_i[i:i + chunk] = torch.where(better, j, best_i[i:i + chunk])
+                best_shift[i:i + chunk][better] = torch.tensor([dy, dx], device=device)
+    return best_d.cpu().numpy(), best_i.cpu().numpy(), best_shift.cpu().numpy()
+
+
+def audit_space(synthetic: np.ndarray, train: np.ndarray, held_out: np.ndarray, quantile: float = 0.01,
+                max_shift: int | None = None, n_boot: int = 1000, seed: int = 0, device="cpu") -> dict:
+    """Near-copy count in one space: generated-to-train distances against held-out-to-train distances. Feature
+    vectors (n, d) use Euclidean distance; with ``max_shift`` the inputs are images (n, s, s) and the distance is
+    the shift-tolerant RMS pixel difference."""
+    if max_shift is None:
+        d_syn, i_syn = nearest(synthetic, train)
+        d_held, _ = nearest(held_out, train)
+        shifts, rule = None, "Euclidean distance"
+    else:
+        d_syn, i_syn, shifts = shifted_nearest(synthetic, train, max_shift, device)
+        d_held, _, _ = shifted_nearest(held_out, train, max_shift, device)
+        rule = f"RMS pixel difference, minimised over translations up to ±{max_shift} px"
+    threshold = float(np.quantile(d_held, quantile))
+    rng = np.random.default_rng(seed)
+    boot_t = np.quantile(rng.choice(d_held, (n_boot, len(d_held))), quantile, axis=1)
+    boot_n = (d_syn[None, :] < boot_t[:, None]).sum(1)
+    result = {"near_copies": int((d_syn < threshold).sum()), "near_copy_threshold": threshold,
+              "near_copy_threshold_ci95": [float(x) for x in np.percentile(boot_t, [2.5, 97.5])],
+              "near_copies_ci95": [int(x) for x in np.percentile(boot_n, [2.5, 97.5])],
+              "near_copies_expected_by_chance": quantile * len(d_syn), "n_held_out": int(len(d_held)),
+              "distance": rule,
+              "threshold_rule": f"{quantile:g} quantile of {len(d_held)} real held-out-to-train nearest distances",
+              "synthetic_to_train_median": float(np.median(d_syn)),
+              "held_out_to_train_median": float(np.median(d_held)),
+              "distances": d_syn, "nearest_train": i_syn, "test_distances": d_held}
+    if shifts is not None:
+        result["best_shift"] = shifts
+    return result
 
 
 def closest_pairs_figure(path, synthetic_images: np.ndarray, train_images: np.ndarray, result: dict,

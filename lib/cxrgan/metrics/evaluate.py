@@ -13,13 +13,14 @@ Precision/recall here use the chosen feature network (Inception pool3 or the dom
 al. and torch-fidelity use VGG-16 features by default, so the values are comparable in kind, not in number, with
 papers that report VGG-16 precision/recall.
 
-The memorisation audit: for every generated image its nearest real training image, in pixel space (64x64, area
-downsampled) and in feature space, against the same distance for every real held-out image (whose patients the
-generator never saw). A generated image closer to a training image than the 1st percentile of held-out-to-train
-distances counts as a near-copy (``near_copies``, ``near_copy_threshold``: pixel space; ``*_features``: feature
-space). Held-out real images fall under the threshold 1% of the time by construction, so about 1% of generated
-images can be flagged without any copying; many more than that, or a closest-pairs grid of visibly identical
-images, is the warning sign.
+The memorisation audit (``audit.py``): for every generated image its nearest real training image, in pixel space
+(64x64, area downsampled, RMS difference minimised over translations of up to ±4 px) and in feature space, against
+the same distance for every real held-out image (``--real`` and, from the same dataset file, its val and test
+splits: patients the generator never saw). A generated image closer to a training image than the 1st percentile of
+held-out-to-train distances counts as a near-copy (``near_copies``, ``near_copy_threshold``: pixel space;
+``*_features``: feature space), each with a bootstrap interval over the held-out images (``*_ci95``). Held-out
+real images fall under the threshold 1% of the time by construction, so about 1% of generated images can be flagged
+without any copying; many more than that, or a closest-pairs grid of visibly identical images, is the warning sign.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import options
+from .. import options, runtime
 from ..cli import ProgressFn, no_progress
 from ..data.datasetfile import parse_ref
 from ..data.reader import H5ImageDataset
@@ -195,7 +196,8 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
     out = Path(cfg.out)
     if train is not None:
         train_f, _ = features_of(train, "real training")
-        summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out))
+        summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out, features_of,
+                                 runtime.resolve_device(cfg.device)))
     summary["real"] = {"file": real.path, "split": real.split, "content_sha256": real.info.attrs.get("content_sha256")}
     summary["fake"] = {"file": fake.path, "split": fake.split, "content_sha256": fake.info.attrs.get("content_sha256")}
     summary["config"] = asdict(cfg)
@@ -205,18 +207,35 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
     return summary
 
 
-def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, out: Path) -> dict:
-    """Near-copy counts in pixel and feature space; figures beside ``out``."""
+def held_out_sets(real: H5ImageDataset, train: H5ImageDataset) -> list[H5ImageDataset]:
+    """The real images the generator never saw: ``real`` plus, when ``real`` is a split of a cxrgan dataset, that
+    file's other held-out splits (val and test), so the near-copy threshold rests on as many images as there are."""
+    sets = [real]
+    same_file = Path(real.path).resolve() == Path(train.path).resolve()
+    for split in ("val", "test"):
+        if split in real.info.splits and split != real.split and not (same_file and split == train.split):
+            sets.append(H5ImageDataset(real.path, split))
+    return sets
+
+
+def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, out: Path, features_of=None,
+              device="cpu") -> dict:
+    """Near-copy counts in pixel space (shift-tolerant) and feature space, the threshold from every held-out real
+    image (``held_out_sets``); figures beside ``out``."""
     side = min(64, real.size, fake.size, train.size)
-    fake_img, train_img, real_img = (ds.read_uint8(np.arange(len(ds))) for ds in (fake, train, real))
-    spaces = {"pixels": [audit.pixel_vectors(x, side) for x in (fake_img, train_img, real_img)],
-              "features": [fake_f, train_f, real_f]}
+    held = held_out_sets(real, train)
+    held_f = np.concatenate([real_f] + [features_of(ds, "real held-out")[0] for ds in held[1:]])
+    fake_img, train_img = (ds.read_uint8(np.arange(len(ds))) for ds in (fake, train))
+    held_img = np.concatenate([ds.read_uint8(np.arange(len(ds))) for ds in held])
+    spaces = {"pixels": ([audit.pixel_images(x, side) for x in (fake_img, train_img, held_img)],
+                         audit.default_max_shift(side)),
+              "features": ([fake_f, train_f, held_f], None)}
     result, figures = {}, {}
-    for space, (f, t, r) in spaces.items():
-        a = audit.audit_space(f, t, r, cfg.near_copy_quantile)
+    for space, ((f, t, r), max_shift) in spaces.items():
+        a = audit.audit_space(f, t, r, cfg.near_copy_quantile, max_shift, seed=cfg.seed, device=device)
         suffix = "" if space == "pixels" else "_features"
-        result[f"near_copies{suffix}"] = a["near_copies"]
-        result[f"near_copy_threshold{suffix}"] = a["near_copy_threshold"]
+        for key in ("near_copies", "near_copy_threshold", "near_copies_ci95", "near_copy_threshold_ci95"):
+            result[f"{key}{suffix}"] = a[key]
         result[f"audit_{space}"] = {k: v for k, v in a.items() if not isinstance(v, np.ndarray)}
         png = out.with_name(f"{out.stem}-closest-{space}.png")
         audit.closest_pairs_figure(png, fake_img, train_img, a, k=8,
@@ -225,8 +244,10 @@ def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, ou
         hist = out.with_name(f"{out.stem}-audit-{space}.png")
         audit.distance_histogram(hist, a, f"nearest real training image, {space}")
         figures[f"audit_{space}"] = hist.name
+    held_names = " + ".join(f"{ds.split} ({len(ds)})" for ds in held)
     result["near_copy_rule"] = (f"closer to a training image than the {cfg.near_copy_quantile:g} quantile of held-out "
-                                f"real ({real.split}) to training distances")
+                                f"real ({held_names}) to training distances; pixels: RMS difference over translations "
+                                f"up to ±{audit.default_max_shift(side)} px at {side}x{side}")
     result["train"] = {"file": train.path, "split": train.split, "n": len(train),
                        "content_sha256": train.info.attrs.get("content_sha256")}
     result["figures"] = figures
