@@ -1,6 +1,7 @@
 """train_resnet on tiny phantoms: learning, the no-leak rule, reproducibility, TSTR, pairing, weights loading."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from torchvision.models import resnet18
 
 from cxrgan.classify import model as classifier
-from cxrgan.classify.train import ClassifierConfig, run
+from cxrgan.classify.train import ClassifierConfig, _synthetic_subset, run
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter, read_info
 from cxrgan.errors import UserError
 from cxrgan.data.phantoms import generate
@@ -78,6 +79,15 @@ def test_synthetic_joins_training_only_and_pairs_with_a_baseline(phantoms, fake_
     tstr = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "tstr"), epochs=2, synthetic=str(fake_samples),
                          synthetic_only=True, **FAST))
     assert tstr["per_seed"][0]["n_train_real"] == 0 and tstr["per_seed"][0]["n_train_synthetic"] > 0
+
+
+
+def test_tstr_uses_the_real_class_ratio():
+    """500 + 500 synthetic images, a 251:80 real training split: train-on-synthetic takes 500 + 159."""
+    syn = SimpleNamespace(labels=np.repeat([0, 1], 500))
+    cfg = ClassifierConfig(data="x.h5", synthetic="s.h5", synthetic_only=True)
+    idx = _synthetic_subset(syn, {0: 251, 1: 80}, cfg, seed=0)
+    assert np.bincount(syn.labels[idx]).tolist() == [500, int(500 / 251 * 80)]
 
 
 def _class_counts(path):

@@ -99,7 +99,7 @@ def test_agrees_with_torch_fidelity(real, fake, inception_weights, tmp_path):
     assert ours["precision"] == pytest.approx(ref["precision"], abs=1e-6)
     assert ours["recall"] == pytest.approx(ref["recall"], abs=1e-6)
     assert (ours["n_real"], ours["n_fake"]) == (len(real_ds), len(fake_ds))
-    assert any("2048" in w for w in ours["warnings"])
+    assert any("2048" in w for w in ours["warnings"]) and any("Inception Score from" in w for w in ours["warnings"])
 
 
 def test_inception_weights_errors(tmp_path, monkeypatch):

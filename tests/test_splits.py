@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cxrgan.errors import UserError
-from cxrgan.data.splits import balance_classes, cap_per_class, official_split, parse_fractions, patient_split
+from cxrgan.data.splits import (balance_classes, cap_per_class, official_split, parse_fractions, patient_fraction,
+                                patient_split)
 
 
 def _data(n_patients=200, seed=0):
@@ -70,3 +71,17 @@ def test_bad_fractions(bad):
 
 def test_fractions_from_fire_tuple():
     assert parse_fractions((0.8, 0.1, 0.1)) == (0.8, 0.1, 0.1)
+
+
+def test_patient_fractions_are_nested_whole_patients_and_per_class():
+    rng = np.random.default_rng(0)
+    patients = rng.integers(0, 120, 400)
+    labels = (patients % 3 == 0).astype(int)  # a patient's images share a class here
+    subsets = [set(patient_fraction(labels, patients, f, seed=5)) for f in (0.1, 0.25, 0.5, 1.0)]
+    assert subsets[0] < subsets[1] < subsets[2] < subsets[3] == set(range(400))
+    for s in subsets[:3]:
+        idx = np.array(sorted(s))
+        kept = set(patients[idx])
+        assert set(np.flatnonzero(np.isin(patients, list(kept)))) == s  # whole patients only
+        assert set(labels[idx]) == {0, 1}
+    assert set(patient_fraction(labels, patients, 0.25, seed=6)) != subsets[1]

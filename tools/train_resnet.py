@@ -24,10 +24,13 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
         data: dataset file; its train split trains, its val split selects, its test split tests (unless --test).
         out: output folder (default outputs/classify/real).
         synthetic: samples file (tools/sample.py) added to the training data.
-        synthetic_only: train on synthetic images only, test on real (TSTR).
+        synthetic_only: train on synthetic images only, test on real (TSTR); without a ratio or count, as many
+            synthetic images as possible at the real training split's class ratio.
         synthetic_ratio: synthetic images per real training image, per class (default 1).
         synthetic_per_class: a fixed number of synthetic images per class instead.
-        real_fraction: keep a seeded, patient-level fraction of the real train split (low-data regime).
+        real_fraction: keep a patient-level fraction of the real train split (low-data regime); the same patients
+            for every seed, and smaller fractions nested in larger ones.
+        subset_seed: which patients --real-fraction keeps.
         test: external test set FILE.h5[:split] (default: --data's test split).
         epochs: most epochs per seed (early stopping on val AUROC, --patience).
         seeds: independent trainings (seeds SEED, SEED+1, ...).

@@ -19,6 +19,7 @@ from .. import options, runtime
 from ..cli import ProgressFn, no_progress
 from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
 from ..data.reader import H5ImageDataset, to_model_input
+from ..data.splits import patient_fraction
 from ..errors import UserError
 from ..fileio import atomic_output, write_json_atomic
 from . import model as classifier, provenance
@@ -34,6 +35,7 @@ class ClassifierConfig:
     synthetic_ratio: float | None = None  # synthetic images per real training image, per class (default 1)
     synthetic_per_class: int | None = None
     real_fraction: float = 1.0
+    subset_seed: int = 0  # which patients --real-fraction keeps (the same for every training seed; nested fractions)
     test: str | None = None
     epochs: int = 20
     seeds: int = 1
@@ -63,33 +65,24 @@ class ClassifierConfig:
         return self
 
 
-def _patient_subset(ds: H5ImageDataset, fraction: float, seed: int) -> np.ndarray:
-    """Indices of a seeded, patient-level ``fraction`` of a split (at least one patient per class)."""
-    if fraction >= 1:
-        return np.arange(len(ds))
-    patients = ds.patient_ids if ds.patient_ids is not None else np.arange(len(ds))
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in np.unique(ds.labels):  # per class, so both classes keep their share
-        pats = np.unique(patients[ds.labels == c])
-        chosen = rng.choice(pats, max(1, round(fraction * len(pats))), replace=False)
-        keep.append(np.flatnonzero((ds.labels == c) & np.isin(patients, chosen)))
-    return np.sort(np.concatenate(keep))
-
-
 def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: ClassifierConfig, seed: int) -> np.ndarray:
+    """Which synthetic images join training: per class, ``--synthetic-per-class`` of them, or ``--synthetic-ratio``
+    (default 1) times the real images of that class. Train-on-synthetic (``--synthetic-only``) without either uses
+    as many as it can at the real training split's class ratio."""
     rng = np.random.default_rng(seed + 7919)
+    avail = {c: np.flatnonzero(syn.labels == c) for c in real_counts}
+    tstr_scale = min((len(avail[c]) / n for c, n in real_counts.items() if n > 0), default=0.0)
     keep = []
     for c, n_real in real_counts.items():
-        avail = np.flatnonzero(syn.labels == c)
         want = cfg.synthetic_per_class if cfg.synthetic_per_class is not None else \
             round((cfg.synthetic_ratio if cfg.synthetic_ratio is not None else 1.0) * n_real)
         if cfg.synthetic_only and cfg.synthetic_per_class is None and cfg.synthetic_ratio is None:
-            want = len(avail)
-        if want > len(avail):
-            raise UserError(f"{cfg.synthetic} has {len(avail)} images of class {c}, {want} wanted; sample more "
+            want = int(tstr_scale * n_real)  # the real class ratio, as many as the scarcest class allows
+        avail_c = avail[c]
+        if want > len(avail_c):
+            raise UserError(f"{cfg.synthetic} has {len(avail_c)} images of class {c}, {want} wanted; sample more "
                             "(tools/sample.py --n) or lower --synthetic-ratio/--synthetic-per-class")
-        keep.append(rng.choice(avail, want, replace=False))
+        keep.append(rng.choice(avail_c, want, replace=False))
     return np.sort(np.concatenate(keep))
 
 
@@ -115,7 +108,7 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     train_ds, val_ds, syn = data["train"], data["val"], data["synthetic"]
     images, labels, names = [], [], []
     if not cfg.synthetic_only:
-        idx = _patient_subset(train_ds, cfg.real_fraction, seed)
+        idx = patient_fraction(train_ds.labels, train_ds.patient_ids, cfg.real_fraction, cfg.subset_seed)
         images.append(train_ds.images[idx]), labels.append(train_ds.labels[idx])
         names += [train_ds.names[i] for i in idx]
         real_counts = {c: int((train_ds.labels[idx] == c).sum()) for c in range(len(train_ds.classes))}

@@ -87,3 +87,21 @@ def balance_classes(split: np.ndarray, labels: np.ndarray, n_classes: int, rng: 
             if len(idx) > target:
                 keep[rng.choice(idx, len(idx) - target, replace=False)] = False
     return keep
+
+
+def patient_fraction(labels: np.ndarray, patients: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a patient-level ``fraction`` of a split, per class (at least one patient each). One seeded
+    permutation of each class's patients, of which a fraction is the prefix: for one seed, smaller fractions are
+    subsets of larger ones (10% within 25% within 50%), so a low-data curve adds patients as it goes and the GAN
+    and the classifier of one fraction see the same images."""
+    labels = np.asarray(labels)
+    if fraction >= 1:
+        return np.arange(len(labels))
+    patients = np.asarray(patients) if patients is not None else np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        order = rng.permutation(np.unique(patients[labels == c]))
+        chosen = order[:max(1, round(fraction * len(order)))]
+        keep.append(np.flatnonzero((labels == c) & np.isin(patients, chosen)))
+    return np.sort(np.concatenate(keep))

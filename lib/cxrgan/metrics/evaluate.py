@@ -42,6 +42,7 @@ from . import audit, scores
 from .features import cached_features, default_cache_dir, feature_net
 
 FID_MIN_N = 2048
+IS_MIN_N = 5000
 
 
 @dataclass
@@ -190,6 +191,10 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
         if min(m["n_real"], m["n_fake"]) < FID_MIN_N:
             warnings.append(f"{scope}: FID from {m['n_real']} real and {m['n_fake']} generated images (< {FID_MIN_N} "
                             "per side) is biased upward; compare only with FIDs at the same counts")
+        if m.get("is_mean") is not None and m["n_fake"] < IS_MIN_N:
+            warnings.append(f"{scope}: Inception Score from {m['n_fake']} generated images in {cfg.is_splits} splits "
+                            f"(< {IS_MIN_N}; the standard is 50,000) is biased low and noisy; compare only at the same "
+                            "count")
     summary["warnings"] = warnings
     summary["features"] = {"network": net.name, "description": net.description, "key": net.key,
                            "dim": int(real_f.shape[1])}
