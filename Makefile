@@ -76,7 +76,9 @@ CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS)
 # the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
 METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json)
 FID_ARGS = --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
-CLASSIFY := $(CLF_DIR)/real/metrics.json $(CLF_DIR)/real+synthetic/metrics.json $(CLF_DIR)/tstr/metrics.json
+CONTROLS := $(CLF_DIR)/real+oversample $(CLF_DIR)/real+augment
+CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROLS)) $(CLF_DIR)/real+synthetic/metrics.json \
+	$(CLF_DIR)/tstr/metrics.json
 SMOKE_DIR := build/smoke
 SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outputs SIZE=32 N_PHANTOMS=120 \
 	EPOCHS=1 N_SYNTH=64 SEEDS=2 CLF_EPOCHS=1 DEVICE=cpu GAN_ARGS="--base 8 --batch 16 --grid 4"
@@ -131,13 +133,17 @@ $(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS))
 	$(PY) tools/sample.py --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
 		--ckpt $(subst $(space),$(comma),$(GAN_RUNS))
 
-classify: $(CLASSIFY)  ## ResNet-18: real vs real+synthetic (paired) vs synthetic-only, SEEDS seeds
+classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies (controls), real+synthetic (paired with all three), synthetic-only; SEEDS seeds
 
 $(CLF_DIR)/real/metrics.json: $(DATASET) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS)
 
-$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --baseline $(CLF_DIR)/real
+$(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_DIR)/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --control $* --baseline $(CLF_DIR)/real
+
+$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROLS))
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) \
+		--baseline $(CLF_DIR)/real,$(subst $(space),$(comma),$(CONTROLS))
 
 $(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only

@@ -9,7 +9,7 @@ import torch
 from torchvision.models import resnet18
 
 from cxrgan.classify import model as classifier
-from cxrgan.classify.train import ClassifierConfig, _synthetic_subset, run
+from cxrgan.classify.train import CONTROLS, ClassifierConfig, _synthetic_subset, control_copies, run
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter, read_info
 from cxrgan.errors import UserError
 from cxrgan.data.phantoms import generate
@@ -181,3 +181,33 @@ def test_the_checkpoint_records_its_architecture_and_rebuilds_the_network(tmp_pa
     torch.save({**old, "arch": "vgg99"}, tmp_path / "bad.pt")
     with pytest.raises(UserError, match="unknown classifier architecture 'vgg99'"):
         classifier.load(tmp_path / "bad.pt")
+
+
+def test_control_arms_add_as_many_real_copies_as_the_synthetic_arm(phantoms):
+    train = H5ImageDataset(phantoms, "train", in_memory=True)
+    counts = np.bincount(train.labels)
+    for control in CONTROLS:
+        cfg = ClassifierConfig(data=str(phantoms), control=control, synthetic_ratio=0.5)
+        copies, labels = control_copies(train.images, train.labels, cfg, seed=0)
+        assert np.bincount(labels).tolist() == [round(0.5 * n) for n in counts]
+        originals = {x.tobytes() for x in train.images}
+        identical = sum(x.tobytes() in originals for x in copies)
+        assert identical == len(copies) if control == "oversample" else identical == 0
+    per_class = ClassifierConfig(data=str(phantoms), control="augment", synthetic_per_class=7)
+    assert np.bincount(control_copies(train.images, train.labels, per_class, 0)[1]).tolist() == [7, 7]
+
+
+def test_control_arm_trains_and_compares_with_several_baselines(phantoms, tmp_path):
+    run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "real"), epochs=1, **FAST))
+    c = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "aug"), epochs=1, control="augment",
+                             baseline=str(tmp_path / "real"), **FAST))
+    assert c["per_seed"][0]["n_train_control"] == c["per_seed"][0]["n_train_real"]
+    both = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "over"), epochs=1, control="oversample",
+                                baseline=f"{tmp_path / 'real'},{tmp_path / 'aug'}", **FAST))
+    assert [p["baseline"] for p in both["comparisons"]] == [str(tmp_path / "real"), str(tmp_path / "aug")]
+    with pytest.raises(UserError, match="without --synthetic"):
+        ClassifierConfig(data="x", control="oversample", synthetic="s.h5").validate()
+    with pytest.raises(UserError, match="--control must be one of"):
+        ClassifierConfig(data="x", control="mixup").validate()
+    with pytest.raises(UserError, match="no predictions.npz"):
+        run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), baseline=str(tmp_path / "nope"), **FAST))

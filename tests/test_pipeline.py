@@ -20,8 +20,10 @@ def test_tools_chain_into_a_report(tmp_path):
     clf = ["--data", data, "--size", "32", "--epochs", "1", "--seeds", "2", "--n-boot", "50", "--device", "cpu"]
     base = out / "classify" / "fraction-1.0"
     _ok("train_resnet.py", *clf, "--out", base / "real")
-    _ok("train_resnet.py", *clf, "--out", base / "real+synthetic", "--synthetic", out / "synthetic.h5",
+    _ok("train_resnet.py", *clf, "--out", base / "real+oversample", "--control", "oversample",
         "--baseline", base / "real")
+    _ok("train_resnet.py", *clf, "--out", base / "real+synthetic", "--synthetic", out / "synthetic.h5",
+        "--baseline", f"{base / 'real'},{base / 'real+oversample'}")
     _ok("train_resnet.py", *clf, "--real-fraction", "0.5", "--out", out / "classify" / "fraction-0.5" / "real")
     _ok("train_resnet.py", *clf, "--out", out / "classify" / "tstr", "--synthetic", out / "synthetic.h5",
         "--synthetic-only")
@@ -32,8 +34,13 @@ def test_tools_chain_into_a_report(tmp_path):
 
     report = (out / "REPORT.md").read_text()
     metrics = json.loads((out / "metrics" / "domain.json").read_text())
-    paired = json.loads((out / "classify" / "fraction-1.0" / "real+synthetic" / "metrics.json").read_text())["paired"]
-    assert f"{paired['delta_auroc']:+.3f}" in report  # the paired test's numbers, as computed
+    mixed = json.loads((out / "classify" / "fraction-1.0" / "real+synthetic" / "metrics.json").read_text())
+    paired, control = mixed["comparisons"]
+    assert paired == mixed["paired"] and control["baseline"].endswith("real+oversample")
+    for p in (paired, control):
+        assert f"{p['delta_auroc']:+.3f}" in report  # the paired tests' numbers, as computed
+    assert "real + oversampled real copies" in report
+    assert "beat oversampling" in report or "did worse than oversampling" in report
     assert f"{metrics['fid']:.2f}" in report and "synthetic only (TSTR)" in report
     assert f"{metrics['near_copies']} (pixels)" in report
     assert f"{metrics['pixel_diversity']:.3f}" in report and "Metric snapshots during training (improved, 2" in report

@@ -28,6 +28,9 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
             synthetic images as possible at the real training split's class ratio.
         synthetic_ratio: synthetic images per real training image, per class (default 1).
         synthetic_per_class: a fixed number of synthetic images per class instead.
+        control: a control arm instead of synthetic images: "oversample" adds as many re-drawn real training
+            images as --synthetic would add (--synthetic-ratio, --synthetic-per-class), "augment" as many
+            classically augmented real copies (small affine, brightness/contrast; never flips).
         real_fraction: keep a patient-level fraction of the real train split (low-data regime); the same patients
             for every seed, and smaller fractions nested in larger ones.
         subset_seed: which patients --real-fraction keeps.
@@ -43,7 +46,8 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
         augment: augmentation without flips (default on; --noaugment).
         pretrained: start from ImageNet weights (downloaded and cached; --weights PATH offline).
         weights: a torchvision ResNet-18 state-dict file (implies --pretrained).
-        baseline: a previous run's folder to compare with on the same test images.
+        baseline: a previous run's folder to compare with on the same test images, or several comma-separated
+            (metrics.json "comparisons"; the first is also "paired"): e.g. real,real+oversample,real+augment.
         n_boot: bootstrap resamples for the confidence intervals.
         device: auto, cpu, cuda or cuda:N.
     """

@@ -34,6 +34,12 @@ class ReportConfig:
     seed: int = 0
 
 
+# the control arms of train_resnet --control, and what beating them means
+CONTROL_KINDS = {"oversample": "real + oversampled real copies", "augment": "real + augmented real copies"}
+CONTROL_VERDICTS = {"real + oversampled real copies": "oversampling (as many re-drawn real images)",
+                    "real + augmented real copies": "classical augmentation (as many augmented real copies)"}
+
+
 @dataclass
 class ClassifierRun:
     name: str
@@ -44,7 +50,7 @@ class ClassifierRun:
     def kind(self) -> str:
         cfg = self.m["config"]
         return "synthetic only (TSTR)" if cfg.get("synthetic_only") else \
-            "real + synthetic" if cfg.get("synthetic") else "real"
+            "real + synthetic" if cfg.get("synthetic") else CONTROL_KINDS.get(cfg.get("control"), "real")
 
     @property
     def fraction(self) -> float:
@@ -99,20 +105,20 @@ def _num(v, fmt: str = ".4g") -> str:
 def _n_train(run: ClassifierRun) -> str:
     seeds = run.m.get("per_seed", [])
     real = np.mean([s.get("n_train_real", 0) for s in seeds]) if seeds else 0
-    syn = np.mean([s.get("n_train_synthetic", 0) for s in seeds]) if seeds else 0
-    return f"{real:.0f} + {syn:.0f}"
+    extra = np.mean([s.get("n_train_synthetic", 0) + s.get("n_train_control", 0) for s in seeds]) if seeds else 0
+    return f"{real:.0f} + {extra:.0f}"
 
 
 def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
     if not runs:
         return ("## Table 1 — classifier: real vs real + synthetic\n\nNo classifier runs found (`make classify`).\n",
                 [])
-    lines = ["## Table 1 — classifier: real vs real + synthetic", "",
+    lines = ["## Table 1 — classifier: real vs real + synthetic vs the control arms", "",
              "ResNet-18, mean over seeds with the 95% CI (in brackets; with two or more seeds it is seed-aware: it "
              "counts the spread between training runs as well as the choice of test images) and the sd over "
              "seeds (±). Model selection on the real validation split only; test images are real and never seen in "
              "training.", "",
-             "| run | training data | real fraction | train images (real + synthetic) | seeds | test images | AUROC | "
+             "| run | training data | real fraction | train images (real + extra) | seeds | test images | AUROC | "
              "accuracy | balanced accuracy | sensitivity | specificity |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
@@ -120,17 +126,19 @@ def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
                      f"{r.m.get('n_test', '?')} | " + " | ".join(_ci(r.m, k) for k in
                                                               ("auroc", "accuracy", "balanced_accuracy",
                                                                "sensitivity", "specificity")) + " |")
-    paired = [r for r in runs if "paired" in r.m]
+    kinds = {r.path.resolve(): r.kind for r in runs}
+    paired = [(r, p) for r in runs for p in r.m.get("comparisons", [r.m["paired"]] if "paired" in r.m else [])]
     verdicts = []
     if paired:
-        lines += ["", "Paired comparison on the same test images. The main 95% CI and p are seed-aware (Welch t over "
+        lines += ["", "Paired comparisons on the same test images. The main 95% CI and p are seed-aware (Welch t over "
                   "the training runs of both arms plus the paired test-image bootstrap), so a verdict is about the "
-                  "training method; the test-images-only CI holds the trained models fixed. McNemar: exact test on "
-                  "the accuracy of the seed-averaged predictions (an ensemble of each arm's runs).", "",
+                  "training method; the test-images-only CI holds the trained models fixed. A synthetic arm is "
+                  "compared with real data alone and with the control arms, which add as many real copies "
+                  "(re-drawn, or classically augmented) as it adds synthetic images. McNemar: exact test on the "
+                  "accuracy of the seed-averaged predictions (an ensemble of each arm's runs).", "",
                   "| run | against | runs | ΔAUROC | 95% CI | p | 95% CI, test images only | McNemar: only baseline "
                   "right / only run right | McNemar p |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in paired:
-            p = r.m["paired"]
+        for r, p in paired:
             mc = p["mcnemar"]
             base = Path(p["baseline"]).name
             fixed = p.get("ci95_test_images_only", p["ci95"])
@@ -139,13 +147,24 @@ def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
                          f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | {p['p_value']:.3g} | "
                          f"[{fixed[0]:+.3f}, {fixed[1]:+.3f}] | {mc['only_a_correct']} / {mc['only_b_correct']} | "
                          f"{mc['p_value']:.3g} |")
-            helped = "helped" if p["ci95"][0] > 0 else "hurt" if p["ci95"][1] < 0 else \
-                "made no significant difference"
-            caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained "
-                                                      "models only; use SEEDS ≥ 2 for a verdict about the method.")
-            verdicts.append(f"**{r.name}** vs {base}: synthetic data {helped} (ΔAUROC {p['delta_auroc']:+.3f}, "
-                            f"95% CI {p['ci95'][0]:+.3f} to {p['ci95'][1]:+.3f}, p = {p['p_value']:.3g}).{caveat}")
+            verdicts.append(_verdict(r, p, kinds.get(Path(p["baseline"]).resolve(), "real")))
     return "\n".join(lines) + "\n", verdicts
+
+
+def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
+    base = Path(p["baseline"]).name
+    lo, hi = p["ci95"]
+    numbers = f"ΔAUROC {p['delta_auroc']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, p = {p['p_value']:.3g}"
+    what = "synthetic data" if run.kind == "real + synthetic" else run.kind
+    if baseline_kind in CONTROL_VERDICTS:
+        control = CONTROL_VERDICTS[baseline_kind]
+        outcome = f"beat {control}" if lo > 0 else f"did worse than {control}" if hi < 0 else \
+            f"did not beat {control} (no significant difference)"
+    else:
+        outcome = "helped" if lo > 0 else "hurt" if hi < 0 else "made no significant difference"
+    caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "
+                                              "only; use SEEDS ≥ 2 for a verdict about the method.")
+    return f"**{run.name}** vs {base}: {what} {outcome} ({numbers}).{caveat}"
 
 
 def efficiency_figure(runs: list[ClassifierRun], path: Path) -> bool:

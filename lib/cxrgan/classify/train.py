@@ -34,6 +34,7 @@ class ClassifierConfig:
     synthetic_only: bool = False
     synthetic_ratio: float | None = None  # synthetic images per real training image, per class (default 1)
     synthetic_per_class: int | None = None
+    control: str | None = None  # "oversample" or "augment": the synthetic arm's control (extra real copies)
     real_fraction: float = 1.0
     subset_seed: int = 0  # which patients --real-fraction keeps (the same for every training seed; nested fractions)
     test: str | None = None
@@ -48,7 +49,7 @@ class ClassifierConfig:
     augment: bool = True
     pretrained: bool = False
     weights: str | None = None
-    baseline: str | None = None
+    baseline: str | None = None  # one run folder, or several comma-separated (the first is "paired")
     n_boot: int = 1000
     device: str = "auto"
 
@@ -62,7 +63,40 @@ class ClassifierConfig:
             raise UserError("give --synthetic-ratio or --synthetic-per-class, not both")
         if self.synthetic_ratio is not None:
             options.positive_number(self, "synthetic_ratio")
+        if self.control is not None:
+            options.one_of(self, "control", CONTROLS)
+            if self.synthetic:
+                raise UserError("--control adds real copies in place of synthetic images; give it without "
+                                "--synthetic (it is a separate arm, compared with the synthetic one)")
         return self
+
+
+CONTROLS = ("oversample", "augment")
+
+
+def extra_counts(real_counts: dict[int, int], cfg: ClassifierConfig) -> dict[int, int]:
+    """How many extra images per class an arm adds: --synthetic-per-class, or --synthetic-ratio (default 1) times
+    the real images of that class. The synthetic arm and its controls add the same numbers."""
+    if cfg.synthetic_per_class is not None:
+        return {c: cfg.synthetic_per_class for c in real_counts}
+    ratio = cfg.synthetic_ratio if cfg.synthetic_ratio is not None else 1.0
+    return {c: round(ratio * n) for c, n in real_counts.items()}
+
+
+def control_copies(images: np.ndarray, labels: np.ndarray, cfg: ClassifierConfig, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The control arms' extra training images: as many as the synthetic arm would add, per class, re-drawn from
+    the real training images (with replacement); for ``augment`` each copy is also moved once by the classical
+    augmentation (small rotation, scale, shift, brightness, contrast; never a flip)."""
+    rng = np.random.default_rng(seed + 104729)
+    counts = extra_counts({c: int((labels == c).sum()) for c in np.unique(labels)}, cfg)
+    idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=True) for c, n in counts.items()])
+    copies = images[idx]
+    if cfg.control == "augment" and len(copies):
+        gen = torch.Generator().manual_seed(seed + 104729)
+        x = classifier.augment(to_model_input(torch.from_numpy(copies)), gen)
+        copies = ((x.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    return copies, labels[idx]
 
 
 def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: ClassifierConfig, seed: int) -> np.ndarray:
@@ -72,10 +106,10 @@ def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: Cla
     rng = np.random.default_rng(seed + 7919)
     avail = {c: np.flatnonzero(syn.labels == c) for c in real_counts}
     tstr_scale = min((len(avail[c]) / n for c, n in real_counts.items() if n > 0), default=0.0)
+    counts = extra_counts(real_counts, cfg)
     keep = []
     for c, n_real in real_counts.items():
-        want = cfg.synthetic_per_class if cfg.synthetic_per_class is not None else \
-            round((cfg.synthetic_ratio if cfg.synthetic_ratio is not None else 1.0) * n_real)
+        want = counts[c]
         if cfg.synthetic_only and cfg.synthetic_per_class is None and cfg.synthetic_ratio is None:
             want = int(tstr_scale * n_real)  # the real class ratio, as many as the scarcest class allows
         avail_c = avail[c]
@@ -114,7 +148,11 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
         real_counts = {c: int((train_ds.labels[idx] == c).sum()) for c in range(len(train_ds.classes))}
     else:
         real_counts = {c: int((train_ds.labels == c).sum()) for c in range(len(train_ds.classes))}
-    n_synthetic = 0
+    n_synthetic = n_control = 0
+    if cfg.control:
+        copies, copy_labels = control_copies(np.concatenate(images), np.concatenate(labels), cfg, seed)
+        images.append(copies), labels.append(copy_labels)
+        n_control = len(copies)
     if syn is not None:
         sidx = _synthetic_subset(syn, real_counts, cfg, seed)
         images.append(syn.images[sidx]), labels.append(syn.labels[sidx])
@@ -156,7 +194,7 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     ci = stats.bootstrap_ci(test.labels, scores, cfg.n_boot, seed)
     n_real = int(sum(real_counts.values())) if not cfg.synthetic_only else 0
     return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, "n_train_real": n_real,
-            "n_train_synthetic": n_synthetic, "history": history,
+            "n_train_synthetic": n_synthetic, "n_train_control": n_control, "history": history,
             **metrics, **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}, "scores": scores, "state": best}
 
 
@@ -179,6 +217,9 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     for name in ("val", "test"):
         if len(np.unique(data[name].labels)) < 2:
             raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")
+    for b in baselines(cfg) if cfg.baseline else []:  # before hours of training, not after
+        if not (Path(b) / "predictions.npz").is_file():
+            raise UserError(f"--baseline {b}: no predictions.npz (run train_resnet there first)")
     task = progress("seeds", cfg.seeds)
     runs = []
     for k in range(cfg.seeds):
@@ -200,7 +241,8 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
         summary[f"{key}_sd"] = stats.over_seeds(values)["sd"] if cfg.seeds > 1 else None
     summary["per_seed"] = [{k: v for k, v in r.items() if k not in ("scores", "state")} for r in runs]
     if cfg.baseline:
-        summary["paired"] = paired_with(Path(cfg.baseline), data["test"].names, y, scores, cfg)
+        summary["comparisons"] = [paired_with(Path(b), data["test"].names, y, scores, cfg) for b in baselines(cfg)]
+        summary["paired"] = summary["comparisons"][0]
     summary["config"] = {k: v for k, v in asdict(cfg).items()}
     summary["args"] = call_args or {}
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -214,6 +256,13 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     with atomic_output(out / "metrics.md") as tmp:
         tmp.write_text(markdown(summary))
     return summary
+
+
+def baselines(cfg: ClassifierConfig) -> list[str]:
+    """--baseline as a list of run folders (python-fire may hand over "a,b" as a string or a tuple)."""
+    b = cfg.baseline
+    items = b if isinstance(b, (list, tuple)) else str(b).split(",")
+    return [str(x).strip() for x in items if str(x).strip()]
 
 
 def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClassifierConfig) -> dict:
@@ -238,8 +287,7 @@ def markdown(s: dict) -> str:
     text = (f"# Classifier results ({s['n_seeds']} seed(s), {s['n_test']} real test images)\n\n"
             f"| metric | mean over seeds | 95% CI ({s.get('ci_method', 'test images only')}) | sd over seeds |\n"
             "|---|---:|---:|---:|\n" + "\n".join(rows))
-    if "paired" in s:
-        p = s["paired"]
+    for p in s.get("comparisons", [s["paired"]] if "paired" in s else []):
         text += (f"\n\nAgainst {p['baseline']}: ΔAUROC {p['delta_auroc']:+.4f} (95% CI {p['ci95'][0]:+.4f} to "
                  f"{p['ci95'][1]:+.4f}, p = {p['p_value']:.3g}; {p.get('method', 'paired bootstrap')}); "
                  "McNemar on the accuracy of the seed-averaged predictions: "
