@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-DATA ?= phantom
+DATA ?= nih-mini
 DATA_DIR ?= data
 OUTPUTS ?= outputs
 NIH_DIR ?= $(DATA_DIR)/nih
@@ -30,9 +30,17 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-# DATA=nih is the reference study's protocol: 256x256, both classes, 20 epochs, 500 images per class,
-# ResNet-18 at 224x224; the Inception metrics too. DATA=phantom is sized for a laptop CPU (about 9 minutes on 2 CPU cores, measured).
-ifeq ($(DATA),nih)
+# DATA=nih-mini (the default) is the real NIH subset shipped in data/nih-mini (452 radiographs at 64x64), sized for
+# a laptop CPU. DATA=nih is the reference study's protocol: 256x256, both classes, 20 epochs, 500 images per class,
+# ResNet-18 at 224x224; the Inception metrics too. DATA=phantom: procedural phantoms (tests and `make smoke`).
+NIH_MINI = $(HERE)data/nih-mini
+ifeq ($(DATA),nih-mini)
+SIZE := 64
+CLF_SIZE ?= 64
+CLF_EPOCHS ?= 10
+INCEPTION ?= 0
+DATASET := $(DATA_DIR)/nih-mini-$(SIZE).h5
+else ifeq ($(DATA),nih)
 SIZE ?= 256
 CLF_SIZE ?= 224
 CLF_EPOCHS ?=
@@ -46,7 +54,7 @@ CLF_EPOCHS ?= 10
 INCEPTION ?= 0
 DATASET := $(DATA_DIR)/phantom-$(SIZE).h5
 else
-$(error DATA must be phantom or nih, not '$(DATA)')
+$(error DATA must be nih-mini, nih or phantom, not '$(DATA)')
 endif
 
 # The recipe table (lib/cxrgan/gan/recipes.py, read without torch) says whether a recipe is one conditional model
@@ -89,7 +97,7 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
-	@echo "variables: DATA=phantom|nih NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
+	@echo "variables: DATA=nih-mini|nih|phantom NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
 	@echo "           OUTPUTS DATA_DIR FRACTIONS INCEPTION=0|1 INCEPTION_WEIGHTS MIRROR   (see README.md)"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
@@ -105,10 +113,13 @@ download: $(NIH_DIR)/download.json  ## fetch the official NIH ChestX-ray14 relea
 $(NIH_DIR)/download.json: | $(STAMP)
 	$(PY) tools/download_nih.py --out $(NIH_DIR) $(if $(MIRROR),--mirror $(MIRROR))
 
-data: $(DATASET)  ## build the dataset HDF5 (DATA=phantom: procedural phantoms; DATA=nih: from NIH_DIR)
+data: $(DATASET)  ## build the dataset HDF5 (DATA=nih-mini: the shipped real subset; DATA=nih: from NIH_DIR; DATA=phantom)
 
 $(DATA_DIR)/phantom-$(SIZE).h5: | $(STAMP)
 	$(PY) tools/make_phantoms.py --out $@ --n $(N_PHANTOMS) --size $(SIZE) --seed $(SEED)
+
+$(DATA_DIR)/nih-mini-$(SIZE).h5: | $(STAMP)
+	$(PY) tools/make_hdf5.py --src $(NIH_MINI) --out $@ --size $(SIZE) --seed $(SEED) --nobalance
 
 $(DATA_DIR)/nih-$(SIZE).h5: | $(STAMP)
 	$(PY) tools/make_hdf5.py --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
