@@ -19,7 +19,8 @@ N_SYNTH ?= 500
 DEVICE ?= auto
 NPROC ?= 1
 SEEDS ?= 3
-FRACTIONS ?= 0.1 0.25 0.5
+FRACTIONS ?= 0.1 0.25 0.5 1
+REUSE_GAN ?= 0
 INCEPTION_WEIGHTS ?=
 MIRROR ?=
 GAN_ARGS ?=
@@ -159,14 +160,38 @@ $(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metr
 $(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
-efficiency: $(foreach f,$(FRACTIONS),$(CLF_DIR)/fraction-$(f)/real/metrics.json $(CLF_DIR)/fraction-$(f)/real+synthetic/metrics.json)  ## real vs real+synthetic at each real fraction in FRACTIONS (the data-efficiency plot)
+efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real real+oversample real+synthetic,$(CLF_DIR)/fraction-$(f)/$(a)/metrics.json))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
 
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
-$(CLF_DIR)/fraction-%/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/fraction-%/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --synthetic $(SYNTH) \
-		--baseline $(CLF_DIR)/fraction-$*/real
+$(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_DIR)/fraction-%/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --control oversample --baseline $(CLF_DIR)/fraction-$*/real
+
+# The synthetic arm at fraction F uses a GAN trained on that fraction's patients only (the same nested subset as the
+# classifier's, --subset-seed 0): a GAN trained on all patients would carry the held-back ones into the low-data
+# arm. REUSE_GAN=1 samples the full-data GAN instead (quicker); the report then says so.
+is_full = $(filter 1 1.0 1.00,$(1))
+eff_gan_runs = $(if $(filter per-class,$(call recipe_kind,$(RECIPE))),$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c0 \
+	$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c1,$(GAN_DIR)/fraction-$(1)/$(RECIPE))
+eff_synth = $(if $(or $(filter 1,$(REUSE_GAN)),$(call is_full,$(1))),$(SYNTH),$(OUTPUTS)/fraction-$(1)/synthetic.h5)
+define fraction_rules
+$(OUTPUTS)/fraction-$(1)/synthetic.h5: $(addsuffix /summary.json,$(call eff_gan_runs,$(1)))
+	$$(PY) tools/sample.py --n $$(N_SYNTH) --seed $$(SEED) --device $$(DEVICE) --out $$@ \
+		--ckpt $(subst $(space),$(comma),$(strip $(call eff_gan_runs,$(1))))
+ifeq ($(call recipe_kind,$(RECIPE)),per-class)
+$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c%/summary.json: $(DATASET) | $(STAMP)
+	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --cls $$* --real-fraction $(1)
+else
+$(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) | $(STAMP)
+	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
+endif
+$(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(call eff_synth,$(1)) \
+		$(CLF_DIR)/fraction-$(1)/real/metrics.json $(CLF_DIR)/fraction-$(1)/real+oversample/metrics.json
+	$$(PY) tools/train_resnet.py $$(CLF_ARGS) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
+		--baseline $(CLF_DIR)/fraction-$(1)/real,$(CLF_DIR)/fraction-$(1)/real+oversample
+endef
+$(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 
 metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1 adds the Inception metrics)
 

@@ -120,7 +120,8 @@ def test_sample_writes_n_per_class_in_the_contract(trained, phantoms, tmp_path):
     assert info.splits == ["synthetic"] and info.counts == {"synthetic": {"No Finding": 7, "Infiltration": 7}}
     assert info.attrs["weights"] == ["ema"] and len(info.attrs["checkpoint_sha256"][0]) == 64
     assert info.attrs["training_data"] == [{"content_sha256": read_info(phantoms).attrs["content_sha256"],
-                                            "split": "train", "path": str(phantoms.resolve())}]
+                                            "split": "train", "real_fraction": 1.0, "subset_seed": 0,
+                                            "path": str(phantoms.resolve())}]
     with h5py.File(out) as f:
         g = f["synthetic"]
         assert "patient_ids" not in g and g["images"].shape == (14, 32, 32) and g["labels"][:].tolist() == [0] * 7 + [1] * 7
@@ -168,3 +169,22 @@ def test_two_process_gloo_ddp(phantoms, tmp_path):
     saved = _weights(tmp_path / "last.pt")
     assert saved["world"] == 2 and saved["epoch"] == 2 and len(saved["rng"]) == 2
     assert saved["step"] == 2 * ((saved["dataset"]["n_train"] // 2) // 4)
+
+
+def test_real_fraction_trains_on_the_classifiers_patients_and_the_samples_say_so(phantoms96, tmp_path):
+    from cxrgan.classify.provenance import sees_more_real_data
+    from cxrgan.data.splits import patient_fraction
+    out = tmp_path / "half"
+    train(GanConfig(data=str(phantoms96), out=str(out), recipe="improved", epochs=1, real_fraction=0.5, **TINY_GAN))
+    saved = torch.load(out / "last.pt", weights_only=True)
+    ds = H5ImageDataset(phantoms96, "train")
+    assert saved["dataset"]["n_train"] == len(patient_fraction(ds.labels, ds.patient_ids, 0.5, 0)) < len(ds)
+    assert saved["dataset"]["real_fraction"] == 0.5
+    r = run_tool("sample.py", "--n", "4", "--ckpt", out, "--out", tmp_path / "s.h5", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    gan = read_info(tmp_path / "s.h5", (SAMPLES_SCHEMA,)).attrs["training_data"][0]
+    assert (gan["real_fraction"], gan["subset_seed"]) == (0.5, 0)
+    assert not sees_more_real_data(gan, 0.5, 0) and not sees_more_real_data(gan, 1.0, 0)
+    assert sees_more_real_data(gan, 0.25, 0) and sees_more_real_data(gan, 0.5, 1)
+    with pytest.raises(UserError, match="--real-fraction"):
+        train(GanConfig(data=str(phantoms96), out=str(out), recipe="improved", epochs=2, **TINY_GAN))  # not resumable

@@ -25,6 +25,10 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         out: folder for checkpoints and figures (default outputs/gan).
         recipe: improved (default), seed or limited (lib/cxrgan/gan/recipes.py).
         cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
+        real_fraction: train on a patient-level fraction of the train split (the low-data regime; the same
+            patients as train_resnet --real-fraction with the same --subset-seed, so a GAN per fraction sees only
+            that fraction's images).
+        subset_seed: which patients --real-fraction keeps.
         epochs: epochs in total, counting resumed ones (recipe default 20; or give --kimg).
         batch: global batch size (default 32).
         seed: seed of weights, data order, noise and augmentation.

@@ -167,6 +167,21 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     return f"**{run.name}** vs {base}: {what} {outcome} ({numbers}).{caveat}"
 
 
+def efficiency_note(runs: list[ClassifierRun]) -> str:
+    """What the curve shows, and a warning for every synthetic arm whose GAN saw real patients the arm held back."""
+    text = ("AUROC against the fraction of real training patients kept (nested: each fraction's patients include "
+            "the smaller ones'), every arm at each fraction, 95% seed-aware intervals. ")
+    leaky = [r for r in runs if r.m.get("synthetic_trained_on", {}).get("sees_more_real_data")]
+    if not leaky:
+        return text + "Each synthetic arm's GAN was trained on that fraction's real images only.\n"
+    names = ", ".join(f"{r.name} (GAN on {r.m['synthetic_trained_on']['real_fraction']:g} of the real patients, "
+                      f"classifier on {r.fraction:g})" for r in leaky)
+    return text + (f"\n\n> **Caution:** in {names} the GAN saw real patients the classifier arm held back "
+                   "(REUSE_GAN=1, or synthetic images from another run): its gain over real data may come from "
+                   "those patients, not from synthesis. Retrain the GAN per fraction (`make efficiency`) for a "
+                   "clean curve.\n")
+
+
 def efficiency_figure(runs: list[ClassifierRun], path: Path) -> bool:
     """AUROC against the real fraction, real-only vs real + synthetic, when runs at two or more fractions exist."""
     groups = {}
@@ -184,7 +199,7 @@ def efficiency_figure(runs: list[ClassifierRun], path: Path) -> bool:
         ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=kind)
     ax.set_xscale("log")
     ax.set_xlabel("fraction of the real training patients kept")
-    ax.set_ylabel("test AUROC (95% CI)")
+    ax.set_ylabel("test AUROC (95% seed-aware CI)")
     ax.set_title("Data efficiency: does synthetic data help more when real data is scarce?")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -359,7 +374,8 @@ def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid
              "\n".join(f"- {v}" for v in glance) if glance else "- Nothing to summarise yet.", "", clf_text]
     efficiency = report_dir / "data-efficiency.png"
     if efficiency_figure(clf_runs, efficiency):
-        parts.append(f"## Data efficiency\n\n![data efficiency]({_rel(efficiency, base)})\n")
+        parts.append(f"## Data efficiency\n\n![data efficiency]({_rel(efficiency, base)})\n\n"
+                     + efficiency_note(clf_runs))
     parts += [q_text, samples_section(root / "synthetic.h5", real_ref, report_dir, base, n_grid, seed),
               gan_section(root, report_dir, base)]
     with atomic_output(out) as tmp:

@@ -18,9 +18,10 @@ def pixel_digests(images: np.ndarray) -> list[bytes]:
     return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() for image in images]
 
 
-def check_synthetic(synthetic: H5ImageDataset, data: H5ImageDataset, held_out: list[H5ImageDataset]) -> None:
+def check_synthetic(synthetic: H5ImageDataset, data: H5ImageDataset, held_out: list[H5ImageDataset]) -> dict:
     """Raise a UserError unless ``synthetic`` was generated from ``data``'s training split and shares no image with
-    ``held_out`` (the validation and test sets)."""
+    ``held_out`` (the validation and test sets). Returns which part of the training split the generators saw:
+    {"real_fraction", "subset_seed"} (the largest fraction when there are several)."""
     where = synthetic.path
     trained_on = synthetic.info.attrs.get("training_data")
     if not trained_on:
@@ -45,3 +46,13 @@ def check_synthetic(synthetic: H5ImageDataset, data: H5ImageDataset, held_out: l
         raise UserError(f"{len(copies)} synthetic images in {where} are pixel-identical to validation/test images "
                         f"(e.g. {synthetic.names[i]} = {ds.split} image {ds.names[j]}); they would leak the test set "
                         "into training")
+    widest = max(trained_on, key=lambda d: float(d.get("real_fraction", 1.0)))
+    return {"real_fraction": float(widest.get("real_fraction", 1.0)), "subset_seed": int(widest.get("subset_seed", 0))}
+
+
+def sees_more_real_data(gan: dict, real_fraction: float, subset_seed: int) -> bool:
+    """Did the generators see real training images this classifier arm does not? (Fractions are nested prefixes of
+    one permutation per subset seed, so a GAN fraction within the classifier's, with the same seed, is a subset.)"""
+    if gan["real_fraction"] >= 1:
+        return real_fraction < 1
+    return gan["real_fraction"] > real_fraction or gan["subset_seed"] != subset_seed

@@ -212,8 +212,9 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     if cfg.synthetic:
         path, split = parse_ref(cfg.synthetic, "synthetic")
         data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
+    gan_data = None
     if data["synthetic"] is not None:
-        provenance.check_synthetic(data["synthetic"], data["train"], [data["val"], data["test"]])
+        gan_data = provenance.check_synthetic(data["synthetic"], data["train"], [data["val"], data["test"]])
     for name in ("val", "test"):
         if len(np.unique(data[name].labels)) < 2:
             raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")
@@ -230,6 +231,9 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     y = data["test"].labels
     scores = np.stack([r["scores"] for r in runs])
     summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}
+    if gan_data is not None:  # a GAN that saw patients this arm holds back would smuggle them in (data efficiency)
+        summary["synthetic_trained_on"] = {**gan_data, "sees_more_real_data": provenance.sees_more_real_data(
+            gan_data, cfg.real_fraction, cfg.subset_seed)}
     ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
     summary["ci_method"] = ("seed-aware: training runs and test images" if cfg.seeds > 1 else
                             "test images only (one training run: no run-to-run variation to measure)")

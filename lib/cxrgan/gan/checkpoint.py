@@ -18,7 +18,8 @@ FORMAT = "cxrgan-gan/1"
 EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
 # Options that must match to continue a run (the rest, e.g. --epochs or --ckpt-every, may change on resume).
 RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps",
-                     "ada_target")
+                     "ada_target", "real_fraction", "subset_seed")
+ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0}  # what checkpoints without these options were trained with
 
 
 def epoch_path(folder: Path, epoch: int) -> Path:
@@ -68,7 +69,7 @@ def check_resumable(saved: dict, config: dict, dataset_sha256: str, path: Path) 
     """Refuse to continue a run with different settings or different data."""
     was = saved["config"]
     for key in RESUME_MUST_MATCH:
-        if was.get(key) != config[key]:
+        if was.get(key, ADDED_LATER.get(key)) != config[key]:
             raise UserError(f"{path} was trained with --{key.replace('_', '-')} {was.get(key)!r}, not "
                             f"{config[key]!r}: use another --out, or --resume=False to start over there")
     if saved["dataset"]["content_sha256"] != dataset_sha256:

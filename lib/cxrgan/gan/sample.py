@@ -146,8 +146,10 @@ def training_data(gens) -> list[dict]:
     seen = {}
     for g in gens:
         d = g.dataset
-        key = (d.get("content_sha256", ""), d.get("split", "train"))
-        seen[key] = {"content_sha256": key[0], "split": key[1], "path": d.get("path", "")}
+        key = (d.get("content_sha256", ""), d.get("split", "train"), float(d.get("real_fraction", 1.0)),
+               int(d.get("subset_seed", 0)))
+        seen[key] = {"content_sha256": key[0], "split": key[1], "real_fraction": key[2], "subset_seed": key[3],
+                     "path": d.get("path", "")}
     return list(seen.values())
 
 

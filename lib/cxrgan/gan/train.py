@@ -24,6 +24,7 @@ import torch.distributed as dist
 from .. import options, runtime, torchfile
 from ..cli import ProgressFn, console, no_progress
 from ..data.reader import H5ImageDataset, to_model_input
+from ..data.splits import patient_fraction
 from ..errors import UserError
 from ..fileio import write_json_atomic
 from ..figures import plot_losses, save_grid
@@ -50,6 +51,8 @@ class GanConfig:
     out: str = "outputs/gan"
     recipe: str = "improved"
     cls: int | None = None  # the one class this model learns (required by per-class recipes)
+    real_fraction: float = 1.0  # train on this patient-level fraction of the train split (data.splits)
+    subset_seed: int = 0  # which patients --real-fraction keeps (as train_resnet's, so both see the same images)
     epochs: int | None = None  # None: the recipe's value (so are the other None options below)
     batch: int = 32
     seed: int = 0
@@ -124,6 +127,9 @@ class GanConfig:
                             "separate --out)")
         if cfg.cls is not None and not options.is_whole(cfg.cls):
             raise UserError(f"--cls must be a class index such as 0 or 1, got {cfg.cls!r}")
+        if not isinstance(cfg.real_fraction, (int, float)) or isinstance(cfg.real_fraction, bool) \
+                or not 0 < cfg.real_fraction <= 1:
+            raise UserError(f"--real-fraction must be in (0, 1], got {cfg.real_fraction!r}")
         options.seed(cfg)
         return cfg
 
@@ -157,7 +163,8 @@ def load_training_images(cfg: GanConfig) -> TrainingImages:
     except ValueError:
         raise UserError(f"GAN training needs a dataset whose size is a power of two from 32 to 512; {cfg.data} is "
                         f"{data.size}x{data.size} (rebuild it with tools/make_hdf5.py --size 64)") from None
-    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    keep = patient_fraction(data.labels, data.patient_ids, cfg.real_fraction, cfg.subset_seed)
+    images, labels = torch.from_numpy(data.images[keep]), torch.from_numpy(data.labels[keep])
     if cfg.cls is not None:
         if not 0 <= cfg.cls < len(data.classes):
             raise UserError(f"--cls {cfg.cls}: {cfg.data} has classes 0..{len(data.classes) - 1} ({data.classes})")
@@ -167,7 +174,8 @@ def load_training_images(cfg: GanConfig) -> TrainingImages:
         raise UserError(f"{len(images)} training images (class {cfg.cls if cfg.cls is not None else 'all'}) is fewer "
                         f"than --batch {cfg.batch}; lower --batch")
     identity = {"path": str(Path(cfg.data).resolve()), "size": data.size, "classes": data.classes,
-                "content_sha256": data.info.attrs.get("content_sha256", ""), "split": "train", "n_train": len(images)}
+                "content_sha256": data.info.attrs.get("content_sha256", ""), "split": "train",
+                "real_fraction": float(cfg.real_fraction), "subset_seed": int(cfg.subset_seed), "n_train": len(images)}
     return TrainingImages(images, labels, data.classes, identity)
 
 
