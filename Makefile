@@ -22,6 +22,8 @@ SEEDS ?= 3
 FRACTIONS ?= 0.1 0.25 0.5 1
 REUSE_GAN ?= 0
 INCEPTION_WEIGHTS ?=
+XRV ?= 0
+XRV_WEIGHTS ?=
 MIRROR ?=
 GAN_ARGS ?=
 CLF_DIR := $(OUTPUTS)/classify
@@ -83,7 +85,8 @@ TRAIN_ARGS = --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $(EPOCHS) )$(
 CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
 	--device $(DEVICE)
 # the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
-METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json)
+METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json) \
+	$(if $(filter 1,$(XRV)),$(OUTPUTS)/metrics/xrv.json)
 FID_ARGS = --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
 CONTROLS := $(CLF_DIR)/real+oversample $(CLF_DIR)/real+augment
 CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROLS)) $(CLF_DIR)/real+synthetic/metrics.json \
@@ -99,7 +102,7 @@ help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
 	@echo "variables: DATA=nih-mini|nih|phantom NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
-	@echo "           OUTPUTS DATA_DIR FRACTIONS INCEPTION=0|1 INCEPTION_WEIGHTS MIRROR   (see README.md)"
+	@echo "           OUTPUTS DATA_DIR FRACTIONS REUSE_GAN=0|1 INCEPTION=0|1 INCEPTION_WEIGHTS XRV=0|1 XRV_WEIGHTS MIRROR"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
@@ -193,10 +196,13 @@ $(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(call eff_synt
 endef
 $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 
-metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1 adds the Inception metrics)
+metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv)
 
 $(OUTPUTS)/metrics/domain.json: $(SYNTH) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
+
+$(OUTPUTS)/metrics/xrv.json: $(SYNTH) | $(STAMP)
+	$(PY) tools/fid_is.py $(FID_ARGS) --features xrv$(if $(XRV_WEIGHTS),:$(XRV_WEIGHTS))
 
 $(OUTPUTS)/metrics/inception.json: $(SYNTH) | $(STAMP)
 	$(PY) tools/fid_is.py $(FID_ARGS) --features inception $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))

@@ -21,8 +21,11 @@ def fid_is(cfg: QualityConfig, call_args: dict):
         real: real images, FILE.h5[:split] (default split: test).
         fake: generated images, a samples file FILE.h5[:split] (default outputs/synthetic.h5, split synthetic).
         out: JSON to write (default outputs/metrics/fid_is.json).
-        features: inception (the standard FID Inception, TF 2015-12-05 weights) or classifier:CKPT (penultimate
-            layer of a train_resnet model: a chest-X-ray FID/KID that needs no download; no IS).
+        features: inception (the standard FID Inception, TF 2015-12-05 weights), xrv[:WEIGHTS]
+            (torchxrayvision's chest X-ray DenseNet-121, densenet121-res224-all: the FID_xrv of the CXR
+            literature; weights downloaded once and cached, or a local file, pickled model or state dict) or
+            classifier:CKPT (penultimate layer of a train_resnet model: a chest-X-ray FID/KID that needs no
+            download; no IS).
         inception_weights: local copy of pt_inception-2015-12-05-6726825d.pth (pytorch-fid) or torch-fidelity's
             weights-inception-2015-12-05-6726825d.pth; default: download once into the torch hub cache.
         train: real training images for the memorisation audit, FILE.h5[:split] (default: --real's train split).

@@ -1,7 +1,9 @@
 """Feature networks for image-set metrics, feature extraction over a dataset split, and the on-disk feature cache.
 
-Two networks:
+Three networks:
 - ``inception``: the FID Inception (``inception.py``); 2048-d pool features plus ImageNet logits (for IS);
+- ``xrv[:WEIGHTS]``: torchxrayvision's chest X-ray DenseNet-121 (``xrv.py``), 1024-d: the FID_xrv of the CXR
+  generation literature;
 - ``classifier:CKPT``: the penultimate layer (after global average pooling; 512-d for the default ResNet-18) of
   a classifier saved by train_resnet. Trained on chest X-rays, it gives a domain-specific FID/KID that needs no
   downloaded weights; it has no ImageNet classes, so no Inception Score.
@@ -29,12 +31,13 @@ from ..classify import model as classifier
 from ..data.reader import H5ImageDataset, to_model_input
 from ..errors import UserError
 from ..fileio import atomic_output, sha256_file
+from . import xrv
 from .inception import load_inception
 
 
 @dataclass
 class FeatureNet:
-    name: str  # "inception" or "classifier"
+    name: str  # "inception", "xrv" or "classifier"
     key: str  # identifies the weights, for caches
     model: nn.Module
     device: torch.device
@@ -60,8 +63,12 @@ def feature_net(spec: str = "inception", inception_weights: str | None = None, d
         return FeatureNet("inception", f"inception-{key}", model, dev, lambda x: x.unsqueeze(1), True,
                           "FID Inception-v3 (TF 2015-12-05 weights), pool3 2048-d")
     kind, sep, ckpt = str(spec).partition(":")
+    if kind == "xrv":
+        model, key = xrv.load_xrv(ckpt or None, dev)
+        return FeatureNet("xrv", f"xrv-{key}", model, dev, xrv.prepare, False,
+                          f"torchxrayvision DenseNet-121 ({xrv.WEIGHTS_NAME}), pooled 1024-d, input 224x224")
     if kind != "classifier" or not sep or not ckpt:
-        raise UserError(f"--features {spec!r}: use inception or classifier:PATH/TO/model-seedN.pt")
+        raise UserError(f"--features {spec!r}: use inception, xrv[:WEIGHTS] or classifier:PATH/TO/model-seedN.pt")
     model, meta = classifier.load(ckpt)
     size = int(meta["size"])
     with torch.no_grad():
