@@ -69,6 +69,6 @@ def test_entrypoint_unknown_tool_lists_the_tools():
 
 def test_entrypoint_passes_commands_through_and_defaults_to_make_help(tmp_path):
     r = _entry("make", "-n", "data", "DATA_DIR=/tmp/x", cwd=tmp_path)  # from the project root, wherever called
-    assert r.returncode == 0 and "tools/make_phantoms.py --out /tmp/x/phantom-64.h5" in r.stdout
+    assert r.returncode == 0 and "data/nih-mini --out /tmp/x/nih-mini-64.h5 --size 64" in r.stdout  # the default
     r = _entry()
     assert r.returncode == 0 and "report" in r.stdout and "docker" in r.stdout

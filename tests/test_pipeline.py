@@ -43,6 +43,7 @@ def test_tools_chain_into_a_report(tmp_path):
     assert "beat oversampling" in report or "did worse than oversampling" in report
     assert f"{metrics['fid']:.2f}" in report and "synthetic only (TSTR)" in report
     assert f"{metrics['near_copies']} (pixels)" in report
+    assert len(metrics["warnings"]) >= 3 and all(w in report for w in metrics["warnings"])  # overall and per class
     assert f"{metrics['pixel_diversity']:.3f}" in report and "Metric snapshots during training (improved, 2" in report
     for section in ("## At a glance", "## Table 1", "## Table 2", "## Memorisation audit", "## Data efficiency",
                     "## Samples", "## GAN training"):
