@@ -87,7 +87,10 @@ def test_tstr_uses_the_real_class_ratio():
     syn = SimpleNamespace(labels=np.repeat([0, 1], 500))
     cfg = ClassifierConfig(data="x.h5", synthetic="s.h5", synthetic_only=True)
     idx = _synthetic_subset(syn, {0: 251, 1: 80}, cfg, seed=0)
-    assert np.bincount(syn.labels[idx]).tolist() == [500, int(500 / 251 * 80)]
+    assert np.bincount(syn.labels[idx]).tolist() == [500, 500 * 80 // 251]
+    one_class = SimpleNamespace(labels=np.zeros(500, int))
+    with pytest.raises(UserError, match="no images of class 1"):
+        _synthetic_subset(one_class, {0: 251, 1: 80}, cfg, seed=0)
 
 
 def _class_counts(path):
@@ -113,6 +116,10 @@ def test_renamed_test_images_are_refused_with_one_line_and_exit_2(phantoms, tmp_
                  "--epochs", "1", "--size", "32", "--device", "cpu")
     assert r.returncode == 2 and "pixel-identical" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x" / "metrics.json").exists()
+    noisy = np.clip(test.images.astype(int) + np.random.default_rng(1).integers(-1, 2, test.images.shape), 0, 255)
+    disguised = _samples(tmp_path / "noisy.h5", noisy.astype(np.uint8), test.labels, names, phantoms)
+    with pytest.raises(UserError, match="near-identical"):
+        run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "y"), epochs=1, synthetic=str(disguised), **FAST))
 
 
 def test_synthetic_images_must_come_from_the_datasets_own_training_split(phantoms, fake_samples, tmp_path):

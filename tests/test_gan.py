@@ -188,3 +188,9 @@ def test_real_fraction_trains_on_the_classifiers_patients_and_the_samples_say_so
     assert sees_more_real_data(gan, 0.25, 0) and sees_more_real_data(gan, 0.5, 1)
     with pytest.raises(UserError, match="--real-fraction"):
         train(GanConfig(data=str(phantoms96), out=str(out), recipe="improved", epochs=2, **TINY_GAN))  # not resumable
+    # a fraction smaller than a batch still trains, as long in images shown as the full split's epochs
+    tiny = tmp_path / "tiny"
+    train(GanConfig(data=str(phantoms96), out=str(tiny), recipe="improved", epochs=1, real_fraction=0.05, **TINY_GAN))
+    saved = torch.load(tiny / "last.pt", weights_only=True)
+    assert saved["config"]["batch"] == saved["dataset"]["n_train"] < TINY_GAN["batch"]
+    assert saved["nimg"] >= len(ds) and saved["config"]["kimg"] == len(ds) / 1000

@@ -147,8 +147,16 @@ def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
                          f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | {p['p_value']:.3g} | "
                          f"[{fixed[0]:+.3f}, {fixed[1]:+.3f}] | {mc['only_a_correct']} / {mc['only_b_correct']} | "
                          f"{mc['p_value']:.3g} |")
-            verdicts.append(_verdict(r, p, kinds.get(Path(p["baseline"]).resolve(), "real")))
+            verdicts.append(_verdict(r, p, _baseline_kind(p, kinds)))
     return "\n".join(lines) + "\n", verdicts
+
+
+def _baseline_kind(p: dict, kinds: dict) -> str:
+    """What the compared-with arm was: recorded in the comparison (train_resnet stores it), else looked up."""
+    arm = p.get("baseline_arm")
+    if arm is not None:
+        return "real + synthetic" if arm.get("synthetic") else CONTROL_KINDS.get(arm.get("control"), "real")
+    return kinds.get(Path(p["baseline"]).resolve(), "real")
 
 
 def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
@@ -164,6 +172,9 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
         outcome = "helped" if lo > 0 else "hurt" if hi < 0 else "made no significant difference"
     caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "
                                               "only; use SEEDS ≥ 2 for a verdict about the method.")
+    if run.m.get("synthetic_trained_on", {}).get("sees_more_real_data"):
+        caveat += (" Caution: its GAN saw real patients this arm held back, so a gain may come from them, not from "
+                   "synthesis.")
     return f"**{run.name}** vs {base}: {what} {outcome} ({numbers}).{caveat}"
 
 

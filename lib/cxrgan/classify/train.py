@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class ClassifierConfig:
 
     def validate(self) -> "ClassifierConfig":
         options.whole_number(self, "epochs", "seeds", "size", "batch", "patience", "n_boot")
+        if self.n_boot < 10:
+            raise UserError(f"--n-boot must be at least 10 (1000 is the default), got {self.n_boot}")
         if not isinstance(self.real_fraction, (int, float)) or not 0 < self.real_fraction <= 1:
             raise UserError(f"--real-fraction must be in (0, 1], got {self.real_fraction!r}")
         if self.synthetic_only and not self.synthetic:
@@ -105,13 +108,18 @@ def _synthetic_subset(syn: H5ImageDataset, real_counts: dict[int, int], cfg: Cla
     as many as it can at the real training split's class ratio."""
     rng = np.random.default_rng(seed + 7919)
     avail = {c: np.flatnonzero(syn.labels == c) for c in real_counts}
-    tstr_scale = min((len(avail[c]) / n for c, n in real_counts.items() if n > 0), default=0.0)
+    empty = [c for c, idx in avail.items() if len(idx) == 0 and real_counts[c] > 0]
+    if empty:
+        raise UserError(f"{cfg.synthetic} has no images of class {empty[0]}; sample every class (tools/sample.py "
+                        "without --cls)")
     counts = extra_counts(real_counts, cfg)
+    if cfg.synthetic_only and cfg.synthetic_per_class is None and cfg.synthetic_ratio is None:
+        # the real class ratio, as many as the scarcest class allows (integer arithmetic: no rounding loss)
+        c_min = min((c for c, n in real_counts.items() if n > 0), key=lambda c: len(avail[c]) / real_counts[c])
+        counts = {c: len(avail[c_min]) * n // real_counts[c_min] for c, n in real_counts.items()}
     keep = []
     for c, n_real in real_counts.items():
         want = counts[c]
-        if cfg.synthetic_only and cfg.synthetic_per_class is None and cfg.synthetic_ratio is None:
-            want = int(tstr_scale * n_real)  # the real class ratio, as many as the scarcest class allows
         avail_c = avail[c]
         if want > len(avail_c):
             raise UserError(f"{cfg.synthetic} has {len(avail_c)} images of class {c}, {want} wanted; sample more "
@@ -232,8 +240,9 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     scores = np.stack([r["scores"] for r in runs])
     summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}
     if gan_data is not None:  # a GAN that saw patients this arm holds back would smuggle them in (data efficiency)
-        summary["synthetic_trained_on"] = {**gan_data, "sees_more_real_data": provenance.sees_more_real_data(
-            gan_data, cfg.real_fraction, cfg.subset_seed)}
+        leaks = [provenance.sees_more_real_data(g, cfg.real_fraction, cfg.subset_seed) for g in gan_data]
+        widest = max(gan_data, key=lambda g: g["real_fraction"])
+        summary["synthetic_trained_on"] = {**widest, "generators": gan_data, "sees_more_real_data": any(leaks)}
     ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
     summary["ci_method"] = ("seed-aware: training runs and test images" if cfg.seeds > 1 else
                             "test images only (one training run: no run-to-run variation to measure)")
@@ -278,7 +287,14 @@ def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndar
     base = np.load(f)
     if list(base["names"]) != list(names):
         raise UserError(f"--baseline {baseline} was evaluated on different test images; use the same --test")
-    return {"baseline": str(baseline), **stats.paired_bootstrap_auroc(y, base["scores"], scores, cfg.n_boot, cfg.seed),
+    try:  # what the baseline arm was, so a verdict against it is worded right wherever the report runs
+        was = json.loads((baseline / "metrics.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        was = {}
+    arm = {"control": was.get("control"), "synthetic": bool(was.get("synthetic")),
+           "real_fraction": was.get("real_fraction", 1.0)}
+    return {"baseline": str(baseline), "baseline_arm": arm,
+            **stats.paired_bootstrap_auroc(y, base["scores"], scores, cfg.n_boot, cfg.seed),
             "mcnemar": stats.mcnemar(y, base["scores"].mean(axis=0) >= 0.5, scores.mean(axis=0) >= 0.5)}
 
 

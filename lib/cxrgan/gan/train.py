@@ -163,19 +163,21 @@ def load_training_images(cfg: GanConfig) -> TrainingImages:
     except ValueError:
         raise UserError(f"GAN training needs a dataset whose size is a power of two from 32 to 512; {cfg.data} is "
                         f"{data.size}x{data.size} (rebuild it with tools/make_hdf5.py --size 64)") from None
+    if cfg.cls is not None and not 0 <= cfg.cls < len(data.classes):
+        raise UserError(f"--cls {cfg.cls}: {cfg.data} has classes 0..{len(data.classes) - 1} ({data.classes})")
+    n_full = int((data.labels == cfg.cls).sum()) if cfg.cls is not None else len(data.labels)
     keep = patient_fraction(data.labels, data.patient_ids, cfg.real_fraction, cfg.subset_seed)
     images, labels = torch.from_numpy(data.images[keep]), torch.from_numpy(data.labels[keep])
     if cfg.cls is not None:
-        if not 0 <= cfg.cls < len(data.classes):
-            raise UserError(f"--cls {cfg.cls}: {cfg.data} has classes 0..{len(data.classes) - 1} ({data.classes})")
         keep = labels == cfg.cls
         images, labels = images[keep], labels[keep]
-    if len(images) < cfg.batch:
+    if len(images) < cfg.batch and cfg.real_fraction >= 1:
         raise UserError(f"{len(images)} training images (class {cfg.cls if cfg.cls is not None else 'all'}) is fewer "
                         f"than --batch {cfg.batch}; lower --batch")
     identity = {"path": str(Path(cfg.data).resolve()), "size": data.size, "classes": data.classes,
                 "content_sha256": data.info.attrs.get("content_sha256", ""), "split": "train",
-                "real_fraction": float(cfg.real_fraction), "subset_seed": int(cfg.subset_seed), "n_train": len(images)}
+                "real_fraction": float(cfg.real_fraction), "subset_seed": int(cfg.subset_seed), "n_train": len(images),
+                "n_full_split": n_full}
     return TrainingImages(images, labels, data.classes, identity)
 
 
@@ -256,10 +258,28 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
 # The loop
 
 
+def fit_to_fraction(cfg: GanConfig, n: int, n_full: int) -> None:
+    """A GAN on a fraction of the patients (the low-data curve) trains as long as the full-data one, in images shown
+    (--epochs count passes over the full training split), so "less real data" is not confounded with "shorter
+    training"; and its batch shrinks to the images there are when they are fewer than --batch."""
+    if cfg.kimg is None:
+        cfg.kimg, cfg.epochs = cfg.epochs * n_full / 1000, None
+        console.print(f"note: --real-fraction {cfg.real_fraction:g}: training for {cfg.kimg:g} kimg, as long as "
+                      f"the full training split's {n_full} images x the epochs asked for")
+    if n < cfg.batch:
+        if n < 2:
+            raise UserError(f"--real-fraction {cfg.real_fraction:g} leaves {n} training image(s); raise it")
+        console.print(f"note: --real-fraction {cfg.real_fraction:g} leaves {n} images, fewer than --batch "
+                      f"{cfg.batch}; using --batch {n}")
+        cfg.batch = n
+
+
 def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: ProgressFn) -> dict:
     out = Path(cfg.out)
     recipe = RECIPES[cfg.recipe]
     data = load_training_images(cfg)
+    if cfg.real_fraction < 1:
+        fit_to_fraction(cfg, len(data.images), data.identity["n_full_split"])
     per_rank = cfg.batch // rt.world
     if per_rank < 1:
         raise UserError(f"--batch {cfg.batch} is smaller than the {rt.world} processes; raise --batch")

@@ -63,20 +63,21 @@ def shifted_nearest(query: np.ndarray, reference: np.ndarray, max_shift: int, de
     best_d = torch.full((len(q_all),), float("inf"), device=device)
     best_i = torch.zeros(len(q_all), dtype=torch.long, device=device)
     best_shift = torch.zeros((len(q_all), 2), dtype=torch.long, device=device)
-    for dy in range(-max_shift, max_shift + 1):
-        for dx in range(-max_shift, max_shift + 1):
-            # query pixel (y, x) against reference pixel (y - dy, x - dx): the query is the reference moved by dy, dx
-            qy, ry = slice(max(0, dy), s + min(0, dy)), slice(max(0, -dy), s + min(0, -dy))
-            qx, rx = slice(max(0, dx), s + min(0, dx)), slice(max(0, -dx), s + min(0, -dx))
-            r = ref[:, ry, rx].reshape(len(ref), -1)
-            scale = r.shape[1] ** -0.5
-            for i in range(0, len(q_all), chunk):
-                q = q_all[i:i + chunk, qy, qx].reshape(-1, r.shape[1])
-                v, j = (torch.cdist(q, r) * scale).min(dim=1)
-                better = v < best_d[i:i + chunk]
-                best_d[i:i + chunk] = torch.where(better, v, best_d[i:i + chunk])
-                best_i[i:i + chunk] = torch.where(better, j, best_i[i:i + chunk])
-                best_shift[i:i + chunk][better] = torch.tensor([dy, dx], device=device)
+    shifts = sorted(((dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)),
+                    key=lambda s: abs(s[0]) + abs(s[1]))  # no shift first: ties keep the smallest move
+    for dy, dx in shifts:
+        # query pixel (y, x) against reference pixel (y - dy, x - dx): the query is the reference moved by dy, dx
+        qy, ry = slice(max(0, dy), s + min(0, dy)), slice(max(0, -dy), s + min(0, -dy))
+        qx, rx = slice(max(0, dx), s + min(0, dx)), slice(max(0, -dx), s + min(0, -dx))
+        r = ref[:, ry, rx].reshape(len(ref), -1)
+        scale = r.shape[1] ** -0.5
+        for i in range(0, len(q_all), chunk):
+            q = q_all[i:i + chunk, qy, qx].reshape(-1, r.shape[1])
+            v, j = (torch.cdist(q, r) * scale).min(dim=1)
+            better = v < best_d[i:i + chunk]
+            best_d[i:i + chunk] = torch.where(better, v, best_d[i:i + chunk])
+            best_i[i:i + chunk] = torch.where(better, j, best_i[i:i + chunk])
+            best_shift[i:i + chunk][better] = torch.tensor([dy, dx], device=device)
     return best_d.cpu().numpy(), best_i.cpu().numpy(), best_shift.cpu().numpy()
 
 

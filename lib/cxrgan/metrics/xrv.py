@@ -35,9 +35,11 @@ def _xrv():
 
 def allowed_classes() -> list:
     """What a pickled torchxrayvision DenseNet may contain: its own module classes and torch's layers."""
+    from torch.nn.backends import thnn  # modules pickled by torch <= 1.4 (the published file) name its no-op backend
+
     m = _xrv().models
     return [m.DenseNet, m._DenseBlock, m._DenseLayer, m._Transition, nn.Sequential, nn.Conv2d, nn.BatchNorm2d,
-            nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Linear, set]
+            nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Linear, set, thnn._get_thnn_function_backend]
 
 
 def weights_url() -> str:
@@ -86,7 +88,8 @@ class XRVFeatures(nn.Module):
 
     def forward(self, x):
         if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > INPUT_SIZE)  # as torchxrayvision's fix_resolution
         out = F.relu(self.densenet.features(x))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
