@@ -61,7 +61,7 @@ def train_for(cfg: dict, minutes: float, chunk: int = 5) -> dict:
 
 
 def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: float = 5, variants: str = None,
-         workdir: str = "/tmp/scratch/diagnosis", reuse: bool = True, out: str = None):
+         workdir: str = "/tmp/scratch/diagnosis", reuse: bool = True, out: str = None, note: str = ""):
     """Train and score every variant (or the comma-separated ``variants``); write the ablation section."""
     record_start()
     RECIPES.update(EXTRA_RECIPES)
@@ -105,15 +105,17 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else
                              f"{v.mean():.3f}" if len(v) else "–")
             kimg = np.mean([r["kimg"] or 0 for r in runs])
-            rows.append([name, c, str(len(runs)), f"{kimg:.0f}", *cells,
+            speed = np.mean([r["img_per_s"] or 0 for r in runs])
+            rows.append([name, c, str(len(runs)), f"{kimg:.1f}", f"{speed:.1f}", *cells,
                          f"{np.mean([r['near_copies'] for r in runs]):.1f}"])
-    table = show_table("ablation", ["variant", "class", "GAN seeds", "kimg in budget", "KID", "precision", "recall",
-                                    "pixel diversity", "near copies (pixels)"], rows)
+    table = show_table("ablation", ["variant", "class", "GAN seeds", "kimg in budget", "img/s", "KID", "precision",
+                                    "recall", "pixel diversity", "near copies (pixels)"], rows)
     body = f"""Each variant trained for {minutes:g} min of training time on the CPU (equal wall-clock, other jobs may
 share the machine), GAN seeds {seeds}; metric snapshots every {snapshot_kimg:g} kimg against the validation split,
 the best by validation KID kept (best.pt) and scored: {n} images per class against the {len(real['test'])} real test
 images in the real-data ResNet-18's feature space (`{ckpt}`), as fid_is computes KID, precision/recall (k = 3),
-pixel diversity, and near copies (of {n * 2} images; about 1% expected by chance). Mean ± sd over GAN seeds.
+pixel diversity, and near copies (of {n * 2} images; about 1% expected by chance). Mean ± sd over GAN seeds;
+img/s: training throughput including the snapshots, {torch.get_num_threads()} CPU thread(s) per run. {note}
 
 {table}
 """
