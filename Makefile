@@ -12,7 +12,7 @@ OUTPUTS ?= outputs
 NIH_DIR ?= $(DATA_DIR)/nih
 SEED ?= 0
 N_PHANTOMS ?= 400
-RECIPE ?= improved
+RECIPE ?= limited
 EPOCHS ?=
 KIMG ?=
 N_SYNTH ?= 500
@@ -59,6 +59,9 @@ CLF_SIZE ?= $(SIZE)
 CLF_EPOCHS ?= 10
 INCEPTION ?= 0
 DATASET := $(DATA_DIR)/phantom-$(SIZE).h5
+ifeq ($(strip $(KIMG)$(EPOCHS)),)
+KIMG := 8
+endif
 else
 $(error DATA must be nih-mini, nih or phantom, not '$(DATA)')
 endif
@@ -130,7 +133,7 @@ $(DATA_DIR)/nih-mini-$(SIZE).h5: | $(STAMP)
 $(DATA_DIR)/nih-$(SIZE).h5: | $(STAMP)
 	$(PY) tools/make_hdf5.py --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
 
-gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
+gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited, the default, or improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
 
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
 define gan_rules

@@ -72,10 +72,12 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
         run(ClassifierConfig(data=str(data), out=str(ckpt.parent), epochs=15, seeds=1, size=64, device="cpu"))
     features = f"classifier:{ckpt}"
     names = [v.strip() for v in variants.split(",")] if variants else list(VARIANTS)
+    seed_list = [int(s) for s in (seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(","))]
+    seeds = ",".join(map(str, seed_list))
     results = {}
     for name in names:
         recipe, overrides = VARIANTS[name]
-        for seed in (int(s) for s in str(seeds).split(",")):
+        for seed in seed_list:
             run_dir = work / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-s{seed}"
             scores = run_dir / "scores.json"
             if reuse and scores.is_file():
