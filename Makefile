@@ -40,7 +40,7 @@ NIH_MINI = $(HERE)data/nih-mini
 ifeq ($(DATA),nih-mini)
 SIZE := 64
 CLF_SIZE ?= 64
-CLF_EPOCHS ?= 8
+CLF_EPOCHS ?= 6
 INCEPTION ?= 0
 ifeq ($(strip $(KIMG)$(EPOCHS)),)
 KIMG := 8

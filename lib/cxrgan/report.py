@@ -36,8 +36,8 @@ class ReportConfig:
 
 # the control arms of train_resnet --control, and what beating them means
 CONTROL_KINDS = {"oversample": "real + oversampled real copies", "augment": "real + augmented real copies"}
-CONTROL_VERDICTS = {"real + oversampled real copies": "oversampling (as many re-drawn real images)",
-                    "real + augmented real copies": "classical augmentation (as many augmented real copies)"}
+CONTROL_VERDICTS = {"real + oversampled real copies": "oversampling",
+                    "real + augmented real copies": "classical augmentation"}
 
 
 @dataclass
@@ -167,7 +167,7 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     if baseline_kind in CONTROL_VERDICTS:
         control = CONTROL_VERDICTS[baseline_kind]
         outcome = f"beat {control}" if lo > 0 else f"did worse than {control}" if hi < 0 else \
-            f"did not beat {control} (no significant difference)"
+            f"did not beat {control}"
     else:
         outcome = "helped" if lo > 0 else "hurt" if hi < 0 else "made no significant difference"
     caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "
