@@ -19,6 +19,7 @@ N_SYNTH ?= 500
 DEVICE ?= auto
 NPROC ?= 1
 SEEDS ?= 3
+CONTROLS ?= oversample augment
 FRACTIONS ?= 0.1 0.25 0.5 1
 REUSE_GAN ?= 0
 INCEPTION_WEIGHTS ?=
@@ -40,8 +41,11 @@ NIH_MINI = $(HERE)data/nih-mini
 ifeq ($(DATA),nih-mini)
 SIZE := 64
 CLF_SIZE ?= 64
-CLF_EPOCHS ?= 6
+CLF_EPOCHS ?= 8
 INCEPTION ?= 0
+ifeq ($(origin CONTROLS),file)
+CONTROLS := oversample
+endif
 ifeq ($(strip $(KIMG)$(EPOCHS)),)
 KIMG := 8
 endif
@@ -94,8 +98,8 @@ CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS)
 METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json) \
 	$(if $(filter 1,$(XRV)),$(OUTPUTS)/metrics/xrv.json)
 FID_ARGS = --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
-CONTROLS := $(CLF_DIR)/real+oversample $(CLF_DIR)/real+augment
-CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROLS)) $(CLF_DIR)/real+synthetic/metrics.json
+CONTROL_RUNS := $(foreach c,$(CONTROLS),$(CLF_DIR)/real+$(c))
+CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS)) $(CLF_DIR)/real+synthetic/metrics.json
 SMOKE_DIR := build/smoke
 SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outputs SIZE=32 N_PHANTOMS=120 \
 	EPOCHS=1 N_SYNTH=64 SEEDS=2 CLF_EPOCHS=1 DEVICE=cpu GAN_ARGS="--base 8 --batch 16 --grid 4"
@@ -107,7 +111,7 @@ help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
 	@echo "variables: DATA=nih-mini|nih|phantom NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
-	@echo "           OUTPUTS DATA_DIR FRACTIONS REUSE_GAN=0|1 INCEPTION=0|1 INCEPTION_WEIGHTS XRV=0|1 XRV_WEIGHTS MIRROR"
+	@echo "           CONTROLS=\"oversample augment\" OUTPUTS DATA_DIR FRACTIONS REUSE_GAN=0|1 INCEPTION=0|1 INCEPTION_WEIGHTS XRV=0|1 XRV_WEIGHTS MIRROR"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
@@ -163,9 +167,9 @@ $(CLF_DIR)/real/metrics.json: $(DATASET) | $(STAMP)
 $(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --control $* --baseline $(CLF_DIR)/real
 
-$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROLS))
+$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) \
-		--baseline $(CLF_DIR)/real,$(subst $(space),$(comma),$(CONTROLS))
+		--baseline $(subst $(space),$(comma),$(CLF_DIR)/real $(CONTROL_RUNS))
 
 $(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
