@@ -12,7 +12,7 @@ MINI = ROOT / "data" / "nih-mini"
 
 
 def test_the_subset_ships_with_credit_and_builds_patient_split(tmp_path):
-    rows = list(csv.DictReader(open(MINI / "Data_Entry_subset.csv", newline="")))
+    rows = list(csv.DictReader(open(MINI / "Data_Entry_nih-mini.csv", newline="")))
     assert len(rows) == len(list((MINI / "images").glob("*.png"))) == 452
     assert "Wang" in (MINI / "README.md").read_text() and "NIH Clinical Center" in (MINI / "README.md").read_text()
     size = sum(p.stat().st_size for p in MINI.rglob("*") if p.is_file())

@@ -34,7 +34,7 @@ def main(src: str):
     for r in rows:
         gray = Image.open(src / "images" / r[0]).convert("L")
         gray.save(out / r[0], optimize=True)
-    with open(HERE / "Data_Entry_subset.csv", "w", newline="") as f:
+    with open(HERE / "Data_Entry_nih-mini.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
