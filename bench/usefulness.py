@@ -130,6 +130,8 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     fig = Path(figure) if figure else ROOT / "docs" / "figures" / "usefulness-efficiency.png"
     drew = efficiency_figure(runs, fig)
     counts = {s: np.bincount(H5ImageDataset(data, s).labels, minlength=2).tolist() for s in ("train", "val", "test")}
+    shown = fig.relative_to(ROOT) if fig.is_relative_to(ROOT) else fig
+    figure_line = f"Figure: `{shown}` (AUROC against the real fraction, every arm)." if drew else ""
     body = f"""The shipped real subset (`data/nih-mini`, 64x64, split by patient; No Finding / Infiltration: train
 {counts['train']}, val {counts['val']}, test {counts['test']}). At each fraction of the real training patients (nested:
 smaller fractions are subsets of larger ones), four arms, {seeds} classifier seeds each (ResNet-18 from scratch,
@@ -147,7 +149,7 @@ Verdicts for the synthetic arm:
 
 {chr(10).join(verdicts)}
 
-{f"Figure: `{fig.relative_to(ROOT) if fig.is_relative_to(ROOT) else fig}` (AUROC against the real fraction, every arm)." if drew else ""}
+{figure_line}
 """
     write_section("usefulness", "Usefulness against control arms and the data-efficiency curve (nih-mini)", body, out)
 
