@@ -41,7 +41,7 @@ NIH_MINI = $(HERE)data/nih-mini
 ifeq ($(DATA),nih-mini)
 SIZE := 64
 CLF_SIZE ?= 64
-CLF_EPOCHS ?= 8
+CLF_EPOCHS ?= 7
 INCEPTION ?= 0
 ifeq ($(origin CONTROLS),file)
 CONTROLS := oversample
