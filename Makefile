@@ -1,5 +1,7 @@
 # cxrgan — every stage is a file-producing target; `make` alone lists them. Re-running a finished `make all` does
 # nothing; after an interruption it resumes at the first stage whose output is missing (GAN training from last.pt).
+# Each stage also depends on a stamp of the variables that shape it (see ARGS below): change one and exactly the
+# stages it affects run again, with their dependents.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,6 +32,7 @@ GAN_ARGS ?=
 CLF_DIR := $(OUTPUTS)/classify
 GAN_DIR := $(OUTPUTS)/gan
 SYNTH := $(OUTPUTS)/synthetic.h5
+ARGS_DIR = $(OUTPUTS)/.args
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -90,19 +93,36 @@ endif
 # torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch)
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
 # the training length: EPOCHS, or KIMG (thousands of images shown), or the recipe's own default (20 epochs for both)
-TRAIN_ARGS = --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $(EPOCHS) )$(if $(KIMG),--kimg $(KIMG) )--seed $(SEED) \
+TRAIN_ARGS = --overwrite --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $(EPOCHS) )$(if $(KIMG),--kimg $(KIMG) )--seed $(SEED) \
 	--device $(DEVICE) $(GAN_ARGS)
-CLF_ARGS = --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
+CLF_ARGS = --overwrite --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
 	--device $(DEVICE)
 # the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
 METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json) \
 	$(if $(filter 1,$(XRV)),$(OUTPUTS)/metrics/xrv.json)
-FID_ARGS = --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
+FID_ARGS = --overwrite --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
 CONTROL_RUNS := $(foreach c,$(CONTROLS),$(CLF_DIR)/real+$(c))
 CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS)) $(CLF_DIR)/real+synthetic/metrics.json
 SMOKE_DIR := build/smoke
 SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outputs SIZE=32 N_PHANTOMS=120 \
 	EPOCHS=1 N_SYNTH=64 SEEDS=2 CLF_EPOCHS=1 DEVICE=cpu GAN_ARGS="--base 8 --batch 16 --grid 4"
+
+# ARGS: $(call args_stamp,FILE,TEXT) is FILE, rewritten (so newer than what was built from it) only when TEXT
+# differs from what it holds. A stage's target depends on the stamp of the variables that shape its result (not
+# DEVICE: where it runs), so `make all EPOCHS=3` after `make all` retrains the GAN and what uses it, and rebuilds
+# neither the dataset nor the real-data classifier.
+args_stamp = $(strip $(eval _new := $(strip $(2)))$(eval _old := $(strip $(if $(wildcard $(1)),$(file < $(1)))))$(if \
+	$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|)),,$(shell mkdir -p $(dir $(1)))$(file \
+	> $(1),$(_new)))$(1))
+DATA_ARGS := $(call args_stamp,$(DATA_DIR)/.args/$(notdir $(DATASET)),DATA=$(DATA) SIZE=$(SIZE) SEED=$(SEED) \
+	N_PHANTOMS=$(N_PHANTOMS) NIH_DIR=$(abspath $(NIH_DIR)))
+GAN_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/gan,DATASET=$(DATASET) RECIPE=$(RECIPE) EPOCHS=$(EPOCHS) \
+	KIMG=$(KIMG) SEED=$(SEED) NPROC=$(NPROC) GAN_ARGS=$(GAN_ARGS))
+SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples,N_SYNTH=$(N_SYNTH) SEED=$(SEED))
+CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_EPOCHS=$(CLF_EPOCHS) SEEDS=$(SEEDS) \
+	SEED=$(SEED) CLF_SIZE=$(CLF_SIZE))
+METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) INCEPTION_WEIGHTS=$(INCEPTION_WEIGHTS) \
+	XRV_WEIGHTS=$(XRV_WEIGHTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup download data gan samples classify tstr efficiency metrics report all test smoke bench docker clean
@@ -128,24 +148,24 @@ $(NIH_DIR)/download.json: | $(STAMP)
 
 data: $(DATASET)  ## build the dataset HDF5 (DATA=nih-mini: the shipped real subset; DATA=nih: from NIH_DIR; DATA=phantom)
 
-$(DATA_DIR)/phantom-$(SIZE).h5: | $(STAMP)
-	$(PY) tools/make_phantoms.py --out $@ --n $(N_PHANTOMS) --size $(SIZE) --seed $(SEED)
+$(DATA_DIR)/phantom-$(SIZE).h5: $(DATA_ARGS) | $(STAMP)
+	$(PY) tools/make_phantoms.py --overwrite --out $@ --n $(N_PHANTOMS) --size $(SIZE) --seed $(SEED)
 
-$(DATA_DIR)/nih-mini-$(SIZE).h5: | $(STAMP)
-	$(PY) tools/make_hdf5.py --src $(NIH_MINI) --out $@ --size $(SIZE) --seed $(SEED) --nobalance
+$(DATA_DIR)/nih-mini-$(SIZE).h5: $(DATA_ARGS) $(wildcard $(NIH_MINI)/*.csv) | $(STAMP)
+	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_MINI) --out $@ --size $(SIZE) --seed $(SEED) --nobalance
 
-$(DATA_DIR)/nih-$(SIZE).h5: | $(STAMP)
-	$(PY) tools/make_hdf5.py --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
+$(DATA_DIR)/nih-$(SIZE).h5: $(DATA_ARGS) | $(STAMP)
+	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
 
 gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited, the default, or improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
 
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
 define gan_rules
 ifeq ($(call recipe_kind,$(1)),per-class)
-$(GAN_DIR)/$(1)-c%/summary.json: $(DATASET) | $(STAMP)
+$(GAN_DIR)/$(1)-c%/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1) --cls $$*
 else
-$(GAN_DIR)/$(1)/summary.json: $(DATASET) | $(STAMP)
+$(GAN_DIR)/$(1)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1)
 endif
 endef
@@ -153,33 +173,33 @@ $(foreach r,$(RECIPES),$(eval $(call gan_rules,$(r))))
 
 samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s)
 
-$(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS))
-	$(PY) tools/sample.py --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
+$(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS)) $(SAMPLE_ARGS)
+	$(PY) tools/sample.py --overwrite --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
 		--ckpt $(subst $(space),$(comma),$(GAN_RUNS))
 
 classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies (controls), real+synthetic (paired with all three); SEEDS seeds
 
 tstr: $(CLF_DIR)/tstr/metrics.json  ## train on synthetic images only, test on real (not part of `all`; the report shows it when present)
 
-$(CLF_DIR)/real/metrics.json: $(DATASET) | $(STAMP)
+$(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS)
 
-$(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_DIR)/real/metrics.json
+$(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --control $* --baseline $(CLF_DIR)/real
 
-$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
+$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) \
 		--baseline $(subst $(space),$(comma),$(CLF_DIR)/real $(CONTROL_RUNS))
 
-$(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) | $(STAMP)
+$(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
 efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real real+oversample real+synthetic,$(CLF_DIR)/fraction-$(f)/$(a)/metrics.json))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
 
-$(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) | $(STAMP)
+$(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
-$(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_DIR)/fraction-%/real/metrics.json
+$(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(CLF_DIR)/fraction-%/real/metrics.json
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --control oversample --baseline $(CLF_DIR)/fraction-$*/real
 
 # The synthetic arm at fraction F uses a GAN trained on that fraction's patients only (the same nested subset as the
@@ -190,17 +210,17 @@ eff_gan_runs = $(if $(filter per-class,$(call recipe_kind,$(RECIPE))),$(GAN_DIR)
 	$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c1,$(GAN_DIR)/fraction-$(1)/$(RECIPE))
 eff_synth = $(if $(or $(filter 1,$(REUSE_GAN)),$(call is_full,$(1))),$(SYNTH),$(OUTPUTS)/fraction-$(1)/synthetic.h5)
 define fraction_rules
-$(OUTPUTS)/fraction-$(1)/synthetic.h5: $(addsuffix /summary.json,$(call eff_gan_runs,$(1)))
-	$$(PY) tools/sample.py --n $$(N_SYNTH) --seed $$(SEED) --device $$(DEVICE) --out $$@ \
+$(OUTPUTS)/fraction-$(1)/synthetic.h5: $(addsuffix /summary.json,$(call eff_gan_runs,$(1))) $(SAMPLE_ARGS)
+	$$(PY) tools/sample.py --overwrite --n $$(N_SYNTH) --seed $$(SEED) --device $$(DEVICE) --out $$@ \
 		--ckpt $(subst $(space),$(comma),$(strip $(call eff_gan_runs,$(1))))
 ifeq ($(call recipe_kind,$(RECIPE)),per-class)
-$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c%/summary.json: $(DATASET) | $(STAMP)
+$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c%/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --cls $$* --real-fraction $(1)
 else
-$(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) | $(STAMP)
+$(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
 endif
-$(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(call eff_synth,$(1)) \
+$(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(call eff_synth,$(1)) \
 		$(CLF_DIR)/fraction-$(1)/real/metrics.json $(CLF_DIR)/fraction-$(1)/real+oversample/metrics.json
 	$$(PY) tools/train_resnet.py $$(CLF_ARGS) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
 		--baseline $(CLF_DIR)/fraction-$(1)/real,$(CLF_DIR)/fraction-$(1)/real+oversample
@@ -209,19 +229,19 @@ $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 
 metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv)
 
-$(OUTPUTS)/metrics/domain.json: $(SYNTH) $(CLF_DIR)/real/metrics.json
+$(OUTPUTS)/metrics/domain.json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
-$(OUTPUTS)/metrics/xrv.json: $(SYNTH) | $(STAMP)
+$(OUTPUTS)/metrics/xrv.json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
 	$(PY) tools/fid_is.py $(FID_ARGS) --features xrv$(if $(XRV_WEIGHTS),:$(XRV_WEIGHTS))
 
-$(OUTPUTS)/metrics/inception.json: $(SYNTH) | $(STAMP)
+$(OUTPUTS)/metrics/inception.json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
 	$(PY) tools/fid_is.py $(FID_ARGS) --features inception $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
 report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
 $(OUTPUTS)/REPORT.md: $(CLASSIFY) $(METRICS) $(wildcard $(CLF_DIR)/fraction-*/*/metrics.json $(CLF_DIR)/tstr/metrics.json)
-	$(PY) tools/report.py --outputs $(OUTPUTS) --seed $(SEED)
+	$(PY) tools/report.py --overwrite --outputs $(OUTPUTS) --seed $(SEED)
 
 all: report  ## the whole pipeline on the default data: data, gan, samples, classify, metrics, report
 
@@ -235,6 +255,10 @@ smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smok
 	test -s $(SMOKE_DIR)/outputs/REPORT.md
 	@if $(MAKE) --no-print-directory -q all $(SMOKE_VARS); then echo "smoke: REPORT.md built; a second make all is a no-op"; \
 	else echo "smoke: FAILED: a second make all would run again:"; $(MAKE) --no-print-directory -n all $(SMOKE_VARS); exit 1; fi
+	@plan=$$($(MAKE) --no-print-directory -n all $(SMOKE_VARS) CLF_EPOCHS=2); \
+	if grep -q train_resnet <<<"$$plan" && ! grep -q -e train_dcgan -e make_phantoms -e sample.py <<<"$$plan"; then \
+	echo "smoke: after CLF_EPOCHS changes, the classifiers re-run and the dataset, GAN and samples do not"; \
+	else echo "smoke: FAILED: CLF_EPOCHS=2 would run:"; echo "$$plan"; exit 1; fi
 
 bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
 	$(PY) bench/compression.py

@@ -69,7 +69,8 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
     data, real = nih64_splits(work, str(NIH64), 0)
     ckpt = work / "eval" / "real" / "model-seed0.pt"
     if not ckpt.is_file():
-        run(ClassifierConfig(data=str(data), out=str(ckpt.parent), epochs=15, seeds=1, size=64, device="cpu"))
+        run(ClassifierConfig(data=str(data), out=str(ckpt.parent), epochs=15, seeds=1, size=64, device="cpu",
+                             overwrite=True))
     features = f"classifier:{ckpt}"
     names = [v.strip() for v in variants.split(",")] if variants else list(VARIANTS)
     seed_list = [int(s) for s in (seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(","))]
@@ -89,7 +90,8 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
                                      **overrides), minutes)
             gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
             sample_to_file(run_dir / "samples.h5", gens, n, seed, torch.device("cpu"))
-            m = evaluate(QualityConfig(real=f"{data}:test", fake=str(run_dir / "samples.h5"), features=features,
+            m = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=str(run_dir / "samples.h5"),
+                                       features=features,
                                        out=str(run_dir / "fid_is.json"), cache="", seed=seed, device="cpu"))
             record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": trained["seconds"],
                       "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,

@@ -85,7 +85,8 @@ def main(src: str = str(NIH64), recipe: str = "improved", kimg: float = 160, sna
     ckpt = clf_dir / f"model-seed{seed}.pt"
     if not ckpt.is_file():
         _log(f"real-data classifier: {clf_epochs} epochs, one seed")
-        run(ClassifierConfig(data=str(data), out=str(clf_dir), epochs=clf_epochs, seeds=1, seed=seed, size=64,
+        run(ClassifierConfig(overwrite=True, data=str(data), out=str(clf_dir), epochs=clf_epochs, seeds=1, seed=seed,
+                             size=64,
                              device="cpu"))
     features = f"classifier:{ckpt}"
     gan_dir = work / recipe

@@ -49,7 +49,8 @@ def _classify(work: Path, name: str, data: Path, seeds: int, epochs: int, size: 
     """cxrgan.classify.train.run into WORK/eval/NAME (or its earlier metrics.json with the same settings when
     ``reuse``)."""
     out = work / "eval" / name
-    cfg = ClassifierConfig(data=str(data), out=str(out), epochs=epochs, seeds=seeds, size=size, patience=patience,
+    cfg = ClassifierConfig(overwrite=True, data=str(data), out=str(out), epochs=epochs, seeds=seeds, size=size,
+                           patience=patience,
                     device="cpu", **extra)
     if reuse and (out / "metrics.json").is_file():
         old = json.loads((out / "metrics.json").read_text())
@@ -129,11 +130,11 @@ def main(workdir: str = "/tmp/scratch/quality", seeds: int = 5, epochs: int = 15
     quality, t0 = {}, time.perf_counter()
     for r in RECIPES:
         _log(f"{r}: domain FID/KID/precision/recall and memorisation audit")
-        quality[r] = evaluate(QualityConfig(real=f"{data}:test", fake=str(samples[r]),
+        quality[r] = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=str(samples[r]),
                                             out=str(ev / f"quality-{r}.json"), features=features,
                                             train=f"{data}:train", audit=True, cache=str(cache), device="cpu"))
     _log("real val vs real test (reference)")
-    quality["real val"] = evaluate(QualityConfig(real=f"{data}:test", fake=f"{data}:val",
+    quality["real val"] = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=f"{data}:val",
                                                  out=str(ev / "quality-real-val.json"), features=features,
                                                  audit=False, cache=str(cache), device="cpu"))
     # equal N: generated subsets with the val split's size and class mix, against the same real test images

@@ -80,7 +80,8 @@ def classify(work: Path, data: Path, fraction: float, arm: str, synthetic: Path,
         opts["baseline"] = ",".join(str(out.parent / _slug(a)) for a in others)
     _log(f"fraction {fraction:g}, {arm}: {common['seeds']} seeds")
     t0 = time.perf_counter()
-    s = run(ClassifierConfig(data=str(data), out=str(out), real_fraction=fraction, device="cpu", **common, **opts))
+    s = run(ClassifierConfig(overwrite=True, data=str(data), out=str(out), real_fraction=fraction, device="cpu",
+                             **common, **opts))
     s["args"]["seconds"] = time.perf_counter() - t0
     (out / "metrics.json").write_text(json.dumps(s, indent=2))
     return s

@@ -3,8 +3,8 @@ import pytest
 
 from cxrgan.data.phantoms import generate
 from cxrgan.data.reader import H5ImageDataset
-from cxrgan.metrics.audit import (audit_space, closest_pairs_figure, default_max_shift, nearest, pixel_images,
-                                  pixel_vectors, shifted_nearest)
+from cxrgan.data.pixels import pixel_images, shifted_nearest
+from cxrgan.metrics.audit import audit_space, closest_pairs_figure, default_max_shift, nearest, pixel_vectors
 
 
 @pytest.fixture(scope="module")

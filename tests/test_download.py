@@ -3,6 +3,7 @@ dropped connections, ignored Range, 5xx answers, short bodies, wrong MD5SUMS. No
 
 import gzip
 import hashlib
+import io
 import json
 import re
 import socket
@@ -18,7 +19,7 @@ import pytest
 from cxrgan.data import download
 from cxrgan.data.download import MANIFEST, METADATA_FILES, download_release, fetch, parse_md5sums, write_record
 from cxrgan.errors import UserError
-from conftest import nih_rows, run_tool, write_archives
+from conftest import add_member, nih_rows, run_tool, write_archives
 
 ARCHIVES = [f.name for f in MANIFEST if f.url]
 BUILT_IN_CHECKSUMS = dict(download.CHECKSUMS)  # as shipped (the tests below replace it)
@@ -36,6 +37,9 @@ class FakeRelease:
         self.short = {}  # name -> k: always send k bytes fewer than Content-Length announces
         self.fail = {}  # name -> how many more requests answer HTTP 500
         self.stall = {}  # name -> how many more requests wait STALL_S before answering
+        self.always_drop = {}  # name -> n: every answer sends n body bytes, then closes the connection
+        self.no_length = set()  # names answered without Content-Length
+        self.content_type = {}  # name -> the Content-Type to answer with (default application/octet-stream)
         self.ignore_range = False
         self.lock = threading.Lock()
         self.url = ""
@@ -98,8 +102,9 @@ class Handler(BaseHTTPRequestHandler):
         body = data[start:]
         entry["status"] = status
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", fake.content_type.get(name, "application/octet-stream"))
+        if name not in fake.no_length:
+            self.send_header("Content-Length", str(len(body)))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
@@ -111,6 +116,8 @@ class Handler(BaseHTTPRequestHandler):
                 n = min(n, fake.drop_after.pop(name))
             if name in fake.short:
                 n = max(0, n - fake.short[name])
+            if name in fake.always_drop:
+                n = min(n, fake.always_drop[name])
         entry["sent"] = n  # before writing: a client that has every byte may look at the log at once
         self.wfile.write(body[:n])
         self.close_connection = True
@@ -118,18 +125,25 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    """name -> bytes of a tiny fake release: 3 real NIH-style archives, 9 gzip files of random bytes, csv, lists."""
+    """name -> bytes of a tiny fake release: 3 real NIH-style archives, 9 tar.gz files of random bytes, csv, lists."""
     rows = nih_rows(12)
     root = write_archives(tmp_path_factory.mktemp("release"), rows, per_archive=10)
     files = {p.name: p.read_bytes() for p in sorted(root.iterdir())}
     rng = np.random.default_rng(0)
     for name in ARCHIVES:
-        files.setdefault(name, gzip.compress(rng.bytes(int(rng.integers(20_000, 60_000))), mtime=0))
+        files.setdefault(name, _tar_gz(rng.bytes(int(rng.integers(20_000, 60_000)))))
     names = [r["name"] for r in rows]
     files["train_val_list.txt"] = ("\n".join(names[:-5]) + "\n").encode()
     files["test_list.txt"] = ("\n".join(names[-5:]) + "\n").encode()
     assert sorted(files) == sorted(download.names())
     return files
+
+
+def _tar_gz(payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        add_member(tar, "images/noise.bin", payload)
+    return gzip.compress(buf.getvalue(), mtime=0)
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -489,3 +503,54 @@ def test_cli_errors_are_one_line_with_exit_2(server, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         f"error: images_001.tar.gz could not be downloaded from {server.url}/images_001.tar.gz: HTTP 404 Not Found; "
         "re-running downloads it again")
+
+
+# ---------------------------------------------------------------- servers that lie: bounded retries, content checks
+
+
+def test_a_server_that_ignores_range_and_cuts_every_body_is_given_up_on(server, release, tmp_path):
+    name = ARCHIVES[0]
+    server.ignore_range, server.always_drop[name] = True, len(release[name]) // 2
+    with pytest.raises(download.DownloadError, match=r"after 3 retries"):
+        fetch(f"{server.url}/{name}", tmp_path / name, retries=3, timeout=5, backoff=0)
+    assert len(server.gets(name)) == 4  # retries bound all attempts, not only those in a row without bytes
+    assert not (tmp_path / name).exists()
+
+
+def test_the_deadline_bounds_a_download_that_keeps_failing(server, release, tmp_path):
+    name = ARCHIVES[1]
+    server.ignore_range, server.always_drop[name] = True, 100
+    t0 = time.monotonic()
+    with pytest.raises(download.DownloadError, match="deadline"):
+        fetch(f"{server.url}/{name}", tmp_path / name, retries=1000, timeout=5, backoff=0.05, deadline=0.5)
+    assert time.monotonic() - t0 < 5
+    assert not (tmp_path / name).exists()
+
+
+def test_a_body_without_a_size_cut_short_is_not_saved_as_complete(server, release, tmp_path):
+    name = ARCHIVES[0]  # a real NIH-style archive
+    server.no_length.add(name)
+    server.short[name] = 300
+    with pytest.raises(download.DownloadError, match="cut short|damaged"):
+        fetch(f"{server.url}/{name}", tmp_path / name, retries=0, timeout=5, backoff=0)
+    assert not (tmp_path / name).exists()
+    server.short.clear()  # the same server, whole this time: accepted without a size
+    got = fetch(f"{server.url}/{name}", tmp_path / name, retries=0, timeout=5, backoff=0)
+    assert (tmp_path / name).read_bytes() == release[name] and got.total is None
+
+
+@pytest.mark.parametrize("name", ["Data_Entry_2017_v2020.csv", "test_list.txt", ARCHIVES[2]])
+def test_a_sign_in_page_served_as_plain_text_is_refused(server, tmp_path, name):
+    server.files[name] = b"<!DOCTYPE html>\n<html><body>Sign in to continue</body></html>\n"
+    server.content_type[name] = "text/plain"
+    with pytest.raises(download.DownloadError, match="web page|not a gzip"):
+        fetch(f"{server.url}/{name}", tmp_path / name, retries=0, timeout=5, backoff=0)
+    assert not (tmp_path / name).exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_a_csv_cut_mid_line_without_a_size_is_refused(server, release, tmp_path):
+    name = "Data_Entry_2017_v2020.csv"
+    server.no_length.add(name)
+    server.short[name] = 7
+    with pytest.raises(download.DownloadError, match="middle of a line"):
+        fetch(f"{server.url}/{name}", tmp_path / name, retries=0, timeout=5, backoff=0)

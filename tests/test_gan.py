@@ -70,8 +70,51 @@ def test_finished_run_is_a_no_op_and_incompatible_resume_is_refused(phantoms, tm
     assert not train(GanConfig(**cfg))["trained"] and (tmp_path / "last.pt").stat().st_mtime_ns == mtime
     with pytest.raises(UserError, match="--cls 0"):
         train(GanConfig(**{**cfg, "cls": 1, "epochs": 2}))
-    train(GanConfig(**{**cfg, "cls": 1, "resume": False}))  # starting over is allowed
+    with pytest.raises(UserError, match="holds an earlier run"):  # starting over deletes it: only when asked
+        train(GanConfig(**{**cfg, "cls": 1, "resume": False}))
+    assert _weights(tmp_path / "last.pt")["config"]["cls"] == 0
+    train(GanConfig(**{**cfg, "cls": 1, "resume": False, "overwrite": True}))
     assert _weights(tmp_path / "last.pt")["config"]["cls"] == 1
+
+
+def test_resuming_applies_the_new_learning_rates_it_records(phantoms, tmp_path):
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="improved", epochs=1, **TINY_GAN)
+    train(GanConfig(**cfg))
+    train(GanConfig(**{**cfg, "epochs": 2, "lr_g": 1e-5, "lr_d": 3e-5, "beta2": 0.9}))
+    saved = _weights(tmp_path / "last.pt")
+    assert saved["config"]["lr_g"] == 1e-5 and saved["config"]["lr_d"] == 3e-5
+    assert [g["lr"] for g in saved["opt_g"]["param_groups"]] == [1e-5]  # trained with what it records
+    assert [g["lr"] for g in saved["opt_d"]["param_groups"]] == [3e-5]
+    assert saved["opt_g"]["param_groups"][0]["betas"][1] == 0.9
+
+
+def test_with_overwrite_a_run_with_other_settings_starts_over_and_an_interrupted_one_resumes(phantoms, tmp_path):
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="improved", epochs=1, overwrite=True, **TINY_GAN)
+    train(GanConfig(**cfg))
+    first = _weights(tmp_path / "last.pt")
+    assert not train(GanConfig(**cfg))["trained"]  # same settings: finished, nothing to do
+    result = train(GanConfig(**{**cfg, "seed": 1}))  # another seed shapes the result: a fresh run
+    assert result["trained"] and result["epochs"] == 1
+    again = _weights(tmp_path / "last.pt")
+    assert again["config"]["seed"] == 1 and not torch.equal(again["generator"][next(iter(first["generator"]))],
+                                                            first["generator"][next(iter(first["generator"]))])
+
+
+def test_a_class_without_training_images_is_refused_not_sampled(tmp_path):
+    from cxrgan.data.datasetfile import write_dataset
+    path = tmp_path / "one-class.h5"
+    rng = np.random.default_rng(0)
+    with write_dataset(path, 32, ["No Finding", "Infiltration"], {"train": 16, "val": 4, "test": 4}) as w:
+        for split, n in (("train", 16), ("val", 4), ("test", 4)):
+            for i in range(n):  # train: class 0 only
+                w.add(split, 0 if split == "train" else i % 2, f"{split}{i}.png",
+                      rng.integers(0, 256, (32, 32), dtype=np.uint8), patient_id=hash(split) % 1000 + i)
+        w.close(seed=0)
+    with pytest.raises(UserError, match="no training images of class 'Infiltration'"):
+        train(GanConfig(data=str(path), out=str(tmp_path / "g"), recipe="improved", epochs=1, **TINY_GAN))
+    train(GanConfig(data=str(path), out=str(tmp_path / "g0"), recipe="seed", cls=0, epochs=1, **TINY_GAN))
+    with pytest.raises(UserError, match="no training images of class 'Infiltration'"):
+        train(GanConfig(data=str(path), out=str(tmp_path / "g1"), recipe="seed", cls=1, epochs=1, **TINY_GAN))
 
 
 def test_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(phantoms, tmp_path, monkeypatch):
@@ -194,3 +237,27 @@ def test_real_fraction_trains_on_the_classifiers_patients_and_the_samples_say_so
     saved = torch.load(tiny / "last.pt", weights_only=True)
     assert saved["config"]["batch"] == saved["dataset"]["n_train"] < TINY_GAN["batch"]
     assert saved["nimg"] >= len(ds) and saved["config"]["kimg"] == len(ds) / 1000
+
+
+def test_sampling_refuses_a_class_its_checkpoint_never_saw(trained, tmp_path):
+    from cxrgan import torchfile
+    from cxrgan.gan.sample import resolve_generators
+
+    saved = torch.load(trained / "improved" / "last.pt", weights_only=True)
+    saved["dataset"]["class_counts"] = [saved["dataset"]["n_train"], 0]
+    torchfile.save(saved, tmp_path / "last.pt")
+    assert resolve_generators(str(tmp_path / "last.pt"), tmp_path, [0], "cpu")[0].classes_covered == [0]
+    with pytest.raises(UserError, match="none was trained on images of it"):
+        resolve_generators(str(tmp_path / "last.pt"), tmp_path, [0, 1], "cpu")
+
+
+def test_a_checkpoint_edited_after_writing_is_refused(trained, tmp_path):
+    from cxrgan import torchfile
+
+    saved = torch.load(trained / "improved" / "last.pt", weights_only=True)
+    name = next(iter(saved["generator"]))
+    saved["generator"][name] = saved["generator"][name] + 1e-3  # one weight changed, the stored digest kept
+    torch.save(saved, tmp_path / "edited.pt")
+    with pytest.raises(UserError, match="modified after it was written"):
+        torchfile.load(tmp_path / "edited.pt")
+    assert torchfile.tensors_digest(saved) != saved[torchfile.TENSORS_DIGEST]

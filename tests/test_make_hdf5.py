@@ -338,3 +338,79 @@ def test_official_split_lists(nih_tree, tmp_path):
     (src / "test_list.txt").unlink()
     with pytest.raises(UserError, match="test_list.txt"):
         build(src, tmp_path / "p.h5", official_split=True)
+
+
+# ---------------------------------------------------------------- robustness: no silent wrong results, bounded memory
+
+def test_oversized_archive_members_are_refused_without_being_read(tmp_path, monkeypatch):
+    rows = nih_rows(6, seed=4)
+    src = write_archives(tmp_path / "tars", rows)
+    victim = next(r["name"] for r in rows if expected_label(r["findings"]) >= 0)
+    import cxrgan.data.sources as sources
+    monkeypatch.setattr(sources, "MAX_IMAGE_BYTES", 4096)  # above these 32x32 PNGs (about 1 KB), below the bomb
+    with tarfile.open(src / "images_099.tar.gz", "w:gz") as tar:  # a bomb: 64 KB of zeros under a wanted name
+        add_member(tar, f"images/{victim}", bytes(64 << 10))
+    with tarfile.open(src / "images_001.tar.gz") as old:
+        keep = [(m, old.extractfile(m).read()) for m in old.getmembers() if not m.name.endswith(victim)]
+    with tarfile.open(src / "images_001.tar.gz", "w:gz") as tar:
+        for m, data in keep:
+            add_member(tar, m.name, data)
+    report = build(src, tmp_path / "d.h5", balance=False)
+    assert [r["member"] for r in report["refused"]] == [victim] and "limit" in report["refused"][0]["reason"]
+    assert victim not in report["missing"]
+    assert victim not in {n for s in contents(tmp_path / "d.h5").values() for n in s}
+
+
+def test_a_file_over_the_size_limit_is_skipped_not_decoded(tmp_path, monkeypatch):
+    import cxrgan.data.imaging as imaging
+    from cxrgan.data.imaging import DecodeError, decode
+
+    monkeypatch.setattr(imaging, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(DecodeError, match="limit"):
+        decode(png_bytes(image_for("x.png", 64)), 32)
+
+
+def test_the_same_name_in_two_class_folders_is_left_out_and_reported(tmp_path):
+    rng = np.random.default_rng(1)
+    for cls in ("No Finding", "Infiltration"):
+        d = tmp_path / "src" / cls
+        d.mkdir(parents=True)
+        for i in range(6):
+            (d / f"{cls[:2]}_{i}.png").write_bytes(png_bytes(rng.integers(0, 255, (32, 32), dtype=np.uint8)))
+        (d / "same.png").write_bytes(png_bytes(rng.integers(0, 255, (32, 32), dtype=np.uint8)))
+    report = build(tmp_path / "src", tmp_path / "d.h5", balance=False, fractions="1,0,0")
+    names = set(contents(tmp_path / "d.h5")["train"])
+    assert "same.png" not in names and len(names) == 12  # neither copy: which label would be right?
+    assert sorted(Path(p).parent.name for p in report["duplicate_names"]) == ["Infiltration", "No Finding"]
+
+
+def test_balance_holds_after_images_fail_to_decode(nih_tree, tmp_path):
+    src, rows = nih_tree
+    files = {p.name: p for p in src.rglob("*.png")}
+    infiltration = [r["name"] for r in rows if expected_label(r["findings"]) == 1]
+    for name in infiltration[:3]:
+        files[name].write_bytes(b"not an image")  # known only after decoding
+    report = build(src, tmp_path / "d.h5", balance=True)
+    assert len(report["skipped"]) >= 1
+    for split, per_class in report["counts"].items():
+        assert len(set(per_class.values())) == 1, (split, per_class)  # every class the same size, per split
+    got = contents(tmp_path / "d.h5")
+    for split, imgs in got.items():
+        labels = [l for l, _, _ in imgs.values()]
+        assert labels.count(0) == labels.count(1), split
+    for imgs in got.values():  # kept images moved down together with their names and labels
+        for name, (_, _, image) in imgs.items():
+            assert np.array_equal(image, image_for(name))
+
+
+def test_a_failed_run_keeps_the_previous_runs_report(nih_tree, tmp_path):
+    src, rows = nih_tree
+    out = tmp_path / "d.h5"
+    build(src, out, balance=False)
+    good = report_path(out).read_text()
+    for p in src.rglob("*.png"):
+        p.write_bytes(b"broken")
+    with pytest.raises(UserError, match="no decodable images"):
+        build(src, out, balance=False, overwrite=True)
+    assert report_path(out).read_text() == good
+    assert json.loads(report_path(out, failed=True).read_text())["skipped"]

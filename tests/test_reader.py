@@ -132,3 +132,23 @@ def test_add_batch_equals_add_one_by_one(tmp_path):
         with h5py.File(tmp_path / name) as f:
             assert np.array_equal(f["synthetic/images"][:], images) and f["synthetic/labels"][:].tolist() == [0] * 5 + [1] * 4
     assert hashes[0] == hashes[1]
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda f: f["train"]["labels"].__setitem__(0, 7), "outside the"),
+    (lambda f: (f["train"].__delitem__("names"), f["train"].create_dataset("names", data=[b"a"])), "has shape"),
+    (lambda f: f.attrs.__setitem__("size", 48), "not uint8"),
+    (lambda f: f.attrs.__setitem__("size", -3), "not an image side"),
+    (lambda f: f["val"].__delitem__("labels"), "no dataset 'labels'"),
+])
+def test_files_breaking_the_contract_are_refused_when_opened(tmp_path, damage, words):
+    from cxrgan.data.phantoms import generate
+    from cxrgan.errors import UserError
+
+    path = tmp_path / "p.h5"
+    generate(path, n=24, size=32, seed=0)
+    with h5py.File(path, "a") as f:
+        damage(f)
+    with pytest.raises(UserError, match=words):
+        for split in ("train", "val", "test"):
+            H5ImageDataset(path, split)

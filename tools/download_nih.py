@@ -27,16 +27,17 @@ def download_nih(cfg: DownloadConfig, call_args: dict):
         mirror: fetch every file as MIRROR/NAME from this http(s) folder instead (the csv and lists too); its
             MD5SUMS file (md5sum format), when served, is checked against.
         only: just these files, comma-separated, e.g. images_001.tar.gz,Data_Entry_2017_v2020.csv.
-        retries: retries per file after a connection error, dropped connection or 5xx answer, with backoff
-            1, 2, 4 ... 30 s; an attempt that received bytes resets the count (default 5).
+        retries: retries per file in all, after a connection error, dropped connection or 5xx answer, with
+            backoff 1, 2, 4 ... 30 s (default 20); a resumed download keeps the bytes it has.
         timeout: seconds without an answer before a connection counts as failed (default 60).
+        deadline: seconds per file before giving up, retries included (default 21600, 6 h; 0: no limit).
         seed: accepted for uniformity with the other tools; unused (downloading involves no randomness).
     """
     t0 = time.perf_counter()
     try:
         with cli.progress_bars(transfer=True) as progress:
             outcome = download_release(cfg.out, mirror=cfg.mirror, only=cfg.only, retries=cfg.retries,
-                                       timeout=cfg.timeout, progress=progress)
+                                       timeout=cfg.timeout, deadline=cfg.deadline, progress=progress)
     except KeyboardInterrupt:
         cli.console.print(f"[bold red]interrupted[/]: files already complete are kept; a partial NAME{PART_SUFFIX} is "
                           "kept too, and re-running resumes it")

@@ -40,6 +40,7 @@ def fid_is(cfg: QualityConfig, call_args: dict):
         batch: images per network call (default 64).
         seed: seed of the KID subsets and the IS shuffle.
         device: auto, cpu, cuda or cuda:N.
+        overwrite: replace an existing --out (default off: an existing file is refused).
     """
     t0 = time.perf_counter()
     with cli.progress_bars() as progress:

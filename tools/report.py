@@ -19,8 +19,9 @@ def report(cfg: ReportConfig, call_args: dict):
         out: report file (default OUTPUTS/REPORT.md).
         n_grid: images per class in the sample grids (default 16).
         seed: which random images the sample grids show.
+        overwrite: replace an existing report (default off: an existing file is refused).
     """
-    path = build(cfg.outputs, cfg.out, cfg.n_grid, cfg.seed)
+    path = build(cfg.outputs, cfg.out, cfg.n_grid, cfg.seed, cfg.overwrite)
     cli.console.print(f"wrote {path}")
 
 

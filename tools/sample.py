@@ -27,7 +27,7 @@ def sample(cfg: SampleConfig, call_args: dict):
         truncation: redraw latent entries beyond +-T (the truncation trick); default off.
         root: where to look for checkpoints when --ckpt is not given (default outputs/gan).
         device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
-        overwrite: replace an existing --out (default on; --nooverwrite refuses).
+        overwrite: replace an existing --out (default off: an existing file is refused).
     """
     cfg.validate()
     device = runtime.setup(cfg.device).device

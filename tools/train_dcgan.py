@@ -33,10 +33,12 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         batch: global batch size (default 32).
         seed: seed of weights, data order, noise and augmentation.
         device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
-        resume: continue from OUT/last.pt if present (default); --noresume starts over and replaces OUT's files.
+        resume: continue from OUT/last.pt if present (default); --noresume starts over.
+        overwrite: allow starting over in an OUT that holds an earlier run, deleting its checkpoints and history
+            (without it such a run is refused, so nothing is lost by accident).
         channels: 1 (gray, default) or 3 (gray replicated to RGB, as in the study).
         latent: latent dimension (default 100).
-        base: base filter count of both networks (seed and improved 64, limited 32).
+        base: base filter count of both networks (64 in every recipe).
         lr_g: generator learning rate (seed 2e-4, improved 4e-4).
         lr_d: discriminator learning rate (seed 1e-4, improved 4e-4).
         beta1: Adam beta1 (seed 0.5, improved 0.0).

@@ -50,6 +50,7 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
             (metrics.json "comparisons"; the first is also "paired"): e.g. real,real+oversample,real+augment.
         n_boot: bootstrap resamples for the confidence intervals.
         device: auto, cpu, cuda or cuda:N.
+        overwrite: replace the results of an earlier run in --out (default off: such a run is refused).
     """
     with cli.progress_bars() as progress:
         summary = run(cfg, call_args, progress)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import inspect
+import os
 import signal
 import sys
 import time
@@ -18,6 +20,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from rich.table import Table
 
 from .errors import UserError
+from .fileio import check_not_an_input, output_lock
 
 console = Console(stderr=True)
 
@@ -32,11 +35,61 @@ def run(fn: Callable, name: str | None = None) -> None:
         check_flags(fn, sys.argv[1:])
         fire.Fire(fn, name=name)
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e))
+    except OSError as e:  # the machine, not the program: disk full, permission denied, read-only file system, ...
+        _fail(os_error_text(e))
+    except (MemoryError, torch_out_of_memory()):
+        _fail(OUT_OF_MEMORY)
+    except RuntimeError as e:  # torch's CPU allocator and HDF5 report the machine's limits in plain RuntimeErrors
+        if "can't allocate memory" in str(e):
+            _fail(OUT_OF_MEMORY)
+        if _errno_in_text(str(e)) is None:
+            raise
+        _fail(os_error_text(OSError(None, str(e).splitlines()[0])))
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: nothing was written at the output path")
         sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+ERRNO_ADVICE = {
+    errno.ENOSPC: "free some disk space or write elsewhere",
+    errno.EDQUOT: "free some of your disk quota or write elsewhere",
+    errno.EFBIG: "the file grew past a size limit (ulimit -f); raise it or write less",
+    errno.EACCES: "check the permissions, or choose another path",
+    errno.EPERM: "check the permissions, or choose another path",
+    errno.EROFS: "that file system is read-only; choose a writable path",
+}
+
+
+OUT_OF_MEMORY = ("out of memory; ask for less at once (a smaller --n, --batch or image size) or use a machine with "
+                 "more memory. Nothing was written at the output path")
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an operating-system failure, with what to do about it."""
+    code = e.errno if e.errno is not None else _errno_in_text(str(e))  # h5py puts it in (long) text only
+    if code in ERRNO_ADVICE:
+        what = os.strerror(code)
+    else:
+        what = " ".join((e.strerror or str(e) or type(e).__name__).split())[:200]
+    where = f": {e.filename}" if e.filename else ""
+    advice = ERRNO_ADVICE.get(code, "check the path and the machine, then run again")
+    return f"{what}{where}; {advice}. Nothing half-written was left at the output path"
+
+
+def _errno_in_text(text: str) -> int | None:
+    return next((c for c in ERRNO_ADVICE if os.strerror(c) in text), None)
+
+
+def torch_out_of_memory() -> type:
+    """torch's out-of-memory error (CUDA or CPU allocator), when torch is loaded; else a class nothing raises."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "OutOfMemoryError", MemoryError) if torch is not None else MemoryError
 
 
 def command(config: type, body: Callable) -> Callable:
@@ -57,13 +110,31 @@ def command(config: type, body: Callable) -> Callable:
             raise UserError(f"{e}; see --help for the options") from None
         bound.apply_defaults()
         call_args = dict(bound.arguments)
-        return body(config(**call_args), call_args)
+        cfg = config(**call_args)
+        with guarded_outputs(cfg):
+            return body(cfg, call_args)
 
     run_command.__signature__ = signature
     run_command.__doc__ = body.__doc__
     run_command.__name__ = body.__name__
     run_command._config = config  # for the test that checks options against their dataclass
     return run_command
+
+
+@contextlib.contextmanager
+def guarded_outputs(cfg) -> Iterator[None]:
+    """Before a command runs: none of its outputs may be one of its inputs, and each output is locked for the
+    whole run (a second run writing the same output is refused). A config lists them in ``output_paths()`` and
+    ``input_paths()`` ({flag: path or paths})."""
+    outputs = cfg.output_paths() if hasattr(cfg, "output_paths") else {}
+    inputs = cfg.input_paths() if hasattr(cfg, "input_paths") else {}
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds the locks for all
+    with contextlib.ExitStack() as locks:
+        for flag, out in ((f, p) for f, p in outputs.items() if p is not None):
+            check_not_an_input(out, inputs, flag)
+            if main_process:
+                locks.enter_context(output_lock(str(out), flag))
+        yield
 
 
 def _without_none(annotation):

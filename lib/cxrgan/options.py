@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .errors import UserError
 
 
@@ -26,12 +28,14 @@ def optional_whole_number(config, *names: str, minimum: int = 1) -> None:
     whole_number(config, *(n for n in names if getattr(config, n) is not None), minimum=minimum)
 
 
-def positive_number(config, *names: str) -> None:
-    """Every ``config.<name>`` is a number > 0."""
+def positive_number(config, *names: str, maximum: float = math.inf) -> None:
+    """Every ``config.<name>`` is a finite number > 0 and <= ``maximum``."""
     for name in names:
         v = getattr(config, name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < math.inf:
             raise UserError(f"{flag(name)} must be a positive number, got {v!r}")
+        if v > maximum:
+            raise UserError(f"{flag(name)} must be at most {maximum:g}, got {v!r}")
 
 
 def seed(config) -> None:

@@ -8,6 +8,7 @@ file. Missing pieces are reported as missing; the report never invents a number.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import json
@@ -20,7 +21,7 @@ import numpy as np
 from .data.datasetfile import parse_ref
 from .data.reader import H5ImageDataset
 from .errors import UserError
-from .fileio import atomic_output
+from .fileio import atomic_output, check_output_path
 from .figures import plot_losses, plt, save_figure, save_grid
 
 
@@ -32,6 +33,10 @@ class ReportConfig:
     out: str | None = None
     n_grid: int = 16
     seed: int = 0
+    overwrite: bool = False  # replace an existing report
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out or (str(Path(self.outputs) / "REPORT.md") if Path(self.outputs).is_dir() else None)}
 
 
 # the control arms of train_resnet --control, and what beating them means
@@ -64,17 +69,48 @@ def _load_json(path: Path) -> dict | None:
         return None
 
 
+def _load_result(path: Path, keys: tuple[str, ...], tool: str) -> dict:
+    """A result file the report must use: a damaged one is an error naming it, never silently left out (a table
+    without it, or a comparison against a run that is missing, would mislead)."""
+    m = _load_json(path)
+    if not isinstance(m, dict):
+        raise UserError(f"{path} is truncated or not JSON; re-run the stage that writes it ({tool}) or delete it")
+    missing = [k for k in keys if k not in m]
+    if missing:
+        raise UserError(f"{path} is not a complete {tool} result (no {missing[0]!r}); re-run {tool} or delete it")
+    return m
+
+
+@contextlib.contextmanager
+def _reading(path: Path, tool: str):
+    """Rendering a result whose values have the wrong types ends in one line naming the file."""
+    try:
+        yield
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError) as e:
+        raise UserError(f"{path} has malformed content ({type(e).__name__}: {e}); re-run {tool} or delete it") \
+            from None
+
+
 def find_classifier_runs(root: Path) -> list[ClassifierRun]:
     runs = []
     for p in sorted((root / "classify").glob("**/metrics.json")):
-        m = _load_json(p)
-        if m and "auroc" in m and "config" in m:
-            runs.append(ClassifierRun(str(p.parent.relative_to(root / "classify")), p.parent, m))
+        run = ClassifierRun(str(p.parent.relative_to(root / "classify")), p.parent,
+                            _load_result(p, ("auroc", "config"), "train_resnet"))
+        with _reading(p, "train_resnet"):  # every value the report shows, in the types it needs
+            classifier_section([run])
+            efficiency_note([run])
+        runs.append(run)
     return runs
 
 
 def find_quality_runs(root: Path) -> list[tuple[Path, dict]]:
-    return [(p, m) for p in sorted((root / "metrics").glob("*.json")) if (m := _load_json(p)) and "fid" in m]
+    runs = []
+    for p in sorted((root / "metrics").glob("*.json")):
+        m = _load_result(p, ("fid", "n_real", "n_fake"), "fid_is")
+        with _reading(p, "fid_is"):
+            quality_section([(p, m)], p.parent)
+        runs.append((p, m))
+    return runs
 
 
 def _ci(m: dict, key: str, digits: int = 3) -> str:
@@ -365,11 +401,12 @@ def _cell(value: str) -> str:
         return "–"
 
 
-def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid: int = 16, seed: int = 0) -> Path:
+def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid: int = 16, seed: int = 0,
+          overwrite: bool = False) -> Path:
     root = Path(outputs)
     if not root.is_dir():
         raise UserError(f"--outputs {root}: no such folder; run the pipeline first (make all)")
-    out = Path(out) if out else root / "REPORT.md"
+    out = check_output_path(Path(out) if out else root / "REPORT.md", overwrite, suffixes=(".md",))
     report_dir = out.parent / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     base = out.parent

@@ -1,12 +1,17 @@
 """Checkpoint and weight files: plain dicts of tensors, numbers and strings (no pickled objects), written
 atomically and loaded with ``torch.load(weights_only=True)``, so a file carrying arbitrary Python objects is
-refused. Also the random-number-generator states a training checkpoint carries to resume exactly."""
+refused. A checkpoint also stores a digest of its tensors (``TENSORS_DIGEST``), checked when it is loaded, so a
+file edited after it was written (one weight overwritten, say) is refused instead of silently used. Also the
+random-number-generator states a training checkpoint carries to resume exactly."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import pickle
 import random
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,25 +20,82 @@ from .errors import UserError
 from .fileio import atomic_output
 
 
+TENSORS_DIGEST = "tensors_sha256"
+
+
 def save(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` atomically, with the digest of its tensors under ``TENSORS_DIGEST``."""
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({**obj, TENSORS_DIGEST: tensors_digest(obj)}, tmp)
+
+
+def tensors_digest(obj) -> str:
+    """SHA-256 over every tensor in a nest of dicts and lists: its place in the nest, dtype, shape and bytes."""
+    h = hashlib.sha256()
+
+    def walk(x, where: str) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                if k != TENSORS_DIGEST:
+                    walk(x[k], f"{where}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{where}/{i}")
+
+    walk(obj, "")
+    return h.hexdigest()
 
 
 def load(path: str | Path, map_location="cpu", what: str = "checkpoint") -> dict:
-    """``torch.load(weights_only=True)`` with one-line errors naming ``what`` the file was meant to be."""
+    """``torch.load(weights_only=True)`` with one-line errors naming ``what`` the file was meant to be; a file that
+    carries a tensors digest must match it (files from other programs, e.g. downloaded weights, carry none)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{what} {path} is empty (0 bytes): an interrupted copy? Use another file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" in str(e).lower():  # a pickle of Python objects, which weights_only refuses to run
             raise UserError(f"{what} {path} holds objects other than tensors and plain values; refusing to load "
                             "it") from None
         raise UserError(f"{what} {path} is damaged or not a {what}") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{what} {path} is damaged or not a {what} ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{what} {path} is damaged or not a {what} ({_first_line(e)})") from None
+    if isinstance(obj, dict) and TENSORS_DIGEST in obj:
+        if obj[TENSORS_DIGEST] != tensors_digest(obj):
+            raise UserError(f"{what} {path} was modified after it was written (its tensors no longer match the "
+                            "digest stored with them); use an intact copy")
+    return obj
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def check_finite(state: dict, path: str | Path, what: str = "checkpoint") -> None:
+    """Refuse weights with NaN or infinity (a diverged run, or a damaged file)."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(f"{what} {path}: weight {name} holds NaN or infinity (a diverged run or a damaged "
+                            "file); use an earlier checkpoint or retrain")
+
+
+@contextlib.contextmanager
+def rebuilding(path: str | Path, what: str = "checkpoint") -> Iterator[None]:
+    """Rebuilding a model from a file whose format tag is right but whose content is not (missing keys, wrong
+    shapes or types) ends in a one-line error instead of a traceback."""
+    try:
+        yield
+    except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as e:
+        detail = f"missing {e}" if isinstance(e, KeyError) else _first_line(e)
+        raise UserError(f"{what} {path} has the right format tag but malformed content ({detail}); it was not "
+                        "written by this cxrgan, or was damaged") from None
 
 
 def rng_state() -> dict:

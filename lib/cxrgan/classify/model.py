@@ -111,17 +111,19 @@ def load(path) -> tuple[nn.Module, dict]:
     ckpt = torchfile.load(path, what="train_resnet checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a train_resnet checkpoint (format {FORMAT})")
-    state = ckpt["state"]
-    meta = {"arch": "resnet18", "channels": 1, "size": 224, **{k: v for k, v in ckpt.items() if k != "state"}}
-    model = build(len(meta["classes"]), arch=meta["arch"])
-    for key in state.keys() - model.state_dict().keys():
-        # a bias the fresh network lacks: trained from ImageNet weights, whose colour filters were folded into a
-        # gray first convolution with a bias (see the module doc)
-        module_name, _, param = key.rpartition(".")
-        module = model.get_submodule(module_name)
-        if param == "bias" and getattr(module, "bias", 0) is None:
-            module.bias = nn.Parameter(torch.zeros_like(state[key]))
-    model.load_state_dict(state)
+    with torchfile.rebuilding(path, "train_resnet checkpoint"):
+        state = ckpt["state"]
+        meta = {"arch": "resnet18", "channels": 1, "size": 224, **{k: v for k, v in ckpt.items() if k != "state"}}
+        torchfile.check_finite(state, path, "train_resnet checkpoint")
+        model = build(len(meta["classes"]), arch=meta["arch"])
+        for key in state.keys() - model.state_dict().keys():
+            # a bias the fresh network lacks: trained from ImageNet weights, whose colour filters were folded into
+            # a gray first convolution with a bias (see the module doc)
+            module_name, _, param = key.rpartition(".")
+            module = model.get_submodule(module_name)
+            if param == "bias" and getattr(module, "bias", 0) is None:
+                module.bias = nn.Parameter(torch.zeros_like(state[key]))
+        model.load_state_dict(state)
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     if first.in_channels != meta["channels"]:
         raise UserError(f"{path}: records {meta['channels']} input channels, but its {meta['arch']} takes "

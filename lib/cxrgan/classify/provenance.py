@@ -9,30 +9,13 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..data.reader import H5ImageDataset
 from ..errors import UserError
+from ..data.pixels import pixel_images, shifted_nearest
 
 
 NEAR_IDENTICAL = 2 / 255  # RMS pixel difference below which two images count as the same image (noise, re-encoding)
-
-
-def _rms_nearest(a: np.ndarray, b: np.ndarray, side: int = 64, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Each image of ``a``'s smallest RMS pixel difference (0-1 scale) to an image of ``b``, and its index; both
-    area-downsampled to at most ``side``."""
-    def flat(x):
-        t = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255).unsqueeze(1)
-        return (F.adaptive_avg_pool2d(t, side) if t.shape[-1] > side else t).flatten(1)
-
-    ref = flat(b)
-    out_d, out_i = [], []
-    for i in range(0, len(a), chunk):
-        v, j = (torch.cdist(flat(a[i:i + chunk]), ref) / ref.shape[1] ** 0.5).min(dim=1)
-        out_d.append(v)
-        out_i.append(j)
-    return torch.cat(out_d).numpy(), torch.cat(out_i).numpy()
 
 
 def pixel_digests(images: np.ndarray) -> list[bytes]:
@@ -69,7 +52,7 @@ def check_synthetic(synthetic: H5ImageDataset, data: H5ImageDataset, held_out: l
                         f"(e.g. {synthetic.names[i]} = {ds.split} image {ds.names[j]}); they would leak the test set "
                         "into training")
     held = np.concatenate([ds.images for ds in held_out])
-    d, j = _rms_nearest(synthetic.images, held)
+    d, j, _ = shifted_nearest(pixel_images(synthetic.images), pixel_images(held), max_shift=0)
     close = np.flatnonzero(d < NEAR_IDENTICAL)
     if len(close):
         names = [n for ds in held_out for n in ds.names]

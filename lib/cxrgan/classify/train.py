@@ -22,7 +22,7 @@ from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
 from ..errors import UserError
-from ..fileio import atomic_output, write_json_atomic
+from ..fileio import atomic_output, check_writable, write_json_atomic
 from . import model as classifier, provenance
 from . import stats
 
@@ -53,9 +53,14 @@ class ClassifierConfig:
     baseline: str | None = None  # one run folder, or several comma-separated (the first is "paired")
     n_boot: int = 1000
     device: str = "auto"
+    overwrite: bool = False  # replace the results of an earlier run in --out
 
     def validate(self) -> "ClassifierConfig":
         options.whole_number(self, "epochs", "seeds", "size", "batch", "patience", "n_boot")
+        options.positive_number(self, "lr", maximum=1.0)
+        if not isinstance(self.weight_decay, (int, float)) or isinstance(self.weight_decay, bool) \
+                or not 0 <= self.weight_decay < 1:
+            raise UserError(f"--weight-decay must be in [0, 1), got {self.weight_decay!r}")
         if self.n_boot < 10:
             raise UserError(f"--n-boot must be at least 10 (1000 is the default), got {self.n_boot}")
         if not isinstance(self.real_fraction, (int, float)) or not 0 < self.real_fraction <= 1:
@@ -71,7 +76,25 @@ class ClassifierConfig:
             if self.synthetic:
                 raise UserError("--control adds real copies in place of synthetic images; give it without "
                                 "--synthetic (it is a separate arm, compared with the synthetic one)")
+        out = Path(str(self.out))
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder for the run")
+        if (out / "metrics.json").exists() and not self.overwrite:
+            raise UserError(f"--out {out} holds an earlier run's results; pass --overwrite to replace them, or "
+                            "choose another --out")
+        check_writable(out, "--out")
         return self
+
+    def input_paths(self) -> dict:
+        return {"--data": self.data, "--synthetic": _file_of(self.synthetic), "--test": _file_of(self.test),
+                "--weights": self.weights, "--baseline": str(self.baseline).split(",") if self.baseline else None}
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out}
+
+
+def _file_of(ref: str | None) -> str | None:
+    return None if ref is None else parse_ref(str(ref), "")[0]
 
 
 CONTROLS = ("oversample", "augment")
@@ -167,6 +190,9 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
         names += [syn.names[i] for i in sidx]
         n_synthetic = len(sidx)
     x_all, y_all = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    if len(x_all) < 2:  # batch norm needs two images per step: no step would be taken, the metrics meaningless
+        raise UserError(f"{len(x_all)} training image(s) in this arm; a classifier needs at least 2 (raise "
+                        "--real-fraction or add data)")
     held_out = set(val_ds.names) | set(data["test"].names)
     leaked = held_out & set(names)
     if leaked:  # synthetic or training images must never be in validation or test
@@ -185,6 +211,9 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
             if cfg.augment:
                 x = classifier.augment(x, gen)
             loss = F.cross_entropy(model(classifier.resize(x, cfg.size)), y_all[b].to(device))
+            if not torch.isfinite(loss):
+                raise UserError(f"classifier training diverged (loss {loss.item()}) at epoch {epoch}, seed {seed}; "
+                                "lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -220,6 +249,12 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     if cfg.synthetic:
         path, split = parse_ref(cfg.synthetic, "synthetic")
         data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
+    for name, flag in (("test", "--test"), ("synthetic", "--synthetic")):
+        d = data[name]
+        if d is not None and (d.size != data["train"].size or d.classes != data["train"].classes):
+            raise UserError(f"{flag} {d.path} holds {d.size}x{d.size} images of classes {d.classes}, but --data "
+                            f"{cfg.data} holds {data['train'].size}x{data['train'].size} of {data['train'].classes}; "
+                            "give files of one size and class list")
     gan_data = None
     if data["synthetic"] is not None:
         gan_data = provenance.check_synthetic(data["synthetic"], data["train"], [data["val"], data["test"]])

@@ -59,8 +59,9 @@ class DatasetWriter:
         self.extra_text = tuple(extra_text)
         self._file = h5py.File(path, "w")
         self._n = {s: 0 for s in capacity}
-        self._meta = {s: {"labels": [], "names": [], "patient_ids": [], **{k: [] for k in extra_text}} for s in capacity}
-        self._content_hash = hashlib.sha256()
+        self._meta = {s: {"labels": [], "names": [], "patient_ids": [], "digests": [], "order": [],
+                          **{k: [] for k in extra_text}} for s in capacity}
+        self._added = 0  # images added so far, all splits: the content hash follows this order
         self._images = {}  # split -> the images dataset (looked up once, not per image)
         try:
             for split, cap in capacity.items():
@@ -91,7 +92,9 @@ class DatasetWriter:
         meta["patient_ids"].append(int(patient_id))
         for k in self.extra_text:
             meta[k].append(str(extra.get(k, "")))
-        self._content_hash.update(f"{split}\0{name}\0{int(label)}\0".encode() + digest)
+        meta["digests"].append(digest)
+        meta["order"].append(self._added)
+        self._added += 1
 
     def add_batch(self, split: str, labels, names, images: np.ndarray) -> None:
         """Append uint8 images (n, H, W) in one write: HDF5 compresses the chunks in C, no per-image Python work
@@ -110,7 +113,29 @@ class DatasetWriter:
             meta["labels"].append(int(label))
             meta["names"].append(str(name))
             meta["patient_ids"].append(-1)
-            self._content_hash.update(f"{split}\0{name}\0{int(label)}\0".encode() + image_digest(image))
+            meta["digests"].append(image_digest(image))
+            meta["order"].append(self._added)
+            self._added += 1
+
+    def keep(self, split: str, mask) -> None:
+        """Drop the images of ``split`` where ``mask`` is False (e.g. to rebalance classes after some images
+        failed to decode). Kept images move down, chunk by chunk, without being decompressed."""
+        mask = np.asarray(mask, dtype=bool)
+        if len(mask) != self._n[split]:
+            raise ValueError(f"mask has {len(mask)} entries for {self._n[split]} images")
+        ds = self._images[split]
+        for j, i in enumerate(np.flatnonzero(mask)):
+            if i != j:
+                filter_mask, chunk = ds.id.read_direct_chunk((int(i), 0, 0))
+                ds.id.write_direct_chunk((j, 0, 0), chunk, filter_mask)
+        self._n[split] = int(mask.sum())
+        meta = self._meta[split]
+        for k, values in meta.items():
+            meta[k] = [v for v, m in zip(values, mask) if m]
+
+    def labels(self, split: str) -> np.ndarray:
+        """Labels of the images written to ``split`` so far."""
+        return np.asarray(self._meta[split]["labels"], dtype=np.int64)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images written so far, per split and class name."""
@@ -122,6 +147,10 @@ class DatasetWriter:
 
     def close(self, **attrs) -> dict:
         """Trim, write the per-image arrays and the root attributes, and close. Returns the attributes."""
+        content = hashlib.sha256()
+        for _, split, k in sorted((o, s, k) for s, meta in self._meta.items() for k, o in enumerate(meta["order"])):
+            meta = self._meta[split]
+            content.update(f"{split}\0{meta['names'][k]}\0{meta['labels'][k]}\0".encode() + meta["digests"][k])
         for split, meta in self._meta.items():
             g = self._file[split]
             g["images"].resize(self._n[split], axis=0)
@@ -137,7 +166,7 @@ class DatasetWriter:
             "size": self.size,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "counts": self.counts(),
-            "content_sha256": self._content_hash.hexdigest(),
+            "content_sha256": content.hexdigest(),
             **attrs,
         }
         for key, value in root.items():
@@ -146,8 +175,13 @@ class DatasetWriter:
         return root
 
     def abort(self) -> None:
+        """Close an unfinished file that is about to be deleted; a failure to close it (the disk that just filled up)
+        must not hide the error that caused the abort."""
         if self._file:
-            self._file.close()
+            try:
+                self._file.close()
+            except (OSError, RuntimeError):
+                pass
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -207,7 +241,41 @@ def open_h5(path: str | Path, schemas: tuple[str, ...] = (SCHEMA,)) -> h5py.File
         f.close()
         raise UserError(f"{path}: schema {schema!r} is not one this cxrgan reads ({', '.join(schemas)}); "
                         "rebuild the file with this version's tools")
+    problem = contract_problem(f)
+    if problem:
+        f.close()
+        raise UserError(f"{path}: {problem}, so it does not follow the {schema} contract (docs/dataset-format.md); "
+                        "rebuild it with this version's tools")
     return f
+
+
+def contract_problem(f: h5py.File) -> str | None:
+    """What makes an open file break the contract (metadata only: attributes, dataset names, dtypes and shapes),
+    or None. Checked whenever a file is opened, so a damaged or hand-made file fails with one line up front."""
+    classes, size = f.attrs.get("classes"), f.attrs.get("size")
+    if classes is None or size is None:
+        return f"root attribute {'classes' if classes is None else 'size'!r} is missing"
+    if np.ndim(classes) != 1 or len(classes) < 1:
+        return "root attribute 'classes' is not a list of class names"
+    if not isinstance(size, (int, np.integer)) or not 1 <= size <= 1 << 14:
+        return f"root attribute 'size' is {size!r}, not an image side in pixels"
+    groups = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
+    if not groups:
+        return "it has no split groups (train, val, test or synthetic)"
+    for split in groups:
+        g = f[split]
+        for name in ("images", "labels", "names"):
+            if not isinstance(g.get(name), h5py.Dataset):
+                return f"split {split!r} has no dataset {name!r}"
+        images, n = g["images"], g["images"].shape[0] if g["images"].ndim else -1
+        if images.dtype != np.uint8 or images.shape[1:] != (size, size):
+            return f"{split}/images is {images.dtype} {images.shape}, not uint8 (N, {size}, {size})"
+        if g["labels"].dtype.kind not in "iu":
+            return f"{split}/labels is {g['labels'].dtype}, not integers"
+        for name in ("labels", "names", "patient_ids"):
+            if name in g and g[name].shape != (n,):
+                return f"{split}/{name} has shape {g[name].shape}, but {split}/images holds {n} images"
+    return None
 
 
 def read_info(path: str | Path, schemas: tuple[str, ...] = (SCHEMA,)) -> DatasetInfo:

@@ -14,9 +14,12 @@ The only place the release URLs live. What NIH publishes, and what it does not:
 One file is fetched with urllib (stdlib) into NAME.part beside NAME and renamed to NAME only after it verified, so a
 file under its final name is always complete. A NAME.part left by a dropped connection or an earlier run is resumed
 with an HTTP Range request (a server that ignores Range is answered by starting again from zero). Connection errors,
-dropped connections and 5xx answers are retried with exponential backoff; an attempt that received bytes resets the
-count. A file that fails verification (MD5 mismatch, too many bytes, not a gzip stream) is deleted, NAME.part
-included, because resuming it could never fix it; a file that is merely incomplete keeps its NAME.part.
+dropped connections and 5xx answers are retried with exponential backoff, at most --retries times per file in all and
+within --deadline seconds. A received file is checked for what it must be (a complete gzip stream holding a tar
+archive; a csv with NIH's header; a list of image names), since a server that announces no size can cut a body short
+unnoticed, and a sign-in page can arrive under any content type. A file that fails verification (MD5 mismatch, too
+many bytes, wrong or cut-short content) is deleted, NAME.part included, because resuming it could never fix it; a
+file that is merely incomplete keeps its NAME.part.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -98,8 +102,9 @@ class DownloadConfig:
     out: str = "data/nih"
     mirror: str | None = None
     only: str | None = None
-    retries: int = 5
+    retries: int = 20
     timeout: float = 60
+    deadline: float = 21600  # seconds per file before giving up (0: none)
     seed: int = 0  # for uniformity with the other tools; downloading involves no randomness
 
 
@@ -351,28 +356,33 @@ class _Transfer:
 
 
 def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, timeout: float = 60.0,
-          backoff: float = 1.0, on_progress: ByteProgress | None = None, md5_source: str = "expected") -> Fetched:
+          backoff: float = 1.0, on_progress: ByteProgress | None = None, md5_source: str = "expected",
+          deadline: float = 0) -> Fetched:
     """Download ``url`` to ``dest`` through ``dest``.part (resuming one that exists) and rename it when verified.
 
-    Retries transient failures up to ``retries`` times in a row (an attempt that received bytes resets the count),
-    sleeping ``backoff`` * 2**k seconds (at most 30) in between. Verifies the size the server announced and, when
-    ``md5`` is given, the MD5 (``md5_source`` names where it came from, for the message). Raises DownloadError when
-    the file cannot be fetched or verified; NAME.part is kept when it is merely incomplete, deleted when it is wrong.
+    Retries transient failures at most ``retries`` times in all (not in a row: a server that keeps cutting the body
+    and ignores Range would otherwise be asked forever), sleeping ``backoff`` * 2**k seconds (at most 30) in
+    between, and gives up once ``deadline`` seconds (0: no limit) have passed. Verifies the size the server
+    announced, the content (a complete gzip stream holding a tar archive; a csv's header; a list of image names)
+    and, when ``md5`` is given, the MD5 (``md5_source`` names where it came from, for the message). Raises
+    DownloadError when the file cannot be fetched or verified; NAME.part is kept when it is merely incomplete,
+    deleted when it is wrong.
     """
     dest = Path(dest)
     t = _Transfer(url, dest, timeout, on_progress)
-    failures, total_retries, refetched = 0, 0, False
+    total_retries, refetched, t0 = 0, False, time.monotonic()
     while True:
         try:
             t.attempt()
         except _Transient as e:
-            if e.received:
-                failures = 0  # progress was made: only failures in a row count
-            failures += 1
             total_retries += 1
-            if failures > retries:
+            if total_retries > retries:
                 raise DownloadError(f"{e} (after {_plural(retries, 'retry')})", unreachable=e.unreachable) from None
-            time.sleep(min(backoff * 2 ** (failures - 1), MAX_BACKOFF_S))
+            wait = min(backoff * 2 ** (total_retries - 1), MAX_BACKOFF_S)
+            if deadline and time.monotonic() - t0 + wait > deadline:
+                raise DownloadError(f"{e} (gave up at the {deadline:g} s deadline, after "
+                                    f"{_plural(total_retries - 1, 'retry')})", unreachable=e.unreachable) from None
+            time.sleep(wait)
             continue
         size = _size(t.part)
         if t.total is not None and size > t.total:
@@ -383,8 +393,8 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
         problem = None
         if md5 and digest != md5.lower():
             problem = f"MD5 mismatch: received {digest}, expected {md5.lower()} ({md5_source})"
-        elif dest.name.endswith(".gz") and size and not _is_gzip(t.part):
-            problem = "the received file is not a gzip archive"
+        else:
+            problem = content_problem(dest.name, t.part)
         if problem:
             if t.spliced and not refetched and retries > 0:
                 # bytes from two requests (or two runs) were joined; the file may have changed in between
@@ -400,9 +410,63 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
                        notes=[n for n in t.notes if n])
 
 
-def _is_gzip(path: Path) -> bool:
+def content_problem(name: str, path: Path) -> str | None:
+    """Why a received file cannot be the release file ``name`` (None when it can). Catches what a size check cannot:
+    a body cut short by a server that announced no size, and a sign-in or error page served under any content type.
+    """
     with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+        head = f.read(4096)
+    if name.endswith((".tar.gz", ".gz", ".tgz")):
+        if head[:2] != b"\x1f\x8b":
+            return "the received file is not a gzip archive" + (" (it is a web page)" if _looks_like_html(head) else "")
+        return _gzip_tar_problem(path)
+    if not head:
+        return "the received file is empty"
+    if _looks_like_html(head):
+        return "the received file is a web page, not the file (the link may need a browser; see " + BOX_FOLDER + ")"
+    text = head.decode("utf-8", "replace")
+    first = text.splitlines()[0] if text.splitlines() else ""
+    if name.endswith(".csv") and not ("Image Index" in first and "Finding Labels" in first):
+        return "the received csv lacks the NIH header (Image Index, Finding Labels, ...)"
+    if name.endswith(".txt") and not re.fullmatch(r"\d{8}_\d{3}\.png\s*", first):
+        return "the received list does not start with an image name such as 00000001_000.png"
+    if name.endswith((".csv", ".txt")) and not _ends_with_newline(path):
+        return "the received file ends in the middle of a line (cut short)"
+    return None
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head.lstrip()[:64].lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _gzip_tar_problem(path: Path) -> str | None:
+    """Decompress the whole file: a gzip stream cut short lacks its trailer (CRC and length), which is the only
+    sign of truncation when the server announced no size. The content must start as a tar archive."""
+    d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    first = b""
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK):
+                out = d.decompress(block)
+                if len(first) < 512:
+                    first += out[:512 - len(first)]
+                while d.unused_data and d.eof:  # concatenated gzip members, as `cat a.gz b.gz` makes
+                    rest, d = d.unused_data, zlib.decompressobj(zlib.MAX_WBITS | 16)
+                    d.decompress(rest)
+    except zlib.error as e:
+        return f"the received archive is damaged ({e})"
+    if not d.eof:
+        return "the received archive is cut short (its gzip stream has no end)"
+    if len(first) >= 262 and first[257:262] != b"ustar" and len(first) == 512:
+        return "the received archive does not hold a tar file"
+    return None
 
 
 def remote_size(url: str, timeout: float) -> int | None:
@@ -510,14 +574,16 @@ def _check_number(value, flag: str, integer: bool, positive: bool):
                         f"{'> 0' if positive else '>= 0'}, got {value!r}")
 
 
-def download_release(out: str | Path = "data/nih", mirror: str | None = None, only=None, retries: int = 5,
-                     timeout: float = 60.0, backoff: float = 1.0, progress: ProgressFn = no_progress) -> Outcome:
+def download_release(out: str | Path = "data/nih", mirror: str | None = None, only=None, retries: int = 20,
+                     timeout: float = 60.0, backoff: float = 1.0, progress: ProgressFn = no_progress,
+                     deadline: float = 21600) -> Outcome:
     """Fetch the selected release files into ``out``; a file that fails does not stop the others (except when the
     host cannot be reached at all). Raises UserError for bad arguments, an unreachable mirror, a write failure.
     """
     _check_number(retries, "--retries", integer=True, positive=False)
     _check_number(timeout, "--timeout", integer=False, positive=True)
     _check_number(backoff, "backoff", integer=False, positive=False)
+    _check_number(deadline, "--deadline", integer=False, positive=False)
     mirror = check_mirror(mirror)
     files = select(only)
     out = Path(out)
@@ -541,7 +607,7 @@ def download_release(out: str | Path = "data/nih", mirror: str | None = None, on
             url = mirror_url(mirror, f.name) if mirror else f.url
             md5, md5_from = sums.get(f.name, (None, None))
             results.append(_one(f.name, url, out / f.name, md5, md5_from, stopped, retries, timeout, backoff,
-                                _bytes_task(progress, f.name)))
+                                _bytes_task(progress, f.name), deadline))
             stopped = stopped or results[-1].unreachable
     return Outcome(out=out, mirror=mirror, checksum_source=source, files=results)
 
@@ -560,7 +626,8 @@ def _bytes_task(progress: ProgressFn, name: str) -> ByteProgress:
     return update
 
 
-def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backoff, progress) -> FileResult:
+def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backoff, progress,
+         deadline: float = 0) -> FileResult:
     replaced = ""
     if dest.is_file():
         size = dest.stat().st_size
@@ -589,7 +656,8 @@ def _one(name, url, dest: Path, md5, md5_from, stopped, retries, timeout, backof
     if stopped:
         return FileResult(name, url, "not attempted")
     try:
-        got = fetch(url, dest, md5, retries, timeout, backoff, progress, md5_source=f"{md5_from} checksum")
+        got = fetch(url, dest, md5, retries, timeout, backoff, progress, md5_source=f"{md5_from} checksum",
+                    deadline=deadline)
     except DownloadError as e:
         return FileResult(name, url, "failed", error=str(e), unreachable=e.unreachable)
     checked = " + ".join([*(["size"] if got.total is not None else []), *([f"MD5 ({md5_from})"] if md5 else [])])

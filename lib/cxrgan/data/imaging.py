@@ -14,6 +14,9 @@ FITS = ("crop", "pad", "stretch")
 # Radiographs are stored with 8 to 16 significant bits; a high-bit-depth image is scaled by the smallest of these
 # ranges that holds its maximum, so 12-bit data in a 16-bit container is not rendered nearly black.
 _BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
+# The largest file accepted as one radiograph (NIH's PNGs are under 1 MB; a 4k x 4k 16-bit DICOM export is 32 MB):
+# anything bigger is refused before it is read, so one hostile file cannot exhaust a worker's memory.
+MAX_IMAGE_BYTES = 64 << 20
 
 
 class DecodeError(Exception):
@@ -78,6 +81,9 @@ def fit_square(img: Image.Image, size: int, fit: str = "crop") -> Image.Image:
 
 def decode(source: str | Path | bytes, size: int, fit: str = "crop") -> Decoded:
     """Decode a file path or its bytes to a uint8 (size, size) grayscale array. Raises DecodeError."""
+    n = len(source) if isinstance(source, (bytes, bytearray)) else _file_size(source)
+    if n > MAX_IMAGE_BYTES:
+        raise DecodeError(f"{n / 2**20:.0f} MB, over the {MAX_IMAGE_BYTES >> 20} MB limit for one radiograph")
     try:
         fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
         with Image.open(fp) as img:
@@ -90,6 +96,13 @@ def decode(source: str | Path | bytes, size: int, fit: str = "crop") -> Decoded:
             return Decoded(np.asarray(out, dtype=np.uint8).copy(), width, height, mode, min(width, height) < size)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DecodeError(_reason(source, e)) from None
+
+
+def _file_size(path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # decoding it reports why it cannot be read
 
 
 def _reason(source, e: Exception) -> str:

@@ -7,6 +7,7 @@ bounded however large the input. Problems with single files never stop the run: 
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import os
@@ -20,7 +21,7 @@ import pandas as pd
 from .. import options
 from ..cli import ProgressFn, console, counts_table, no_progress, rate_text
 from ..errors import UserError
-from ..fileio import check_output_path, sha256_file, write_json_atomic
+from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file, write_json_atomic
 from . import nih, splits
 from .datasetfile import DEFAULT_CLASSES, SPLITS, compress_image, image_digest, write_dataset
 from .imaging import FITS, DecodeError, decode
@@ -65,8 +66,14 @@ class IngestConfig:
         if not Path(self.src).is_dir():
             raise UserError(f"--src {self.src}: not a directory; point it at the folder holding the images, "
                             "the .tar.gz archives, or the class folders")
-        check_output_path(self.out, self.overwrite)
+        check_output_path(self.out, self.overwrite, suffixes=H5_SUFFIXES)
         return self
+
+    def input_paths(self) -> dict:
+        return {"--csv": self.csv}
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out}
 
 
 @dataclass
@@ -139,17 +146,21 @@ def _catalog_from_folders(cfg: IngestConfig, folders: dict[str, list[Path]], dup
         index = {f: i for i, f in enumerate(classes)}
         console.print(f"[yellow]note:[/] class folders {classes} do not match {wanted}; labels follow the folder "
                       "names in sorted order")
-    rows, seen = [], set()
+    # A file name is an image's identity (the leak checks compare names across splits): one that occurs twice
+    # (in two class folders, or two subfolders) is ambiguous, so every copy is left out and reported.
+    seen = collections.Counter(p.name for files in folders.values() for p in files)
+    rows, duplicates = [], set(duplicates)
     for folder, files in folders.items():
         for p in files:
-            name = p.name if p.name not in seen else p.relative_to(Path(cfg.src)).as_posix()
-            seen.add(name)
-            rows.append((name, index[folder], nih.patient_id_from_name(p.name), str(p), folder, ""))
+            if seen[p.name] > 1:
+                duplicates.add(str(p))
+                continue
+            rows.append((p.name, index[folder], nih.patient_id_from_name(p.name), str(p), folder, ""))
     table = pd.DataFrame(rows, columns=["name", "label", "patient", "path", "findings", "view_position"])
     if (table["patient"] < 0).any():
         console.print("[yellow]warning:[/] some file names carry no patient id (NIH names are PATIENT_FOLLOWUP.png); "
                       "those images are split one by one. Give a csv with 'Patient ID' for a patient-level split.")
-    return Catalog(table, classes, "class-folders", [], None, {"files": len(table)}, [], list(duplicates))
+    return Catalog(table, classes, "class-folders", [], None, {"files": len(table)}, [], sorted(duplicates))
 
 
 def select(cat: Catalog, cfg: IngestConfig) -> pd.DataFrame:
@@ -181,6 +192,19 @@ def select(cat: Catalog, cfg: IngestConfig) -> pd.DataFrame:
     return t.sort_values("name", kind="stable").reset_index(drop=True)
 
 
+def _rebalance(writer, n_classes: int, seed: int) -> int:
+    """Down-sample each split's classes to its smallest one among the images actually written; returns how many
+    were dropped (0 when nothing failed: selection balanced them already)."""
+    rng, dropped = np.random.default_rng([seed, 1]), 0
+    for split in SPLITS:
+        labels = writer.labels(split)
+        mask = splits.balance_classes(np.zeros(len(labels)), labels, n_classes, rng)
+        if not mask.all():
+            writer.keep(split, mask)
+            dropped += int((~mask).sum())
+    return dropped
+
+
 def _describe(cat: Catalog) -> str:
     parts = [f"{k.replace('_', ' ')}: {v}" for k, v in cat.excluded.items()]
     parts.append(f"usable: {len(cat.table)}")
@@ -198,9 +222,10 @@ def _decode_task(task, size: int, fit: str):
     return row, (compress_image(d.image), image_digest(d.image), d.upscaled, nbytes), None
 
 
-def report_path(out: str | Path) -> Path:
+def report_path(out: str | Path, failed: bool = False) -> Path:
+    """The JSON report beside ``out``; a failed run's goes to its own file, so the last good run's report stays."""
     out = Path(out)
-    return out.with_name(out.stem + ".report.json")
+    return out.with_name(out.stem + (".failed" if failed else "") + ".report.json")
 
 
 def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
@@ -209,6 +234,8 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
     cat = catalog(cfg)
     chosen = select(cat, cfg)
     capacity = {s: int((chosen["split"] == k).sum()) for k, s in enumerate(SPLITS)}
+    # radiographs compress to about half their raw size at gzip level 1 (docs/benchmarks.md, compression)
+    check_free_space(Path(cfg.out).parent, len(chosen) * cfg.size ** 2 // 2, f"--out {cfg.out}")
     report = {"output": str(cfg.out), "skipped": [], "missing": list(cat.missing), "refused": [],
               "archive_errors": [], "duplicate_names": cat.duplicates, "upscaled": 0}
 
@@ -223,6 +250,7 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
             for ev in stream_archive(archive, set(pending)):
                 if ev.refused:
                     report["refused"].append({"archive": str(archive), "member": ev.member, "reason": ev.refused})
+                    pending.pop(ev.member, None)  # listed as refused, not also as missing
                 elif ev.error:
                     report["archive_errors"].append({"archive": str(archive), "error": ev.error})
                 elif ev.member in pending:
@@ -249,15 +277,17 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
                 report["upscaled"] += int(upscaled)
             task(1)
         report["missing"] += sorted(pending)
+        if cfg.balance:  # images that failed to decode or were missing left a class short: balance again
+            report["rebalanced_away"] = _rebalance(writer, len(cat.classes), cfg.seed)
         counts = writer.counts()
         report["counts"] = counts
         seconds = time.perf_counter() - t0
         report["seconds"] = round(seconds, 3)
         empty = [c for c in cat.classes if sum(counts[s][c] for s in counts) == 0]
         if empty:
-            write_json_atomic(report_path(cfg.out), report)
+            write_json_atomic(report_path(cfg.out, failed=True), report)
             raise UserError(f"class(es) {empty} have no decodable images; nothing written. "
-                            f"See {report_path(cfg.out)} for the files that failed")
+                            f"See {report_path(cfg.out, failed=True)} for the files that failed")
         attrs = {
             "source": f"{cat.kind}:{Path(cfg.src).resolve()}",
             "args": call_args if call_args is not None else _jsonable(asdict(cfg)),
@@ -270,6 +300,7 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
             attrs["csv"] = str(cat.csv_path.resolve())
         writer.close(**attrs)
     write_json_atomic(report_path(cfg.out), report)
+    report_path(cfg.out, failed=True).unlink(missing_ok=True)  # an earlier failure's report no longer applies
     _print_summary(cfg, cat, report, seconds)
     return report
 
@@ -284,10 +315,14 @@ def _print_summary(cfg: IngestConfig, cat: Catalog, report: dict, seconds: float
     console.print(f"wrote {written} images in {seconds:.1f}s ({rate_text(written, seconds)}), "
                   f"report: {report_path(cfg.out)}")
     for key, what in (("skipped", "undecodable images skipped"), ("missing", "csv rows without an image file"),
-                      ("refused", "unsafe archive members refused"), ("archive_errors", "archives unreadable"),
+                      ("refused", "archive members refused (unsafe path or oversized)"),
+                      ("archive_errors", "archives unreadable"),
                       ("duplicate_names", "files ignored because another file has the same name")):
         if report[key]:
             console.print(f"[yellow]warning:[/] {len(report[key])} {what} (listed in the report)")
+    if report.get("rebalanced_away"):
+        console.print(f"note: {report['rebalanced_away']} images left out to keep the classes balanced after others "
+                      "failed to decode")
     if report["upscaled"]:
         console.print(f"[yellow]note:[/] {report['upscaled']} images were smaller than {cfg.size}px and were upscaled")
     for split, per_class in report["counts"].items():

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from ..cli import ProgressFn, no_progress
 from ..errors import UserError
-from ..fileio import check_output_path
+from ..fileio import H5_SUFFIXES, check_output_path
 from .datasetfile import DEFAULT_CLASSES, SPLITS, write_dataset
 from .splits import parse_fractions, patient_split
 
@@ -306,8 +306,11 @@ class PhantomConfig:
     def validate(self) -> "PhantomConfig":
         check_args(self.n, self.size)
         self.fractions = parse_fractions(self.fractions)
-        check_output_path(self.out, self.overwrite)
+        check_output_path(self.out, self.overwrite, suffixes=H5_SUFFIXES)
         return self
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out}
 
 
 def check_args(n, size) -> None:

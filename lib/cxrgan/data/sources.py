@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from .imaging import IMAGE_SUFFIXES
+from .imaging import IMAGE_SUFFIXES, MAX_IMAGE_BYTES
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -96,6 +96,10 @@ def stream_archive(path: Path, wanted: set[str]) -> Iterator[ArchiveEvent]:
                 if not member.isfile():
                     continue
                 base = PurePosixPath(member.name.replace("\\", "/")).name
+                if base in wanted and member.size > MAX_IMAGE_BYTES:  # never read into memory
+                    yield ArchiveEvent(path, base, refused=f"{member.size / 2**20:.0f} MB, over the "
+                                       f"{MAX_IMAGE_BYTES >> 20} MB limit for one radiograph")
+                    continue
                 if base in wanted:
                     fh = tar.extractfile(member)
                     yield ArchiveEvent(path, base, data=fh.read() if fh else b"")

@@ -65,6 +65,18 @@ def load(path: str | Path, hint: str = "train one with tools/train_dcgan.py") ->
     return saved
 
 
+# Options that do not shape the trained networks: where and how it runs, and how it keeps its files.
+NOT_SHAPING = ("out", "device", "resume", "overwrite", "ckpt_every", "keep", "grid", "compile")
+
+
+def settings_changed(saved: dict, config: dict) -> str:
+    """The options (``--name old -> new``) whose values differ from the checkpoint's run; "" when none."""
+    was = saved.get("config") or {}
+    changed = [f"--{k.replace('_', '-')} {was.get(k, ADDED_LATER.get(k))!r} -> {v!r}" for k, v in config.items()
+               if k not in NOT_SHAPING and was.get(k, ADDED_LATER.get(k)) != v]
+    return ", ".join(changed)
+
+
 def check_resumable(saved: dict, config: dict, dataset_sha256: str, path: Path) -> None:
     """Refuse to continue a run with different settings or different data."""
     was = saved["config"]
@@ -89,14 +101,18 @@ class LoadedGenerator:
 
     @property
     def classes_covered(self) -> list[int]:
-        return classes_generated(self.model)
+        """The classes it generates: not one it saw no training image of (its weights for it are untrained)."""
+        counts = self.dataset.get("class_counts")
+        return [c for c in classes_generated(self.model) if counts is None or counts[c] > 0]
 
 
 def load_generator(path: str | Path, device="cpu") -> LoadedGenerator:
     """The generator of a checkpoint, in eval mode on ``device``: its EMA weights when it has them."""
     saved = load(path)
-    G, _ = build_models(saved["model"])
-    weights = "ema" if saved.get("ema") is not None else "generator"
-    G.load_state_dict(saved[weights])
-    return LoadedGenerator(Path(path), G.to(device).eval(), saved["model"], weights, saved["config"]["recipe"],
-                           saved["epoch"], dict(saved.get("dataset") or {}))
+    with torchfile.rebuilding(path, "GAN checkpoint"):
+        G, _ = build_models(saved["model"])
+        weights = "ema" if saved.get("ema") is not None else "generator"
+        torchfile.check_finite(saved[weights], path, "GAN checkpoint")
+        G.load_state_dict(saved[weights])
+        return LoadedGenerator(Path(path), G.to(device).eval(), saved["model"], weights, saved["config"]["recipe"],
+                               int(saved["epoch"]), dict(saved.get("dataset") or {}))

@@ -14,7 +14,7 @@ from .. import options
 from ..cli import ProgressFn, no_progress
 from ..data.datasetfile import SAMPLES_SCHEMA, write_dataset
 from ..errors import UserError
-from ..fileio import check_output_path, sha256_file
+from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file
 from . import checkpoint
 from .checkpoint import LoadedGenerator, load_generator
 from .models import generate
@@ -32,7 +32,7 @@ class SampleConfig:
     truncation: float | None = None
     root: str = "outputs/gan"
     device: str = "auto"
-    overwrite: bool = True
+    overwrite: bool = False
 
     def validate(self) -> "SampleConfig":
         options.whole_number(self, "n", hint=" (images per class)")
@@ -42,8 +42,14 @@ class SampleConfig:
         if self.cls != "both" and not options.is_whole(self.cls):
             raise UserError(f"--cls must be 0, 1 or both, got {self.cls!r}")
         options.seed(self)
-        check_output_path(self.out, self.overwrite)
+        check_output_path(self.out, self.overwrite, inputs=self.input_paths(), suffixes=H5_SUFFIXES)
         return self
+
+    def input_paths(self) -> dict:
+        return {"--ckpt": str(self.ckpt).split(",") if self.ckpt else None}
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out}
 
     @property
     def wanted(self) -> list[int]:
@@ -82,8 +88,9 @@ def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int]
     missing = [c for c in wanted if c not in chosen]
     if missing:
         where = f"--ckpt {ckpt_arg}" if ckpt_arg else f"{root}/"
-        raise UserError(f"no checkpoint in {where} generates class {missing[0]}; train it (--recipe seed --cls "
-                        f"{missing[0]}, or the improved recipe for all classes) or choose another --cls")
+        raise UserError(f"no checkpoint in {where} generates class {missing[0]} (none was trained on images of "
+                        f"it); train one that is (--recipe seed --cls {missing[0]}, or a conditional recipe on data "
+                        "with every class) or choose another --cls")
     sizes = {(g.model["size"], tuple(g.model["classes"])) for g in chosen.values()}
     if len(sizes) > 1:
         raise UserError(f"the chosen checkpoints disagree on image size or classes ({sorted(sizes)}); pass --ckpt")
@@ -117,6 +124,7 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
     any_g = next(iter(gens.values()))
     classes, size = any_g.model["classes"], any_g.model["size"]
     wanted = sorted(gens)
+    check_free_space(out.parent, n * len(wanted) * size ** 2 // 2, f"--out {out} ({n} images per class)")
     task = progress("sample", n * len(wanted))
     with write_dataset(out, size, classes, {"synthetic": n * len(wanted)}, with_patients=False,
                        schema=SAMPLES_SCHEMA) as writer:

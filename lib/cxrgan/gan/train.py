@@ -26,7 +26,7 @@ from ..cli import ProgressFn, console, no_progress
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
 from ..errors import UserError
-from ..fileio import write_json_atomic
+from ..fileio import check_free_space, check_writable, write_json_atomic
 from ..figures import plot_losses, save_grid
 from . import checkpoint
 from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
@@ -58,6 +58,7 @@ class GanConfig:
     seed: int = 0
     device: str = "auto"
     resume: bool = True
+    overwrite: bool = False  # allow starting over in a folder that holds an earlier run (deleting it)
     channels: int = 1
     latent: int = 100
     base: int | None = None
@@ -108,7 +109,15 @@ class GanConfig:
                             "--snapshot-kimg N and --snapshot-features classifier:CKPT (or inception)")
         options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
         options.one_of(cfg, "loss", LOSSES, " or ".join(LOSSES))
-        options.positive_number(cfg, "lr_g", "lr_d", "ada_kimg")
+        options.positive_number(cfg, "lr_g", "lr_d", maximum=1.0)  # beyond 1, Adam's steps overflow the weights
+        options.positive_number(cfg, "ada_kimg")
+        for name in ("beta1", "beta2"):
+            v = getattr(cfg, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+                raise UserError(f"{options.flag(name)} must be in [0, 1), got {v!r}")
+        if not isinstance(cfg.ema_kimg, (int, float)) or isinstance(cfg.ema_kimg, bool) \
+                or not 0 <= cfg.ema_kimg < math.inf:
+            raise UserError(f"--ema-kimg must be a number >= 0 (0: no EMA), got {cfg.ema_kimg!r}")
         for name in ("r1_gamma", "lecam"):
             v = getattr(cfg, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
@@ -131,7 +140,18 @@ class GanConfig:
                 or not 0 < cfg.real_fraction <= 1:
             raise UserError(f"--real-fraction must be in (0, 1], got {cfg.real_fraction!r}")
         options.seed(cfg)
+        if Path(str(cfg.out)).is_file():
+            raise UserError(f"--out {cfg.out} is a file; give a folder for the run")
+        check_writable(cfg.out, "--out")
         return cfg
+
+    def input_paths(self) -> dict:
+        features = str(self.snapshot_features or "")
+        return {"--data": self.data,
+                "--snapshot-features": features.partition(":")[2] if features.startswith("classifier:") else None}
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out}
 
 
 def train(cfg: GanConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
@@ -171,13 +191,20 @@ def load_training_images(cfg: GanConfig) -> TrainingImages:
     if cfg.cls is not None:
         keep = labels == cfg.cls
         images, labels = images[keep], labels[keep]
+    counts = np.bincount(labels.numpy(), minlength=len(data.classes)).tolist()
+    empty = [data.classes[c] for c in ([cfg.cls] if cfg.cls is not None else range(len(data.classes)))
+             if counts[c] == 0]
+    if empty:  # a generator would still "sample" these classes, from weights that never saw one
+        raise UserError(f"{cfg.data}: no training images of class {', '.join(map(repr, empty))}"
+                        f"{' in this --real-fraction' if cfg.real_fraction < 1 else ''}; rebuild the dataset with "
+                        "images of every class, or train per class on the ones it has (--cls)")
     if len(images) < cfg.batch and cfg.real_fraction >= 1:
         raise UserError(f"{len(images)} training images (class {cfg.cls if cfg.cls is not None else 'all'}) is fewer "
                         f"than --batch {cfg.batch}; lower --batch")
     identity = {"path": str(Path(cfg.data).resolve()), "size": data.size, "classes": data.classes,
                 "content_sha256": data.info.attrs.get("content_sha256", ""), "split": "train",
                 "real_fraction": float(cfg.real_fraction), "subset_seed": int(cfg.subset_seed), "n_train": len(images),
-                "n_full_split": n_full}
+                "n_full_split": n_full, "class_counts": counts}
     return TrainingImages(images, labels, data.classes, identity)
 
 
@@ -219,20 +246,35 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
            out: Path) -> TrainState:
     """Continue from ``out/last.pt`` when allowed (restoring every RNG); otherwise clear out an earlier run."""
     last = out / "last.pt"
-    if cfg.resume and last.is_file():
-        saved = checkpoint.load(last, "use another --out or --resume=False")  # on the CPU
-        checkpoint.check_resumable(saved, asdict(cfg), identity["content_sha256"], last)
-        nets.G.load_state_dict(saved["generator"])
-        nets.D.load_state_dict(saved["discriminator"])
-        if nets.ema is not None and saved.get("ema") is not None:
-            nets.ema.load_state_dict(saved["ema"])
-        nets.opt_g.load_state_dict(saved["opt_g"])
-        nets.opt_d.load_state_dict(saved["opt_d"])
-        best = saved.get("snapshot_best") or {}
-        state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"),
-                           ada=saved.get("ada"), lecam=saved.get("lecam"))
-        data_gen.set_state(saved["data_gen"])
-        rng = saved["rng"]
+    saved = checkpoint.load(last, "use another --out or --resume=False") if cfg.resume and last.is_file() else None
+    if saved is not None and cfg.overwrite:  # a run made with other settings or data is replaced, not continued
+        changed = checkpoint.settings_changed(saved, asdict(cfg))
+        if (saved.get("dataset") or {}).get("content_sha256") != identity["content_sha256"]:
+            changed = ", ".join(filter(None, [changed, "the training data"]))
+        if changed:
+            if rt.main:
+                _note(f"{last} was trained with other settings ({changed})")
+            saved = None
+    if saved is not None:
+        with torchfile.rebuilding(last, "GAN checkpoint"):
+            checkpoint.check_resumable(saved, asdict(cfg), identity["content_sha256"], last)
+            for name in ("generator", "discriminator"):
+                torchfile.check_finite(saved[name], last, "GAN checkpoint")
+            nets.G.load_state_dict(saved["generator"])
+            nets.D.load_state_dict(saved["discriminator"])
+            if nets.ema is not None:  # a run that had no EMA starts one from its generator
+                nets.ema.load_state_dict(saved["ema"] if saved.get("ema") is not None else saved["generator"])
+            nets.opt_g.load_state_dict(saved["opt_g"])
+            nets.opt_d.load_state_dict(saved["opt_d"])
+            # the optimiser state carries the old run's learning rates and betas: apply this run's, as recorded
+            for opt, lr in ((nets.opt_g, cfg.lr_g), (nets.opt_d, cfg.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"], group["betas"] = lr, (cfg.beta1, cfg.beta2)
+            best = saved.get("snapshot_best") or {}
+            state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"),
+                               ada=saved.get("ada"), lecam=saved.get("lecam"))
+            data_gen.set_state(saved["data_gen"])
+            rng = saved["rng"]
         if len(rng) == rt.world:
             torchfile.set_rng_state(rng[rt.rank])
         elif rt.main:
@@ -242,6 +284,10 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
             _note(f"resuming {last} at epoch {state.epoch} (step {state.step})")
     else:
         state = TrainState()
+        if last.is_file() or checkpoint.epoch_checkpoints(out):
+            if not cfg.overwrite:
+                raise UserError(f"{out} holds an earlier run; continue it (--resume, the default), or pass --overwrite "
+                                "to delete it and start over, or choose another --out")
         if rt.main and (last.is_file() or checkpoint.epoch_checkpoints(out)):
             _note(f"starting over in {out}: removing its earlier checkpoints, grids, loss and metric history")
             for old in [last, *checkpoint.epoch_checkpoints(out), *out.glob("grid-*.png"), out / "losses.csv",
@@ -285,6 +331,9 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
         raise UserError(f"--batch {cfg.batch} is smaller than the {rt.world} processes; raise --batch")
     n = len(data.images)
     steps_per_epoch = (n // rt.world) // per_rank
+    if steps_per_epoch == 0:  # nothing would be trained, yet checkpoints and metrics would be written
+        raise UserError(f"{n} training images cannot fill one batch of {per_rank} per process ({rt.world} "
+                        "processes); lower --batch or use fewer processes")
     if cfg.epochs is None:  # --kimg: whole epochs, enough to show at least that many images
         cfg.epochs = max(1, math.ceil(cfg.kimg * 1000 / (steps_per_epoch * per_rank * rt.world)))
     snapshots = None
@@ -297,6 +346,10 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
     model = model_description(recipe.networks, data.identity["size"], cfg.latent, cfg.base, cfg.channels,
                               data.classes, cfg.cls)
     nets = build_networks(cfg, model, rt)
+    if rt.main:  # each checkpoint: G, D, EMA and Adam's two moments per weight; up to keep + last + best of them
+        weights = sum(p.numel() for p in nets.G.parameters()) * (4 if nets.ema is not None else 3) \
+            + sum(p.numel() for p in nets.D.parameters()) * 3
+        check_free_space(out, 4 * weights * ((cfg.keep or cfg.epochs) + 2), f"--out {out} (checkpoints)")
     data_gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed * 1000 + rt.rank)
     np.random.seed((cfg.seed * 1000 + rt.rank) % 2**32)

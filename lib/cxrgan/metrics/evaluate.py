@@ -35,9 +35,10 @@ import numpy as np
 from .. import options, runtime
 from ..cli import ProgressFn, no_progress
 from ..data.datasetfile import parse_ref
+from ..data.pixels import pixel_images
 from ..data.reader import H5ImageDataset
 from ..errors import UserError
-from ..fileio import write_json_atomic
+from ..fileio import check_output_path, write_json_atomic
 from . import audit, scores
 from .features import cached_features, default_cache_dir, feature_net
 
@@ -64,12 +65,24 @@ class QualityConfig:
     batch: int = 64
     seed: int = 0
     device: str = "auto"
+    overwrite: bool = False  # replace an existing --out
 
     def validate(self) -> "QualityConfig":
         options.whole_number(self, "kid_subsets", "kid_subset_size", "k", "is_splits", "batch")
         if not isinstance(self.near_copy_quantile, (int, float)) or not 0 < self.near_copy_quantile < 1:
             raise UserError(f"--near-copy-quantile must be in (0, 1), got {self.near_copy_quantile!r}")
+        check_output_path(self.out, self.overwrite, inputs=self.input_paths(), suffixes=(".json",))
         return self
+
+    def input_paths(self) -> dict:
+        features = str(self.features)
+        network_file = features.partition(":")[2] or None
+        return {"--real": parse_ref(str(self.real), "")[0], "--fake": parse_ref(str(self.fake), "")[0],
+                "--train": parse_ref(str(self.train), "")[0] if self.train else None,
+                "--inception-weights": self.inception_weights, "--features": network_file}
+
+    def output_paths(self) -> dict:
+        return {"--out": self.out}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,6 +175,11 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
     if train is not None and Path(train.path).resolve() == Path(real.path).resolve() and train.split == real.split:
         raise UserError(f"--real {cfg.real} is the training split itself; the audit compares against held-out real "
                         "images, so pass --real FILE.h5:test (or val), or --noaudit")
+    for other, flag in ((fake, "--fake"), (train, "--train")):
+        if other is not None and other.size != real.size:  # features of different resolutions are not comparable
+            raise UserError(f"{flag} {other.path} holds {other.size}x{other.size} images but --real {real.path} "
+                            f"holds {real.size}x{real.size}; compare images of one size (make_hdf5 --size, or "
+                            "sample from a GAN trained at that size)")
     unknown = sorted(set(fake.classes) - set(real.classes))
     if unknown:
         raise UserError(f"--fake has classes {unknown} that --real ({real.classes}) does not; compare matching files")
@@ -232,7 +250,7 @@ def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, ou
     held_f = np.concatenate([real_f] + [features_of(ds, "real held-out")[0] for ds in held[1:]])
     fake_img, train_img = (ds.read_uint8(np.arange(len(ds))) for ds in (fake, train))
     held_img = np.concatenate([ds.read_uint8(np.arange(len(ds))) for ds in held])
-    spaces = {"pixels": ([audit.pixel_images(x, side) for x in (fake_img, train_img, held_img)],
+    spaces = {"pixels": ([pixel_images(x, side) for x in (fake_img, train_img, held_img)],
                          audit.default_max_shift(side)),
               "features": ([fake_f, train_f, held_f], None)}
     result, figures = {}, {}

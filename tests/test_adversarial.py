@@ -1,0 +1,309 @@
+"""A hostile user's sweep over every tool: damaged, inconsistent, huge and malicious input. Every case must end in
+exit status 2 with one line ``error: ...`` (no traceback), leave nothing at the output path, and leave any file
+that was already there untouched. Tools run in this process (python-fire and all, through ``cli.run``), so the
+sweep costs no interpreter start-ups; the cases that need a real process (file-size limit, kill -9) are below it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from cxrgan import cli, torchfile
+from cxrgan.data.phantoms import generate
+from cxrgan.fileio import output_lock
+from conftest import ROOT, TINY_GAN, nih_rows, write_nih_tree
+
+_TOOLS = {}
+
+
+def tool(name: str):
+    if name not in _TOOLS:
+        spec = importlib.util.spec_from_file_location(f"adv_{name}", ROOT / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _TOOLS[name] = module
+    return _TOOLS[name]
+
+
+def run_here(name: str, *args, capsys) -> tuple[int, str]:
+    """Run tools/NAME.py with ``args`` in this process; returns (exit status, stderr)."""
+    argv = sys.argv
+    sys.argv = [f"{name}.py", *map(str, args)]
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        cli.run(tool(name).main, name=f"{name}.py")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, handler)
+    return code, capsys.readouterr().err
+
+
+def digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def assert_refused(code: int, err: str, out: Path | None = None, before: str | None = None, match: str = ""):
+    lines = [line for line in err.strip().splitlines() if line.strip() and "━" not in line]  # not progress bars
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert match.lower() in lines[0].lower(), lines[0]
+    if out is not None:
+        assert digest(out) == before, f"{out} changed"
+        assert not list(out.parent.glob(f".{out.name}.*.tmp")), "a temp file was left behind"
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One of each input a tool reads, trained or built for real (tiny), plus damaged variants."""
+    w = tmp_path_factory.mktemp("adversarial")
+    data = w / "ph32.h5"
+    generate(data, n=64, size=32, seed=0)
+    data64 = w / "ph64.h5"
+    generate(data64, n=24, size=64, seed=0)
+    from cxrgan.gan.train import GanConfig, train
+    train(GanConfig(data=str(data), out=str(w / "gan"), recipe="improved", epochs=1, **TINY_GAN))
+    from cxrgan.gan.sample import sample_to_file, resolve_generators
+    gens = resolve_generators(str(w / "gan"), w / "gan", [0, 1], torch.device("cpu"))
+    sample_to_file(w / "synthetic.h5", gens, 8, 0, torch.device("cpu"))
+    from cxrgan.classify.train import ClassifierConfig, run
+    run(ClassifierConfig(data=str(data), out=str(w / "clf"), epochs=1, seeds=1, size=32, n_boot=10, device="cpu"))
+    return w
+
+
+def damaged_copy(w: Path, name: str, edit) -> Path:
+    """A checkpoint loaded, edited by ``edit(dict)`` and saved again with plain torch.save (no fresh digest)."""
+    src = w / "gan" / "last.pt"
+    obj = torch.load(src, weights_only=True)
+    edit(obj)
+    path = w / name
+    torch.save(obj, path)
+    return path
+
+
+def h5_without(w: Path, name: str, drop: str) -> Path:
+    """The dataset with one dataset or attribute deleted (the schema tag kept)."""
+    path = w / name
+    path.write_bytes((w / "ph32.h5").read_bytes())
+    with h5py.File(path, "a") as f:
+        if drop.startswith("@"):
+            del f.attrs[drop[1:]]
+        else:
+            del f[drop]
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ the sweep
+
+def _cases(w: Path) -> list[tuple[str, str, list, Path | None, str]]:
+    """(id, tool, args, output path, expected words in the error)."""
+    nan_weights = damaged_copy(w, "nan.pt", lambda o: o["ema"].__setitem__(
+        next(iter(o["ema"])), torch.full_like(next(iter(o["ema"].values())), float("nan"))))
+    no_model = damaged_copy(w, "nomodel.pt", lambda o: o.pop("model"))
+    size48 = damaged_copy(w, "size48.pt", lambda o: o["model"].__setitem__("size", 48))
+    empty = w / "empty.pt"
+    empty.write_bytes(b"")
+    bad_clf = w / "clf-nan.pt"
+    state = torch.load(w / "clf" / "model-seed0.pt", weights_only=True)
+    state["state"]["fc.weight"] = torch.full_like(state["state"]["fc.weight"], float("inf"))
+    torchfile.save(state, bad_clf)  # a fresh digest: only the finiteness check can catch it
+    no_images = h5_without(w, "noimages.h5", "train/images")
+    no_classes = h5_without(w, "noclasses.h5", "@classes")
+    zero = w / "zero.h5"
+    zero.write_bytes(b"")
+    existing = w / "existing.h5"
+    existing.write_bytes(b"precious")
+    existing_json = w / "existing.json"
+    existing_json.write_text('{"precious": true}')
+    d, syn = w / "ph32.h5", w / "synthetic.h5"
+    return [
+        ("make_hdf5: --src missing", "make_hdf5", ["--src", w / "nope", "--out", w / "o1.h5"], w / "o1.h5",
+         "not a directory"),
+        ("make_hdf5: --out exists", "make_hdf5", ["--src", w, "--out", existing], existing, "already exists"),
+        ("make_hdf5: --out is the csv", "make_hdf5", ["--src", w, "--csv", existing_json, "--out", existing_json,
+                                                      "--overwrite"], existing_json, "input"),
+        ("make_phantoms: --n -1", "make_phantoms", ["--out", w / "o2.h5", "--n", -1], w / "o2.h5", "--n"),
+        ("train_dcgan: no images dataset", "train_dcgan", ["--data", no_images, "--out", w / "g1"], None, "images"),
+        ("train_dcgan: no classes attribute", "train_dcgan", ["--data", no_classes, "--out", w / "g2"], None,
+         "classes"),
+        ("train_dcgan: 0-byte data", "train_dcgan", ["--data", zero, "--out", w / "g3"], None, "hdf5"),
+        ("train_dcgan: --lr-g 1e39", "train_dcgan", ["--data", d, "--out", w / "g4", "--lr-g", "1e39"], None, "--lr-g"),
+        ("train_dcgan: --out is a file", "train_dcgan", ["--data", d, "--out", existing], existing, "is a file"),
+        ("train_dcgan: --beta1 2", "train_dcgan", ["--data", d, "--out", w / "g5", "--beta1", "2"], None, "--beta1"),
+        ("sample: 0-byte checkpoint", "sample", ["--ckpt", empty, "--out", w / "s1.h5"], w / "s1.h5", "empty"),
+        ("sample: checkpoint without model", "sample", ["--ckpt", no_model, "--out", w / "s2.h5"], w / "s2.h5",
+         "malformed"),
+        ("sample: NaN weight written in", "sample", ["--ckpt", nan_weights, "--out", w / "s3.h5"], w / "s3.h5",
+         "modified"),
+        ("sample: --out exists", "sample", ["--ckpt", w / "gan", "--out", existing], existing, "already exists"),
+        ("sample: --out is the checkpoint", "sample", ["--ckpt", w / "gan" / "last.pt", "--out",
+                                                       w / "gan" / "last.pt", "--overwrite"], w / "gan" / "last.pt",
+         "input"),
+        ("sample: --n beyond the disk", "sample", ["--ckpt", w / "gan", "--out", w / "s4.h5", "--n", 10 ** 12],
+         w / "s4.h5", "free"),
+        ("train_resnet: --lr 1e39", "train_resnet", ["--data", d, "--out", w / "c1", "--lr", "1e39"], None, "--lr"),
+        ("train_resnet: synthetic of another size", "train_resnet", ["--data", data64(w), "--out", w / "c2",
+                                                                     "--synthetic", syn], None, "size"),
+        ("train_resnet: --out holds results", "train_resnet", ["--data", d, "--out", w / "clf"],
+         w / "clf" / "metrics.json", "earlier run"),
+        ("train_resnet: --baseline is --out", "train_resnet", ["--data", d, "--out", w / "clf", "--baseline",
+                                                               w / "clf", "--overwrite"], w / "clf" / "metrics.json",
+         "also an input"),
+        ("fid_is: generated images of another size", "fid_is", ["--real", data64(w), "--fake", syn, "--out",
+                                                                 w / "f1.json"], w / "f1.json", "one size"),
+        ("fid_is: classifier with infinite weights", "fid_is", ["--real", d, "--fake", syn, "--out", w / "f2.json",
+                                                                "--features", f"classifier:{bad_clf}"],
+         w / "f2.json", "nan or infinity"),
+        ("fid_is: --out exists", "fid_is", ["--real", d, "--fake", syn, "--out", existing_json], existing_json,
+         "already exists"),
+        ("fid_is: size 48 generator file as data", "fid_is", ["--real", d, "--fake", size48, "--out", w / "f3.json"],
+         w / "f3.json", ""),
+    ]
+
+
+def data64(w: Path) -> Path:
+    return w / "ph64.h5"
+
+
+def test_every_tool_refuses_bad_input_with_one_line_and_loses_nothing(world, capsys):
+    cases = _cases(world)
+    handled = 0
+    for case_id, name, args, out, match in cases:
+        before = digest(out) if out is not None else None
+        try:
+            code, err = run_here(name, *args, capsys=capsys)
+        except BaseException as e:  # noqa: BLE001 - an exception escaping cli.run is the failure being tested
+            pytest.fail(f"{case_id}: {type(e).__name__} escaped: {e}")
+        try:
+            assert_refused(code, err, out, before, match)
+        except AssertionError as e:
+            pytest.fail(f"{case_id}: {e}")
+        handled += 1
+    assert handled == len(cases) >= 20
+
+
+def test_a_checkpoint_with_the_right_tag_but_wrong_shapes_is_refused(world, capsys):
+    path = world / "size48-digest.pt"
+    obj = torch.load(world / "gan" / "last.pt", weights_only=True)
+    obj["model"]["size"] = 48
+    torchfile.save(obj, path)  # a valid digest: the content itself is wrong
+    code, err = run_here("sample", "--ckpt", path, "--out", world / "s5.h5", capsys=capsys)
+    assert_refused(code, err, world / "s5.h5", None, "malformed content")
+
+
+def test_report_refuses_truncated_or_mistyped_results(world, tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    (outputs / "classify" / "real").mkdir(parents=True)
+    good = json.loads((world / "clf" / "metrics.json").read_text())
+    report = outputs / "REPORT.md"
+    report.write_text("previous report")
+    (outputs / "classify" / "real" / "metrics.json").write_text(json.dumps(good)[:200])  # cut short
+    code, err = run_here("report", "--outputs", outputs, "--overwrite", capsys=capsys)
+    assert_refused(code, err, report, digest(report), "truncated")
+    (outputs / "classify" / "real" / "metrics.json").write_text(json.dumps({**good, "auroc": "high"}))
+    code, err = run_here("report", "--outputs", outputs, "--overwrite", capsys=capsys)
+    assert_refused(code, err, report, digest(report), "malformed")
+    (outputs / "classify" / "real" / "metrics.json").write_text(json.dumps(good))
+    code, err = run_here("report", "--outputs", outputs, capsys=capsys)
+    assert_refused(code, err, report, digest(report), "already exists")
+    code, err = run_here("report", "--outputs", outputs, "--overwrite", capsys=capsys)
+    assert code == 0 and "previous report" not in report.read_text()
+
+
+# ------------------------------------------------------------------------------- classes needing a real process
+
+def test_disk_full_midway_is_one_line_and_leaves_nothing(tmp_path):
+    """A file-size limit makes every write past 64 KB fail (EFBIG), as a full disk would (ENOSPC)."""
+    rows = nih_rows(30)
+    src = write_nih_tree(tmp_path / "nih", rows, size=64)
+    out = tmp_path / "out.h5"
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "make_hdf5.py"), "--src", src, "--out", out, "--size",
+                        "64", "--workers", "0"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       preexec_fn=limit)
+    assert_refused(r.returncode, r.stderr, out, None, "")
+    assert not out.exists()
+
+
+def test_a_second_run_writing_the_same_output_is_refused(world, capsys):
+    out = world / "locked.h5"
+    with output_lock(out):  # another run is writing it
+        code, err = run_here("make_phantoms", "--out", out, "--n", 40, "--size", 32, capsys=capsys)
+    assert_refused(code, err, out, None, "another run is writing")
+    code, err = run_here("make_phantoms", "--out", out, "--n", 40, "--size", 32, capsys=capsys)
+    assert code == 0 and out.is_file() and not (world / f".{out.name}.lock").exists()
+
+
+def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
+    out = tmp_path / "x.h5"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
+                               "from cxrgan.fileio import output_lock; l = output_lock(sys.argv[2]); l.__enter__();"
+                               "print('held', flush=True); time.sleep(60)", str(ROOT / "lib"), str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    from cxrgan.errors import UserError
+    with pytest.raises(UserError, match="another run"):
+        with output_lock(out):
+            pass
+    holder.kill()
+    holder.wait()
+    with output_lock(out):  # the kernel released the dead holder's lock
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_decoding_workers_exit_when_make_hdf5_is_killed(tmp_path):
+    rows = nih_rows(60)
+    src = write_nih_tree(tmp_path / "nih", rows, size=256)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "make_hdf5.py"), "--src", src, "--out",
+                             tmp_path / "o.h5", "--size", "32", "--workers", "2"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.time() + 60, []
+    while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+        workers = _children(proc.pid)
+        time.sleep(0.02)
+    if len(workers) < 2:
+        proc.wait()
+        pytest.skip("the run finished before its workers could be seen")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and _state(w) != "Z" for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and _state(w) != "Z"], "workers outlived make_hdf5"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
