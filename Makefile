@@ -110,19 +110,26 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 # ARGS: $(call args_stamp,FILE,TEXT) is FILE, rewritten (so newer than what was built from it) only when TEXT
 # differs from what it holds. A stage's target depends on the stamp of the variables that shape its result (not
 # DEVICE: where it runs), so `make all EPOCHS=3` after `make all` retrains the GAN and what uses it, and rebuilds
-# neither the dataset nor the real-data classifier.
+# neither the dataset nor the real-data classifier. Stamps are written only when make is asked to build (not for
+# `make`, help, test, clean, or a dry run -n / question -q, which compare against them as they are).
+NOT_BUILDING := $(or $(findstring n,$(firstword -$(MAKEFLAGS))),$(findstring q,$(firstword -$(MAKEFLAGS))),$(if \
+	$(filter-out help setup test smoke bench docker clean download,$(or $(MAKECMDGOALS),help)),,yes))
 args_stamp = $(strip $(eval _new := $(strip $(2)))$(eval _old := $(strip $(if $(wildcard $(1)),$(file < $(1)))))$(if \
-	$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|)),,$(shell mkdir -p $(dir $(1)))$(file \
-	> $(1),$(_new)))$(1))
+	$(or $(NOT_BUILDING),$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|))),,$(shell \
+	mkdir -p $(dir $(1)))$(file > $(1),$(_new)))$(1))
 DATA_ARGS := $(call args_stamp,$(DATA_DIR)/.args/$(notdir $(DATASET)),DATA=$(DATA) SIZE=$(SIZE) SEED=$(SEED) \
-	N_PHANTOMS=$(N_PHANTOMS) NIH_DIR=$(abspath $(NIH_DIR)))
-GAN_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/gan,DATASET=$(DATASET) RECIPE=$(RECIPE) EPOCHS=$(EPOCHS) \
-	KIMG=$(KIMG) SEED=$(SEED) NPROC=$(NPROC) GAN_ARGS=$(GAN_ARGS))
-SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples,N_SYNTH=$(N_SYNTH) SEED=$(SEED))
+	$(if $(filter phantom,$(DATA)),N_PHANTOMS=$(N_PHANTOMS))$(if $(filter nih,$(DATA)),NIH_DIR=$(abspath $(NIH_DIR))))
+GAN_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/gan-$(RECIPE),DATASET=$(DATASET) EPOCHS=$(EPOCHS) KIMG=$(KIMG) \
+	SEED=$(SEED) NPROC=$(NPROC) GAN_ARGS=$(GAN_ARGS))
+SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples,RECIPE=$(RECIPE) N_SYNTH=$(N_SYNTH) SEED=$(SEED))
 CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_EPOCHS=$(CLF_EPOCHS) SEEDS=$(SEEDS) \
 	SEED=$(SEED) CLF_SIZE=$(CLF_SIZE))
+# the synthetic arms also depend on which controls they are compared with and which GAN made their images
+SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-synthetic,CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
 METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) INCEPTION_WEIGHTS=$(INCEPTION_WEIGHTS) \
 	XRV_WEIGHTS=$(XRV_WEIGHTS))
+# a stamp not written yet (a dry run before the first build): out of date, like everything built from it
+$(ARGS_DIR)/% $(DATA_DIR)/.args/%: ;
 
 .DEFAULT_GOAL := help
 .PHONY: help setup download data gan samples classify tstr efficiency metrics report all test smoke bench docker clean
@@ -187,7 +194,7 @@ $(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 $(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --control $* --baseline $(CLF_DIR)/real
 
-$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
+$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) \
 		--baseline $(subst $(space),$(comma),$(CLF_DIR)/real $(CONTROL_RUNS))
 
@@ -220,7 +227,8 @@ else
 $(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
 endif
-$(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(call eff_synth,$(1)) \
+$(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) \
+		$(call eff_synth,$(1)) \
 		$(CLF_DIR)/fraction-$(1)/real/metrics.json $(CLF_DIR)/fraction-$(1)/real+oversample/metrics.json
 	$$(PY) tools/train_resnet.py $$(CLF_ARGS) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
 		--baseline $(CLF_DIR)/fraction-$(1)/real,$(CLF_DIR)/fraction-$(1)/real+oversample
@@ -255,10 +263,12 @@ smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smok
 	test -s $(SMOKE_DIR)/outputs/REPORT.md
 	@if $(MAKE) --no-print-directory -q all $(SMOKE_VARS); then echo "smoke: REPORT.md built; a second make all is a no-op"; \
 	else echo "smoke: FAILED: a second make all would run again:"; $(MAKE) --no-print-directory -n all $(SMOKE_VARS); exit 1; fi
-	@plan=$$($(MAKE) --no-print-directory -n all $(SMOKE_VARS) CLF_EPOCHS=2); \
-	if grep -q train_resnet <<<"$$plan" && ! grep -q -e train_dcgan -e make_phantoms -e sample.py <<<"$$plan"; then \
-	echo "smoke: after CLF_EPOCHS changes, the classifiers re-run and the dataset, GAN and samples do not"; \
-	else echo "smoke: FAILED: CLF_EPOCHS=2 would run:"; echo "$$plan"; exit 1; fi
+	@ran=$$($(MAKE) --no-print-directory all $(SMOKE_VARS) CLF_EPOCHS=2 2>&1); \
+	if grep -q train_resnet <<<"$$ran" && ! grep -q -e train_dcgan -e make_phantoms -e sample.py <<<"$$ran"; then \
+	echo "smoke: after CLF_EPOCHS changed, the classifiers re-ran and the dataset, GAN and samples did not"; \
+	else echo "smoke: FAILED: CLF_EPOCHS=2 ran:"; echo "$$ran"; exit 1; fi
+	@if $(MAKE) --no-print-directory -q all $(SMOKE_VARS) CLF_EPOCHS=2; then echo "smoke: and then it is a no-op"; \
+	else echo "smoke: FAILED: make all CLF_EPOCHS=2 would run again"; exit 1; fi
 
 bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
 	$(PY) bench/compression.py

@@ -554,3 +554,16 @@ def test_a_csv_cut_mid_line_without_a_size_is_refused(server, release, tmp_path)
     server.short[name] = 7
     with pytest.raises(download.DownloadError, match="middle of a line"):
         fetch(f"{server.url}/{name}", tmp_path / name, retries=0, timeout=5, backoff=0)
+
+
+def test_content_check_accepts_what_gzip_and_tarfile_accept(release, tmp_path):
+    archive = release[ARCHIVES[0]]
+    cases = {"padded.tar.gz": archive + bytes(1024), "two-members.tar.gz": archive + gzip.compress(b"", mtime=0),
+             "plain.tar.gz": archive}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert download.content_problem(name, tmp_path / name, size_known=False) is None, name
+    (tmp_path / "cut.tar.gz").write_bytes(archive[:-20])
+    assert "cut short" in download.content_problem("cut.tar.gz", tmp_path / "cut.tar.gz", size_known=False)
+    (tmp_path / "a.csv").write_bytes(release["Data_Entry_2017_v2020.csv"].rstrip(b"\n"))  # no final newline
+    assert download.content_problem("a.csv", tmp_path / "a.csv", size_known=True) is None

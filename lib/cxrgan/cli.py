@@ -128,7 +128,8 @@ def guarded_outputs(cfg) -> Iterator[None]:
     ``input_paths()`` ({flag: path or paths})."""
     outputs = cfg.output_paths() if hasattr(cfg, "output_paths") else {}
     inputs = cfg.input_paths() if hasattr(cfg, "input_paths") else {}
-    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds the locks for all
+    # under torchrun, rank 0 holds the locks for every process
+    main_process = int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
     with contextlib.ExitStack() as locks:
         for flag, out in ((f, p) for f, p in outputs.items() if p is not None):
             check_not_an_input(out, inputs, flag)

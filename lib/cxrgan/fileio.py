@@ -126,7 +126,7 @@ def output_lock(final: str | Path, flag: str = "--out") -> Iterator[None]:
     The lock is ``flock`` on a ``.<name>.lock`` file beside the output, released (and removed) when the block ends;
     the kernel releases it if the process dies, so a killed run never blocks the next one.
     """
-    final = Path(final)
+    final = Path(final).resolve()  # one lock whatever the spelling: ./x, x, a symlink to it
     lock_path = final.parent / f".{final.name}.lock"
     created = [d for d in (final.parent, *final.parent.parents) if not d.exists()]  # removed again if left empty
     lock_path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,14 +30,15 @@ def save(obj: dict, path: str | Path) -> None:
 
 
 def tensors_digest(obj) -> str:
-    """SHA-256 over every tensor in a nest of dicts and lists: its place in the nest, dtype, shape and bytes."""
+    """SHA-256 over a nest of dicts and lists: every tensor's place in the nest, dtype, shape and bytes, and every
+    plain value's place, type and repr."""
     h = hashlib.sha256()
 
     def walk(x, where: str) -> None:
         if isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous().reshape(-1)
+            t = x.detach().cpu().contiguous()
             h.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         elif isinstance(x, dict):
             for k in sorted(x, key=str):
                 if k != TENSORS_DIGEST:
@@ -45,6 +46,8 @@ def tensors_digest(obj) -> str:
         elif isinstance(x, (list, tuple)):
             for i, v in enumerate(x):
                 walk(v, f"{where}/{i}")
+        else:  # plain values (counters, config, class names) are covered too
+            h.update(f"{where}={type(x).__name__}:{x!r}|".encode())
 
     walk(obj, "")
     return h.hexdigest()
@@ -69,8 +72,8 @@ def load(path: str | Path, map_location="cpu", what: str = "checkpoint") -> dict
         raise UserError(f"{what} {path} is damaged or not a {what} ({_first_line(e)})") from None
     if isinstance(obj, dict) and TENSORS_DIGEST in obj:
         if obj[TENSORS_DIGEST] != tensors_digest(obj):
-            raise UserError(f"{what} {path} was modified after it was written (its tensors no longer match the "
-                            "digest stored with them); use an intact copy")
+            raise UserError(f"{what} {path} was modified after it was written (its content no longer matches the "
+                            "digest stored with it); use an intact copy")
     return obj
 
 

@@ -251,9 +251,11 @@ class Fetched:
 class _Transfer:
     """The state of one file's download across attempts: the part file, its running MD5, the announced total."""
 
-    def __init__(self, url: str, dest: Path, timeout: float, on_progress: ByteProgress | None):
+    def __init__(self, url: str, dest: Path, timeout: float, on_progress: ByteProgress | None,
+                 give_up_at: float | None = None):
         self.url, self.dest, self.part = url, dest, part_path(dest)
         self.timeout, self.on_progress = timeout, on_progress
+        self.give_up_at = give_up_at  # time.monotonic() past which the download is abandoned (the deadline)
         self.total: int | None = None
         self.resumed_from = _size(self.part)
         self.spliced = self.resumed_from > 0  # some bytes came from an earlier request than the last one
@@ -330,8 +332,11 @@ class _Transfer:
             self.on_progress(done, self.total)
         with open(self.part, "ab" if offset else "wb") as f:
             while True:
-                try:
-                    chunk = resp.read(CHUNK)
+                if self.give_up_at is not None and time.monotonic() > self.give_up_at:
+                    raise DownloadError(f"gave up at the deadline after {done:,} of {self._total_text()} bytes (a "
+                                        "server this slow would take too long; resume later, or raise --deadline)")
+                try:  # read1: whatever has arrived, so a trickling server still meets the deadline check
+                    chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
                 except (OSError, http.client.HTTPException) as e:
                     raise _Transient(f"the connection dropped after {done:,} of {self._total_text()} bytes "
                                      f"({_reason(e)})", received=received) from None
@@ -369,8 +374,9 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
     deleted when it is wrong.
     """
     dest = Path(dest)
-    t = _Transfer(url, dest, timeout, on_progress)
-    total_retries, refetched, t0 = 0, False, time.monotonic()
+    t0 = time.monotonic()
+    t = _Transfer(url, dest, timeout, on_progress, t0 + deadline if deadline else None)
+    total_retries, refetched = 0, False
     while True:
         try:
             t.attempt()
@@ -393,10 +399,10 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
         problem = None
         if md5 and digest != md5.lower():
             problem = f"MD5 mismatch: received {digest}, expected {md5.lower()} ({md5_source})"
-        else:
-            problem = content_problem(dest.name, t.part)
+        elif not md5:  # an MD5 that matched says more than any look at the content
+            problem = content_problem(dest.name, t.part, size_known=t.total is not None)
         if problem:
-            if t.spliced and not refetched and retries > 0:
+            if t.spliced and not refetched and total_retries < retries:
                 # bytes from two requests (or two runs) were joined; the file may have changed in between
                 refetched, total_retries = True, total_retries + 1
                 t.restart(f"{problem} after resuming; downloaded again from zero")
@@ -410,16 +416,16 @@ def fetch(url: str, dest: str | Path, md5: str | None = None, retries: int = 5, 
                        notes=[n for n in t.notes if n])
 
 
-def content_problem(name: str, path: Path) -> str | None:
+def content_problem(name: str, path: Path, size_known: bool = True) -> str | None:
     """Why a received file cannot be the release file ``name`` (None when it can). Catches what a size check cannot:
-    a body cut short by a server that announced no size, and a sign-in or error page served under any content type.
-    """
+    a sign-in or error page served under any content type, and, when the server announced no size, a body cut
+    short (an archive's gzip stream without its end; a text file ending mid-line)."""
     with open(path, "rb") as f:
         head = f.read(4096)
     if name.endswith((".tar.gz", ".gz", ".tgz")):
         if head[:2] != b"\x1f\x8b":
             return "the received file is not a gzip archive" + (" (it is a web page)" if _looks_like_html(head) else "")
-        return _gzip_tar_problem(path)
+        return _gzip_tar_problem(path, whole=not size_known)
     if not head:
         return "the received file is empty"
     if _looks_like_html(head):
@@ -430,8 +436,8 @@ def content_problem(name: str, path: Path) -> str | None:
         return "the received csv lacks the NIH header (Image Index, Finding Labels, ...)"
     if name.endswith(".txt") and not re.fullmatch(r"\d{8}_\d{3}\.png\s*", first):
         return "the received list does not start with an image name such as 00000001_000.png"
-    if name.endswith((".csv", ".txt")) and not _ends_with_newline(path):
-        return "the received file ends in the middle of a line (cut short)"
+    if not size_known and name.endswith((".csv", ".txt")) and not _ends_with_newline(path):
+        return "the received file ends in the middle of a line (cut short; the server announced no size)"
     return None
 
 
@@ -446,25 +452,32 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _gzip_tar_problem(path: Path) -> str | None:
-    """Decompress the whole file: a gzip stream cut short lacks its trailer (CRC and length), which is the only
-    sign of truncation when the server announced no size. The content must start as a tar archive."""
-    d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    first = b""
+def _gzip_tar_problem(path: Path, whole: bool) -> str | None:
+    """The archive must start as a tar file; with ``whole``, its gzip stream is decompressed to the end, since a
+    stream cut short lacks its trailer (CRC and length): the only sign of truncation when no size was announced.
+    Concatenated gzip members and zero padding after the last one are accepted, as gzip and tarfile accept them."""
+    d, first = zlib.decompressobj(zlib.MAX_WBITS | 16), b""
     try:
         with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                out = d.decompress(block)
-                if len(first) < 512:
-                    first += out[:512 - len(first)]
-                while d.unused_data and d.eof:  # concatenated gzip members, as `cat a.gz b.gz` makes
-                    rest, d = d.unused_data, zlib.decompressobj(zlib.MAX_WBITS | 16)
-                    d.decompress(rest)
+            while block := f.read(1 << 16):  # small blocks: bounded output even for a highly compressible stream
+                while block:
+                    out = d.decompress(block, 1 << 20)
+                    if len(first) < 512:
+                        first += out[:512 - len(first)]
+                    block = d.unconsumed_tail
+                    if d.eof:
+                        rest = d.unused_data + block
+                        if not rest.strip(b"\x00"):  # end of the last member, or padding
+                            block = b""
+                        else:  # another member follows
+                            d, block = zlib.decompressobj(zlib.MAX_WBITS | 16), rest
+                if not whole and len(first) >= 512:
+                    break
     except zlib.error as e:
         return f"the received archive is damaged ({e})"
-    if not d.eof:
+    if whole and not d.eof:
         return "the received archive is cut short (its gzip stream has no end)"
-    if len(first) >= 262 and first[257:262] != b"ustar" and len(first) == 512:
+    if len(first) == 512 and first[257:262] != b"ustar":
         return "the received archive does not hold a tar file"
     return None
 

@@ -278,6 +278,12 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
             task(1)
         report["missing"] += sorted(pending)
         if cfg.balance:  # images that failed to decode or were missing left a class short: balance again
+            short = {s: c for s, per in writer.counts().items() if sum(per.values()) for c, k in per.items() if not k}
+            if short:  # balancing would empty these splits altogether
+                write_json_atomic(report_path(cfg.out, failed=True), report)
+                raise UserError(f"split(s) {sorted(short)} kept no {'/'.join(sorted(set(short.values())))} image once "
+                                "undecodable or missing files were left out, and balancing would empty them; fix the "
+                                f"files listed in {report_path(cfg.out, failed=True)} or pass --nobalance")
             report["rebalanced_away"] = _rebalance(writer, len(cat.classes), cfg.seed)
         counts = writer.counts()
         report["counts"] = counts

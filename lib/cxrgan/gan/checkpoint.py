@@ -65,8 +65,9 @@ def load(path: str | Path, hint: str = "train one with tools/train_dcgan.py") ->
     return saved
 
 
-# Options that do not shape the trained networks: where and how it runs, and how it keeps its files.
-NOT_SHAPING = ("out", "device", "resume", "overwrite", "ckpt_every", "keep", "grid", "compile")
+# Options that do not change what a run's first epochs compute: where and how it runs, how it keeps its files, and
+# its length (a longer run continues a shorter one exactly; one trained past the length asked for starts over).
+NOT_SHAPING = ("out", "device", "resume", "overwrite", "ckpt_every", "keep", "grid", "compile", "epochs", "kimg")
 
 
 def settings_changed(saved: dict, config: dict) -> str:

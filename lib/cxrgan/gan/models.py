@@ -19,6 +19,7 @@ from ..data.reader import to_uint8
 from ..errors import UserError
 from .cgan import ConditionalGenerator, ProjectionDiscriminator
 from .dcgan import Discriminator, Generator, check_size
+from .edm import EDMGenerator, NoDiscriminator
 from .resnet import ResidualDiscriminator, ResidualGenerator
 
 
@@ -32,6 +33,7 @@ NETWORKS: dict[str, NetworkFamily] = {
     "dcgan": NetworkFamily(Generator, Discriminator),
     "cgan": NetworkFamily(ConditionalGenerator, ProjectionDiscriminator),
     "resnet": NetworkFamily(ResidualGenerator, ResidualDiscriminator),
+    "edm": NetworkFamily(EDMGenerator, NoDiscriminator),  # the diffusion recipe: a denoiser, sampled by EDM's Heun
 }
 
 
@@ -86,7 +88,14 @@ class Loss:
     generator: Callable[[torch.Tensor], torch.Tensor]  # D(fake) -> loss
 
 
-LOSSES: dict[str, Loss] = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g)}
+def _no_adversary(*_):
+    raise RuntimeError("the denoising objective has no discriminator or generator loss")
+
+
+# "denoising": not an adversarial loss but the diffusion recipe's objective (EDM's weighted denoising loss,
+# gan.edm.edm_loss); train_dcgan then takes a DenoisingStep instead of the adversarial Step.
+LOSSES: dict[str, Loss] = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g),
+                           "denoising": Loss(_no_adversary, _no_adversary)}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ RECIPES: dict[str, Recipe] = {
     "limited": Recipe(networks="cgan", conditional=True, loss="hinge", augment="none", ema_kimg=5.0, epochs=20,
                       lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, g_steps=1, kimg=150, ada_target=0.6,
                       ada_kimg=100, base=64, lecam=0.3),
+    # Not a GAN: a class-conditional denoising diffusion model (gan.edm: a compact U-Net in EDM's preconditioning,
+    # classifier-free guidance, sampled with EDM's deterministic Heun sampler) trained by the same loop, so it has the
+    # same checkpoints, resume, snapshots and samples. lr_g is the denoiser's learning rate; lr_d is unused.
+    "diffusion": Recipe(networks="edm", conditional=True, loss="denoising", augment="none", ema_kimg=2.0,
+                        epochs=20, lr_g=2e-4, lr_d=2e-4, beta1=0.9, beta2=0.999, g_steps=1, kimg=100, base=16),
 }
 
 assert set(DEFAULTS) < {f.name for f in fields(Recipe)}

@@ -33,10 +33,15 @@ class SampleConfig:
     root: str = "outputs/gan"
     device: str = "auto"
     overwrite: bool = False
+    steps: int = 18  # diffusion checkpoints: sampler steps (2 * steps - 1 network calls)
+    guidance: float = 1.0  # diffusion checkpoints: classifier-free guidance scale (1: plain conditional)
 
     def validate(self) -> "SampleConfig":
         options.whole_number(self, "n", hint=" (images per class)")
-        options.whole_number(self, "batch")
+        options.whole_number(self, "batch", "steps")
+        if not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool) \
+                or not 0 <= self.guidance < 100:
+            raise UserError(f"--guidance must be a number in [0, 100) (1: plain conditional), got {self.guidance!r}")
         if self.truncation is not None:
             options.positive_number(self, "truncation")
         if self.cls != "both" and not options.is_whole(self.cls):
@@ -119,8 +124,12 @@ def latents(n: int, dim: int, seed: int, cls: int, truncation: float | None) -> 
 
 def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: int, device, batch: int = 256,
                    truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
-                   progress: ProgressFn = no_progress) -> dict:
-    """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes."""
+                   progress: ProgressFn = no_progress, steps: int = 18, guidance: float = 1.0) -> dict:
+    """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes. Diffusion
+    generators sample with ``steps`` Heun steps and classifier-free ``guidance`` (GANs ignore both)."""
+    diffusion = sorted({c for c, g in gens.items() if g.model["kind"] == "edm"})
+    for c in diffusion:
+        gens[c].generator.steps, gens[c].generator.guidance = steps, float(guidance)
     any_g = next(iter(gens.values()))
     classes, size = any_g.model["classes"], any_g.model["size"]
     wanted = sorted(gens)
@@ -145,7 +154,8 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
             source="gan", seed=seed, n_per_class=n, truncation=truncation if truncation is not None else "none",
             checkpoints=checkpoints, checkpoint_sha256=[sha256_file(p) for p in checkpoints],
             recipe=sorted({g.recipe for g in gens.values()}), weights=sorted({g.weights for g in gens.values()}),
-            epochs=[gens[c].epoch for c in wanted], training_data=training_data(gens.values()), args=call_args or {})
+            epochs=[gens[c].epoch for c in wanted], training_data=training_data(gens.values()), args=call_args or {},
+            sampler={"steps": steps, "guidance": float(guidance)} if diffusion else "none")
 
 
 def training_data(gens) -> list[dict]:

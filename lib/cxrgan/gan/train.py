@@ -31,12 +31,66 @@ from ..figures import plot_losses, save_grid
 from . import checkpoint
 from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
 from .dcgan import check_size
+from .edm import edm_loss
 from .models import LOSSES, LeCam, build_models, ema_beta, ema_update, generate, model_description, r1_penalty
 from .recipes import DEFAULTS, R1_INTERVAL, RECIPES
 from .snapshots import Snapshots
 from .snapshots import append as append_snapshot
 
 SNAPSHOT_PLOT = ("kid", "recall", "pixel_diversity", "rt_train", "rt_val")
+
+# The options' help, shared by tools/train_dcgan.py and tools/train_diffusion.py (their docstrings end with it).
+OPTIONS_HELP = """
+    Args:
+        data: dataset file (tools/make_hdf5.py or tools/make_phantoms.py); its train split is used.
+        out: folder for checkpoints and figures (default outputs/gan).
+        recipe: limited, improved, seed or diffusion (lib/cxrgan/gan/recipes.py).
+        cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
+        real_fraction: train on a patient-level fraction of the train split (the low-data regime; the same
+            patients as train_resnet --real-fraction with the same --subset-seed, so a GAN per fraction sees only
+            that fraction's images).
+        subset_seed: which patients --real-fraction keeps.
+        epochs: epochs in total, counting resumed ones (recipe default 20; or give --kimg).
+        batch: global batch size (default 32).
+        seed: seed of weights, data order, noise and augmentation.
+        device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
+        resume: continue from OUT/last.pt if present (default); --noresume starts over.
+        overwrite: allow starting over in an OUT that holds an earlier run, deleting its checkpoints and history
+            (without it such a run is refused, so nothing is lost by accident).
+        channels: 1 (gray, default) or 3 (gray replicated to RGB, as in the study).
+        latent: latent dimension (default 100).
+        base: base filter count of both networks (64 in every recipe).
+        lr_g: generator learning rate (seed 2e-4, improved 4e-4).
+        lr_d: discriminator learning rate (seed 1e-4, improved 4e-4).
+        beta1: Adam beta1 (seed 0.5, improved 0.0).
+        beta2: Adam beta2 (seed 0.999, improved 0.99).
+        g_steps: generator steps per discriminator step (seed 2, improved 1).
+        loss: bce (seed) or hinge (improved).
+        augment: DiffAugment policy, comma-separated from translation,cutout,brightness,contrast, or none.
+        ema_kimg: half-life of the generator's EMA in thousands of images; 0 disables (seed 0, improved 1).
+        ckpt_every: write ckpt-EEEEEE.pt, the grid and losses.png every this many epochs (last.pt is written
+            every epoch); raise it for long runs on small datasets, where an epoch takes seconds.
+        keep: how many ckpt-EEEEEE.pt to keep (default 3).
+        grid: fixed-noise images per class in each grid PNG (default 16).
+        compile: torch.compile the networks (CUDA).
+        kimg: training length in thousands of real images shown to D, counting resumed ones, instead of --epochs
+            (rounded up to whole epochs; a 300-image dataset then gets the thousands of steps a GAN needs).
+        snapshot_kimg: every this many kimg (and at the end), sample --snapshot-n images and append KID, precision,
+            recall, pixel diversity against the validation split and the discriminator's view of training,
+            validation and generated images to OUT/metrics.csv (plotted in metrics.png); 0 (default) disables.
+        snapshot_n: generated images per snapshot, with the validation split's class mix (default 500).
+        snapshot_features: classifier:CKPT (a train_resnet model: chest X-ray features) or inception, for the KID
+            and precision/recall columns; default none (pixel and discriminator columns only).
+        select_snapshot: keep the snapshot with the lowest validation KID as OUT/best.pt, which sample.py prefers
+            (needs --snapshot-kimg and --snapshot-features).
+        ada_target: adaptive discriminator augmentation: tune the probability p of each transform (translation,
+            scale, rotation, brightness, contrast, cutout; never flips) so that the share of real images D scores
+            positive stays near this (ADA: 0.6); p is logged as augment_p in losses.csv; 0 turns it off
+            (limited 0.6, others off).
+        ada_kimg: p can move from 0 to 1 within this many thousand images (limited 100).
+        r1_gamma: weight of the R1 gradient penalty on real images, applied every 16 D steps (default off).
+        lecam: weight of the LeCam regulariser (limited 0.3, others off).
+    """
 
 LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds", "augment_p"]
 
@@ -218,7 +272,7 @@ class Networks:
     D: torch.nn.Module
     ema: torch.nn.Module | None  # the generator's moving average (sampled from), None without EMA
     opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None  # None: no discriminator (the diffusion recipe)
 
 
 @dataclass
@@ -238,8 +292,9 @@ def build_networks(cfg: GanConfig, model: dict, rt: runtime.Runtime) -> Networks
     G, D = build_models(model)
     G, D = rt.layout(G.to(rt.device)), rt.layout(D.to(rt.device))
     ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
+    has_d = any(True for _ in D.parameters())  # the diffusion recipe's stand-in has none
     return Networks(G, D, ema, torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
-                    torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
+                    torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)) if has_d else None)
 
 
 def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: dict, rt: runtime.Runtime,
@@ -251,10 +306,14 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
         changed = checkpoint.settings_changed(saved, asdict(cfg))
         if (saved.get("dataset") or {}).get("content_sha256") != identity["content_sha256"]:
             changed = ", ".join(filter(None, [changed, "the training data"]))
+        if saved.get("epoch", 0) > cfg.epochs:  # a longer run cannot be cut back to the length asked for
+            changed = ", ".join(filter(None, [changed, f"trained to epoch {saved['epoch']}, past --epochs {cfg.epochs}"]))
         if changed:
             if rt.main:
                 _note(f"{last} was trained with other settings ({changed})")
             saved = None
+    if rt.world > 1:  # every process has read last.pt before the main one may delete it (starting over)
+        dist.barrier()
     if saved is not None:
         with torchfile.rebuilding(last, "GAN checkpoint"):
             checkpoint.check_resumable(saved, asdict(cfg), identity["content_sha256"], last)
@@ -265,10 +324,11 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
             if nets.ema is not None:  # a run that had no EMA starts one from its generator
                 nets.ema.load_state_dict(saved["ema"] if saved.get("ema") is not None else saved["generator"])
             nets.opt_g.load_state_dict(saved["opt_g"])
-            nets.opt_d.load_state_dict(saved["opt_d"])
+            if nets.opt_d is not None:
+                nets.opt_d.load_state_dict(saved["opt_d"])
             # the optimiser state carries the old run's learning rates and betas: apply this run's, as recorded
             for opt, lr in ((nets.opt_g, cfg.lr_g), (nets.opt_d, cfg.lr_d)):
-                for group in opt.param_groups:
+                for group in opt.param_groups if opt is not None else []:
                     group["lr"], group["betas"] = lr, (cfg.beta1, cfg.beta2)
             best = saved.get("snapshot_best") or {}
             state = TrainState(saved["epoch"], saved["step"], saved["nimg"], best.get("kid"), best.get("kimg"),
@@ -343,6 +403,8 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
                                   data.labels, rt.device)
         except ValueError as e:
             raise UserError(f"--snapshot-kimg: {e}") from None
+    if recipe.networks == "edm":  # a diffusion model's latent is its starting noise: one value per pixel
+        cfg.latent = data.identity["size"] ** 2 * cfg.channels
     model = model_description(recipe.networks, data.identity["size"], cfg.latent, cfg.base, cfg.channels,
                               data.classes, cfg.cls)
     nets = build_networks(cfg, model, rt)
@@ -365,6 +427,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
             _note(f"{out} is already trained to epoch {state.epoch} (--epochs {cfg.epochs}); nothing to do")
             if not summary_path.exists():
                 write_json_atomic(summary_path, {"epochs": state.epoch, "step": state.step, "kimg": state.nimg / 1000})
+            os.utime(summary_path)  # checked and up to date: newer than what make asked it against
         return {"epochs": state.epoch, "step": state.step, "out": str(out), "trained": False}
     if rt.main:
         summary_path.unlink(missing_ok=True)
@@ -373,10 +436,12 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
     if rt.world > 1:
         ddp_args = {"device_ids": [rt.device.index]} if rt.cuda else {}
         G_train = torch.nn.parallel.DistributedDataParallel(nets.G, **ddp_args)
-        D_train = torch.nn.parallel.DistributedDataParallel(nets.D, **ddp_args)
+        if nets.opt_d is not None:  # a discriminator with weights to train
+            D_train = torch.nn.parallel.DistributedDataParallel(nets.D, **ddp_args)
     if cfg.compile:
         G_train, D_train = torch.compile(G_train), torch.compile(D_train)
-    step = Step(cfg, rt, nets, G_train, D_train, per_rank, state.ada, state.lecam)
+    step = DenoisingStep(cfg, rt, nets, G_train) if cfg.loss == "denoising" else \
+        Step(cfg, rt, nets, G_train, D_train, per_rank, state.ada, state.lecam)
     images_dev, labels_dev = data.images.to(rt.device), data.labels.to(rt.device)
 
     t_start, start_step, data_seconds = time.perf_counter(), state.step, 0.0
@@ -512,6 +577,38 @@ class Step:
         return values.tolist()
 
 
+class DenoisingStep:
+    """The diffusion recipe's step: one update of the denoiser on EDM's weighted denoising loss (gan.edm). Reported
+    in the loss columns as loss_g; the discriminator columns stay 0."""
+
+    ada = lecam = None
+
+    def __init__(self, cfg: GanConfig, rt: runtime.Runtime, nets: Networks, G_train):
+        self.cfg, self.rt, self.nets, self.G_train = cfg, rt, nets, G_train
+
+    def real_batch(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_model_input(images)
+        return self.rt.layout(x.expand(-1, 3, -1, -1) if self.cfg.channels == 3 else x)
+
+    def __call__(self, real: torch.Tensor, y: torch.Tensor, state: TrainState) -> list[float]:
+        cfg, rt, nets = self.cfg, self.rt, self.nets
+        with rt.autocast():
+            loss = edm_loss(lambda x, sigma, labels: self.G_train(x, labels, sigma=sigma), real, y,
+                            nets.G.denoiser.n_classes)
+        nets.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        nets.opt_g.step()
+        state.step += 1
+        state.nimg += len(real) * rt.world
+        if nets.ema is not None:
+            ema_update(nets.ema, nets.G, ema_beta(cfg.ema_kimg, state.nimg, len(real) * rt.world))
+        value = loss.detach().reshape(1)
+        if rt.world > 1:
+            dist.all_reduce(value)
+            value /= rt.world
+        return [0.0, value.item(), 0.0, 0.0]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # End of an epoch: loss history, fixed-noise grid, checkpoint (and best.pt after a better metric snapshot)
 
@@ -538,7 +635,7 @@ def end_of_epoch(cfg: GanConfig, rt: runtime.Runtime, nets: Networks, state: Tra
             "dataset": data.identity, "epoch": state.epoch, "step": state.step, "nimg": state.nimg,
             "generator": nets.G.state_dict(), "discriminator": nets.D.state_dict(),
             "ema": nets.ema.state_dict() if nets.ema is not None else None,
-            "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
+            "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict() if nets.opt_d is not None else None,
             "rng": [_cpu(s) for s in rng_states], "data_gen": data_gen.get_state(),
             "fixed_z": fixed_z, "fixed_y": fixed_y, "world": rt.world,
             "snapshot_best": {"kid": state.best_kid, "kimg": state.best_kimg}, "ada": state.ada,
