@@ -24,7 +24,8 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
         result = train(cfg, call_args, progress)
     if result["trained"]:
         cli.console.print(f"trained to epoch {result['epochs']} ({result['step']} steps, {result['kimg']:.1f}k images) "
-                          f"in {result['seconds']:.0f}s, {result['img_per_s']:,.1f} img/s; checkpoints in {result['out']}")
+                          f"in {result['seconds']:.0f}s, {result['img_per_s']:,.1f} img/s; checkpoints in "
+                          f"{result['out']}")
 
 
 train_dcgan.__doc__ += OPTIONS_HELP

@@ -307,7 +307,8 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
         if (saved.get("dataset") or {}).get("content_sha256") != identity["content_sha256"]:
             changed = ", ".join(filter(None, [changed, "the training data"]))
         if saved.get("epoch", 0) > cfg.epochs:  # a longer run cannot be cut back to the length asked for
-            changed = ", ".join(filter(None, [changed, f"trained to epoch {saved['epoch']}, past --epochs {cfg.epochs}"]))
+            longer = f"trained to epoch {saved['epoch']}, past --epochs {cfg.epochs}"
+            changed = ", ".join(filter(None, [changed, longer]))
         if changed:
             if rt.main:
                 _note(f"{last} was trained with other settings ({changed})")
