@@ -31,7 +31,10 @@ MIRROR ?=
 GAN_ARGS ?=
 CLF_DIR := $(OUTPUTS)/classify
 GAN_DIR := $(OUTPUTS)/gan
-SYNTH := $(OUTPUTS)/synthetic.h5
+# what a recipe generates, and the stages that use it, are named after the recipe: after `make all` and
+# `make all RECIPE=diffusion` the report sets both side by side
+SYNTH := $(OUTPUTS)/synthetic-$(RECIPE).h5
+SYN_ARM := real+synthetic-$(RECIPE)
 ARGS_DIR = $(OUTPUTS)/.args
 comma := ,
 empty :=
@@ -98,11 +101,12 @@ TRAIN_ARGS = --overwrite --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $
 CLF_ARGS = --overwrite --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
 	--device $(DEVICE)
 # the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
-METRICS := $(OUTPUTS)/metrics/domain.json $(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception.json) \
-	$(if $(filter 1,$(XRV)),$(OUTPUTS)/metrics/xrv.json)
+METRICS := $(OUTPUTS)/metrics/domain-$(RECIPE).json \
+	$(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception-$(RECIPE).json) \
+	$(if $(filter 1,$(XRV)),$(OUTPUTS)/metrics/xrv-$(RECIPE).json)
 FID_ARGS = --overwrite --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
 CONTROL_RUNS := $(foreach c,$(CONTROLS),$(CLF_DIR)/real+$(c))
-CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS)) $(CLF_DIR)/real+synthetic/metrics.json
+CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS)) $(CLF_DIR)/$(SYN_ARM)/metrics.json
 SMOKE_DIR := build/smoke
 SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outputs SIZE=32 N_PHANTOMS=120 \
 	EPOCHS=1 N_SYNTH=64 SEEDS=2 CLF_EPOCHS=1 DEVICE=cpu GAN_ARGS="--base 8 --batch 16 --grid 4"
@@ -121,11 +125,11 @@ DATA_ARGS := $(call args_stamp,$(DATA_DIR)/.args/$(notdir $(DATASET)),DATA=$(DAT
 	$(if $(filter phantom,$(DATA)),N_PHANTOMS=$(N_PHANTOMS))$(if $(filter nih,$(DATA)),NIH_DIR=$(abspath $(NIH_DIR))))
 GAN_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/gan-$(RECIPE),DATASET=$(DATASET) EPOCHS=$(EPOCHS) KIMG=$(KIMG) \
 	SEED=$(SEED) NPROC=$(NPROC) GAN_ARGS=$(GAN_ARGS))
-SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples,RECIPE=$(RECIPE) N_SYNTH=$(N_SYNTH) SEED=$(SEED))
+SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples-$(RECIPE),N_SYNTH=$(N_SYNTH) SEED=$(SEED))
 CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_EPOCHS=$(CLF_EPOCHS) SEEDS=$(SEEDS) \
 	SEED=$(SEED) CLF_SIZE=$(CLF_SIZE))
 # the synthetic arms also depend on which controls they are compared with and which GAN made their images
-SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-synthetic,CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
+SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-$(RECIPE),CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
 METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) INCEPTION_WEIGHTS=$(INCEPTION_WEIGHTS) \
 	XRV_WEIGHTS=$(XRV_WEIGHTS))
 # a stamp not written yet (a dry run before the first build): out of date, like everything built from it
@@ -178,15 +182,15 @@ endif
 endef
 $(foreach r,$(RECIPES),$(eval $(call gan_rules,$(r))))
 
-samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s)
+samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s) into OUTPUTS/synthetic-RECIPE.h5
 
 $(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS)) $(SAMPLE_ARGS)
 	$(PY) tools/sample.py --overwrite --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
 		--ckpt $(subst $(space),$(comma),$(GAN_RUNS))
 
-classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies (controls), real+synthetic (paired with all three); SEEDS seeds
+classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies (controls), real+synthetic-RECIPE (paired with all three); SEEDS seeds
 
-tstr: $(CLF_DIR)/tstr/metrics.json  ## train on synthetic images only, test on real (not part of `all`; the report shows it when present)
+tstr: $(CLF_DIR)/tstr-$(RECIPE)/metrics.json  ## train on synthetic images only, test on real (not part of `all`; the report shows it when present)
 
 $(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS)
@@ -194,14 +198,14 @@ $(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 $(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --control $* --baseline $(CLF_DIR)/real
 
-$(CLF_DIR)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
+$(CLF_DIR)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) \
 		--baseline $(subst $(space),$(comma),$(CLF_DIR)/real $(CONTROL_RUNS))
 
-$(CLF_DIR)/tstr/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
+$(CLF_DIR)/tstr-$(RECIPE)/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
-efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real real+oversample real+synthetic,$(CLF_DIR)/fraction-$(f)/$(a)/metrics.json))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
+efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real real+oversample $(SYN_ARM),$(CLF_DIR)/fraction-$(f)/$(a)/metrics.json))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
 
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
@@ -215,9 +219,9 @@ $(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_STAGE_ARGS)
 is_full = $(filter 1 1.0 1.00,$(1))
 eff_gan_runs = $(if $(filter per-class,$(call recipe_kind,$(RECIPE))),$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c0 \
 	$(GAN_DIR)/fraction-$(1)/$(RECIPE)-c1,$(GAN_DIR)/fraction-$(1)/$(RECIPE))
-eff_synth = $(if $(or $(filter 1,$(REUSE_GAN)),$(call is_full,$(1))),$(SYNTH),$(OUTPUTS)/fraction-$(1)/synthetic.h5)
+eff_synth = $(if $(or $(filter 1,$(REUSE_GAN)),$(call is_full,$(1))),$(SYNTH),$(OUTPUTS)/fraction-$(1)/synthetic-$(RECIPE).h5)
 define fraction_rules
-$(OUTPUTS)/fraction-$(1)/synthetic.h5: $(addsuffix /summary.json,$(call eff_gan_runs,$(1))) $(SAMPLE_ARGS)
+$(OUTPUTS)/fraction-$(1)/synthetic-$(RECIPE).h5: $(addsuffix /summary.json,$(call eff_gan_runs,$(1))) $(SAMPLE_ARGS)
 	$$(PY) tools/sample.py --overwrite --n $$(N_SYNTH) --seed $$(SEED) --device $$(DEVICE) --out $$@ \
 		--ckpt $(subst $(space),$(comma),$(strip $(call eff_gan_runs,$(1))))
 ifeq ($(call recipe_kind,$(RECIPE)),per-class)
@@ -227,7 +231,7 @@ else
 $(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
 endif
-$(CLF_DIR)/fraction-$(1)/real+synthetic/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) \
+$(CLF_DIR)/fraction-$(1)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) \
 		$(call eff_synth,$(1)) \
 		$(CLF_DIR)/fraction-$(1)/real/metrics.json $(CLF_DIR)/fraction-$(1)/real+oversample/metrics.json
 	$$(PY) tools/train_resnet.py $$(CLF_ARGS) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
@@ -237,18 +241,18 @@ $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 
 metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv)
 
-$(OUTPUTS)/metrics/domain.json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/real/metrics.json
+$(OUTPUTS)/metrics/domain-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
-$(OUTPUTS)/metrics/xrv.json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
+$(OUTPUTS)/metrics/xrv-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
 	$(PY) tools/fid_is.py $(FID_ARGS) --features xrv$(if $(XRV_WEIGHTS),:$(XRV_WEIGHTS))
 
-$(OUTPUTS)/metrics/inception.json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
+$(OUTPUTS)/metrics/inception-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
 	$(PY) tools/fid_is.py $(FID_ARGS) --features inception $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
 report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
-$(OUTPUTS)/REPORT.md: $(CLASSIFY) $(METRICS) $(wildcard $(CLF_DIR)/fraction-*/*/metrics.json $(CLF_DIR)/tstr/metrics.json)
+$(OUTPUTS)/REPORT.md: $(CLASSIFY) $(METRICS) $(wildcard $(CLF_DIR)/fraction-*/*/metrics.json $(CLF_DIR)/tstr-*/metrics.json)
 	$(PY) tools/report.py --overwrite --outputs $(OUTPUTS) --seed $(SEED)
 
 all: report  ## the whole pipeline on the default data: data, gan, samples, classify, metrics, report

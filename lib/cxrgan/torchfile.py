@@ -23,10 +23,11 @@ from .fileio import atomic_output
 TENSORS_DIGEST = "tensors_sha256"
 
 
-def save(obj: dict, path: str | Path) -> None:
-    """Write ``obj`` atomically, with the digest of its tensors under ``TENSORS_DIGEST``."""
+def save(obj: dict, path: str | Path, digest: str | None = None) -> None:
+    """Write ``obj`` atomically, with its digest (``tensors_digest``, computed unless given) under
+    ``TENSORS_DIGEST``."""
     with atomic_output(path) as tmp:
-        torch.save({**obj, TENSORS_DIGEST: tensors_digest(obj)}, tmp)
+        torch.save({**obj, TENSORS_DIGEST: digest or tensors_digest(obj)}, tmp)
 
 
 def tensors_digest(obj) -> str:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import options, runtime
 from ..cli import ProgressFn, no_progress
-from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, parse_ref
+from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, generated_by, parse_ref
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
 from ..errors import UserError
@@ -277,7 +277,8 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     if gan_data is not None:  # a GAN that saw patients this arm holds back would smuggle them in (data efficiency)
         leaks = [provenance.sees_more_real_data(g, cfg.real_fraction, cfg.subset_seed) for g in gan_data]
         widest = max(gan_data, key=lambda g: g["real_fraction"])
-        summary["synthetic_trained_on"] = {**widest, "generators": gan_data, "sees_more_real_data": any(leaks)}
+        summary["synthetic_trained_on"] = {**widest, "generators": gan_data, "sees_more_real_data": any(leaks),
+                                           "recipe": generated_by(data["synthetic"].info.attrs)}
     ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
     summary["ci_method"] = ("seed-aware: training runs and test images" if cfg.seeds > 1 else
                             "test images only (one training run: no run-to-run variation to measure)")

@@ -301,6 +301,13 @@ def _decode_attr(v):
     return v
 
 
+def generated_by(attrs: dict) -> str | None:
+    """The recipe(s) a samples file's images come from (sample.py records them), e.g. "limited" or "diffusion";
+    None for a file of real images."""
+    recipe = attrs.get("recipe")
+    return None if recipe is None else "+".join(recipe) if isinstance(recipe, list) else str(recipe)
+
+
 def parse_ref(ref: str, default_split: str) -> tuple[str, str]:
     """``FILE.h5[:split]`` -> (file, split)."""
     path, sep, split = str(ref).rpartition(":")

@@ -54,8 +54,9 @@ def save(payload: dict, *paths: Path) -> None:
     """Write one checkpoint (stamped once) atomically to each path; ``payload`` holds tensors and plain values only
     (see the format doc)."""
     stamped = {"format": FORMAT, "created": now(), **payload}
+    digest = torchfile.tensors_digest(stamped)  # once for every copy
     for path in paths:
-        torchfile.save(stamped, path)
+        torchfile.save(stamped, path, digest)
 
 
 def load(path: str | Path, hint: str = "train one with tools/train_dcgan.py") -> dict:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import options, runtime
 from ..cli import ProgressFn, no_progress
-from ..data.datasetfile import parse_ref
+from ..data.datasetfile import generated_by, parse_ref
 from ..data.pixels import pixel_images
 from ..data.reader import H5ImageDataset
 from ..errors import UserError
@@ -222,7 +222,8 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
         summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out, features_of,
                                  runtime.resolve_device(cfg.device)))
     summary["real"] = {"file": real.path, "split": real.split, "content_sha256": real.info.attrs.get("content_sha256")}
-    summary["fake"] = {"file": fake.path, "split": fake.split, "content_sha256": fake.info.attrs.get("content_sha256")}
+    summary["fake"] = {"file": fake.path, "split": fake.split, "content_sha256": fake.info.attrs.get("content_sha256"),
+                       "recipe": generated_by(fake.info.attrs)}
     summary["config"] = asdict(cfg)
     summary["args"] = call_args or {}
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
