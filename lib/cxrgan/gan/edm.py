@@ -254,7 +254,7 @@ class EDMGenerator(nn.Module):
                              f"not {latent}")
         self.size, self.channels = size, channels
         self.denoiser = Denoiser(size, base, channels, n_classes)
-        self.steps, self.guidance = 18, 1.0
+        self.steps, self.guidance = 10, 1.0  # for training-time grids and snapshots; sample.py sets its own
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Images from latents; with ``sigma``, instead the denoiser on noisy images ``z`` (n, C, H, W) (what

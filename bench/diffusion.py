@@ -1,0 +1,138 @@
+"""The diffusion recipe against the best GAN recipe at equal training time on NIH 64x64: image metrics per class,
+the memorisation audit, and sampling speed.
+
+Each GAN seed of the ablation (bench/gan_ablation.py, same work folder, same splits, same real-data classifier)
+trained for a fixed wall-clock; the diffusion model gets the same time per seed, then its EMA weights sample
+``n`` images per class with EDM's Heun sampler, scored exactly as the ablation scores a GAN: fid_is's KID,
+precision/recall (k = 3) and pixel diversity against the real test split in the real-data ResNet-18's features, the
+shift-tolerant near-copy count and the median distance to the nearest training image against held-out real images.
+Sampling speed: 500 images per class at 64x64 with ``steps`` Heun steps, on the threads given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import fire
+import numpy as np
+import torch
+
+from _common import console, record_start, show_table, write_section
+from cxrgan.gan.sample import resolve_generators, sample_to_file
+from cxrgan.metrics.evaluate import QualityConfig, evaluate
+from gan_ablation import METRICS, train_for
+from gan_quality import NIH64, nih64_splits
+
+GAN_RUN = "limited-with-the-improved-recipe-s-networks"  # the ablation's folder of today's `limited` recipe
+
+
+def _log(msg: str) -> None:
+    console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
+
+
+def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: int) -> dict:
+    gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
+    t0 = time.perf_counter()
+    sample_to_file(run_dir / "samples.h5", gens, n, seed, torch.device("cpu"), steps=steps)
+    sample_seconds = time.perf_counter() - t0
+    m = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=str(run_dir / "samples.h5"),
+                               features=features, out=str(run_dir / "fid_is.json"), cache="", seed=seed,
+                               device="cpu"))
+    return {"per_class": m["per_class"], "near_copies": m["near_copies"],
+            "near_copies_features": m["near_copies_features"], "n_fake": m["n_fake"],
+            "to_train": m["audit_pixels"]["synthetic_to_train_median"],
+            "held_out_to_train": m["audit_pixels"].get("held_out_to_train_median"), "sample_seconds": sample_seconds}
+
+
+def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = 18,
+                    workdir: str = "/tmp/scratch/diagnosis") -> None:
+    """One seed: train the diffusion recipe for ``minutes`` of training time, sample, score (scores.json)."""
+    work = Path(workdir)
+    data, _ = nih64_splits(work, str(NIH64), 0)
+    ckpt = work / "eval" / "real" / "model-seed0.pt"
+    run_dir = work / "ablation" / f"diffusion-s{seed}"
+    _log(f"diffusion, seed {seed}: {minutes} min of training")
+    # grids (and epoch checkpoints) every 20 epochs: a diffusion grid costs 19 network calls per image
+    trained = train_for(dict(data=str(data), out=str(run_dir), recipe="diffusion", seed=seed, device="cpu",
+                             ckpt_every=20), minutes, chunk=20)
+    record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": trained["seconds"],
+              "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
+              "steps": steps, **score(run_dir, data, f"classifier:{ckpt}", n, seed, steps)}
+    (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
+    _log(f"diffusion, seed {seed}: scored")
+
+
+def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
+                   workdir: str = "/tmp/scratch/diagnosis") -> list[dict]:
+    """Seconds to sample ``n`` images per class at 64x64 from the seed-0 diffusion run, per step count."""
+    torch.set_num_threads(threads)
+    run_dir = Path(workdir) / "ablation" / "diffusion-s0"
+    gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
+    out = []
+    for s in (steps if isinstance(steps, (tuple, list)) else str(steps).split(",")):
+        t0 = time.perf_counter()
+        sample_to_file(Path(workdir) / "speed.h5", gens, n, 0, torch.device("cpu"), steps=int(s))
+        out.append({"steps": int(s), "calls": 2 * int(s) - 1, "seconds": time.perf_counter() - t0})
+        _log(f"{n} per class at {s} steps: {out[-1]['seconds']:.0f} s")
+    return out
+
+
+def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
+         workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = ""):
+    """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel)."""
+    record_start()
+    work = Path(workdir)
+    data, real = nih64_splits(work, str(NIH64), 0)
+    seed_list = [int(s) for s in (seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(","))]
+    runs = {"diffusion": [json.loads((work / "ablation" / f"diffusion-s{s}" / "scores.json").read_text())
+                          for s in seed_list],
+            "limited (GAN)": [json.loads((work / "ablation" / f"{GAN_RUN}-s{s}" / "scores.json").read_text())
+                              for s in seed_list]}
+    for r in runs["limited (GAN)"]:  # the ablation stored no audit medians: read them from its fid_is.json
+        m = json.loads((work / "ablation" / f"{GAN_RUN}-s{r['seed']}" / "fid_is.json").read_text())
+        r["to_train"] = m["audit_pixels"]["synthetic_to_train_median"]
+        r["held_out_to_train"] = m["audit_pixels"].get("held_out_to_train_median")
+    rows = []
+    for name, rs in runs.items():
+        for c in real["train"].classes:
+            cells = []
+            for key in METRICS:
+                v = np.array([r["per_class"][c][key] for r in rs if r["per_class"][c][key] is not None], float)
+                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+            rows.append([name, c, str(len(rs)), f"{np.mean([r['kimg'] for r in rs]):.1f}",
+                         f"{np.mean([r['img_per_s'] for r in rs]):.1f}", *cells,
+                         f"{np.mean([r['near_copies'] for r in rs]):.1f}",
+                         f"{np.mean([r['to_train'] for r in rs]):.4f} / "
+                         f"{np.mean([r['held_out_to_train'] for r in rs]):.4f}"])
+    table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s", "KID",
+                                            "precision", "recall", "pixel diversity", "near copies (pixels)",
+                                            "median distance to train: generated / held-out real"], rows)
+    speed = sampling_speed(speed_steps, 500, threads, workdir)
+    speed_table = show_table("sampling speed", ["Heun steps", "network calls per image", "seconds for 2 x 500"],
+                             [[str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}"] for s in speed])
+    body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training
+time per seed (seeds {seeds}), one CPU thread per run, two runs side by side, as the GAN runs had. The diffusion
+model (`diffusion` recipe: the U-Net of `lib/cxrgan/gan/edm.py` at base 16, EDM loss, 10% label dropout, 2 kimg EMA)
+is scored on its final EMA weights (diffusion snapshots would cost more than training at this budget), sampled with
+{runs['diffusion'][0]['steps']} Heun steps at guidance 1; the GAN rows are the ablation's `limited` runs (best.pt
+by validation KID). Metrics per class against the real test images as fid_is computes them (mean ± sd over seeds);
+near copies of 1,000 generated images (shift-tolerant, pixels; about 1% expected by chance); the last column is
+the memorisation audit's median RMS distance to the nearest training image (generated vs held-out real: generated
+much closer than held-out would mean copying). {note}
+
+{table}
+
+Sampling speed, {threads} CPU threads, 500 images per class at 64x64 (`sample.py --steps S`):
+
+{speed_table}
+"""
+    write_section("diffusion", "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", body, out)
+
+
+if __name__ == "__main__":
+    fire.Fire({"train": train_and_score, "speed": sampling_speed, "report": main})
