@@ -92,12 +92,12 @@ def test_make_efficiency_retrains_the_gan_per_fraction_unless_told_to_reuse():
 
     plan = dry()
     assert "--recipe limited --real-fraction 0.25" in plan  # a GAN on 25% of the patients only
-    assert "--synthetic outputs/fraction-0.25/synthetic.h5" in plan
+    assert "--synthetic outputs/fraction-0.25/synthetic-limited.h5" in plan
     assert "--real-fraction 0.25 --control oversample" in plan
     assert "--baseline outputs/classify/fraction-0.25/real,outputs/classify/fraction-0.25/real+oversample" in plan
-    assert "--real-fraction 1 --synthetic outputs/synthetic.h5" in plan  # all patients: the main GAN
+    assert "--real-fraction 1 --synthetic outputs/synthetic-limited.h5" in plan  # all patients: the main GAN
     reuse = dry("REUSE_GAN=1")
-    assert "--real-fraction 0.25 --synthetic outputs/synthetic.h5" in reuse and "--recipe limited --real-fraction" \
-        not in reuse
+    assert "--real-fraction 0.25 --synthetic outputs/synthetic-limited.h5" in reuse
+    assert "--recipe limited --real-fraction" not in reuse
     per_class = dry("RECIPE=seed")
     assert "--recipe seed --cls 0 --real-fraction 0.25" in per_class
