@@ -38,6 +38,15 @@ def contents(path):
     return out
 
 
+def remove_member(archive, name):
+    """Rewrite ``archive`` without the member whose path ends in ``name``."""
+    with tarfile.open(archive) as old:
+        keep = [(m, old.extractfile(m).read()) for m in old.getmembers() if not m.name.endswith(name)]
+    with tarfile.open(archive, "w:gz") as tar:
+        for m, data in keep:
+            add_member(tar, m.name, data)
+
+
 def expected_label(findings, finding="Infiltration"):
     return 1 if finding in findings.split("|") else 0 if findings == "No Finding" else -1
 
@@ -122,11 +131,7 @@ def test_malicious_archive_members_are_refused(tmp_path):
         add_member(tar, f"../{victim}", png_bytes(image_for(victim)))
         add_member(tar, f"/tmp/{victim}", png_bytes(image_for(victim)))
     # the victim is only reachable through unsafe names
-    with tarfile.open(src / "images_001.tar.gz") as old:
-        keep = [(m, old.extractfile(m).read()) for m in old.getmembers() if not m.name.endswith(victim)]
-    with tarfile.open(src / "images_001.tar.gz", "w:gz") as tar:
-        for m, data in keep:
-            add_member(tar, m.name, data)
+    remove_member(src / "images_001.tar.gz", victim)
     report = build(src, tmp_path / "d.h5", balance=False)
     assert {r["reason"] for r in report["refused"]} == {"'..' in path", "absolute path"}
     assert victim in report["missing"]
@@ -350,11 +355,7 @@ def test_oversized_archive_members_are_refused_without_being_read(tmp_path, monk
     monkeypatch.setattr(sources, "MAX_IMAGE_BYTES", 4096)  # above these 32x32 PNGs (about 1 KB), below the bomb
     with tarfile.open(src / "images_099.tar.gz", "w:gz") as tar:  # a bomb: 64 KB of zeros under a wanted name
         add_member(tar, f"images/{victim}", bytes(64 << 10))
-    with tarfile.open(src / "images_001.tar.gz") as old:
-        keep = [(m, old.extractfile(m).read()) for m in old.getmembers() if not m.name.endswith(victim)]
-    with tarfile.open(src / "images_001.tar.gz", "w:gz") as tar:
-        for m, data in keep:
-            add_member(tar, m.name, data)
+    remove_member(src / "images_001.tar.gz", victim)
     report = build(src, tmp_path / "d.h5", balance=False)
     assert [r["member"] for r in report["refused"]] == [victim] and "limit" in report["refused"][0]["reason"]
     assert victim not in report["missing"]

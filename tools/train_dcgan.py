@@ -2,7 +2,7 @@
 """Train a GAN (or the diffusion recipe) on the train split of a cxrgan dataset."""
 
 from cxrgan import cli
-from cxrgan.gan.train import OPTIONS_HELP, GanConfig, train
+from cxrgan.gan.train import OPTIONS_HELP, GanConfig, result_line, train
 
 
 def train_dcgan(cfg: GanConfig, call_args: dict):
@@ -23,9 +23,7 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     with cli.progress_bars() as progress:
         result = train(cfg, call_args, progress)
     if result["trained"]:
-        cli.console.print(f"trained to epoch {result['epochs']} ({result['step']} steps, {result['kimg']:.1f}k images) "
-                          f"in {result['seconds']:.0f}s, {result['img_per_s']:,.1f} img/s; checkpoints in "
-                          f"{result['out']}")
+        cli.console.print(result_line(result))
 
 
 train_dcgan.__doc__ += OPTIONS_HELP

@@ -492,6 +492,12 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
     return result
 
 
+def result_line(result: dict) -> str:
+    """What train_dcgan and train_diffusion print at the end of a run that trained."""
+    return (f"trained to epoch {result['epochs']} ({result['step']} steps, {result['kimg']:.1f}k images) in "
+            f"{result['seconds']:.0f}s, {result['img_per_s']:,.1f} img/s; checkpoints in {result['out']}")
+
+
 def _crossed(nimg_before: int, nimg_after: int, every_kimg: float) -> bool:
     """Did the images shown pass a multiple of ``every_kimg`` thousand during the epoch?"""
     every = every_kimg * 1000
