@@ -50,21 +50,22 @@ def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: in
 
 
 def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = 18,
-                    workdir: str = "/tmp/scratch/diagnosis") -> None:
-    """One seed: train the diffusion recipe for ``minutes`` of training time, sample, score (scores.json)."""
+                    workdir: str = "/tmp/scratch/diagnosis", recipe: str = "diffusion") -> None:
+    """One seed: train a diffusion recipe for ``minutes`` of training time, sample, score (scores.json). Compare
+    recipes at equal network calls: EDM's Heun makes 2 * steps - 1 per image, DDIM (diffusion-ddpm) steps."""
     work = Path(workdir)
     data, _ = nih64_splits(work, str(NIH64), 0)
     ckpt = work / "eval" / "real" / "model-seed0.pt"
-    run_dir = work / "ablation" / f"diffusion-s{seed}"
-    _log(f"diffusion, seed {seed}: {minutes} min of training")
+    run_dir = work / "ablation" / f"{recipe}-s{seed}"
+    _log(f"{recipe}, seed {seed}: {minutes} min of training")
     # grids (and epoch checkpoints) every 20 epochs: a diffusion grid costs 19 network calls per image
-    trained = train_for(dict(data=str(data), out=str(run_dir), recipe="diffusion", seed=seed, device="cpu",
+    trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
                              ckpt_every=20), minutes, chunk=20)
     record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": trained["seconds"],
               "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
               "steps": steps, **score(run_dir, data, f"classifier:{ckpt}", n, seed, steps)}
     (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
-    _log(f"diffusion, seed {seed}: scored")
+    _log(f"{recipe}, seed {seed}: scored")
 
 
 def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
@@ -82,54 +83,90 @@ def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
     return out
 
 
+def usefulness_rows(workdirs: dict[str, str]) -> list[list[str]]:
+    """ΔAUROC of each recipe's synthetic arm (bench/usefulness.py at real fraction 1) against the other arms."""
+    rows = []
+    for recipe, workdir in workdirs.items():
+        path = Path(workdir) / "fraction-1" / "real+synthetic" / "metrics.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        comps = {Path(c["baseline"]).name: c for c in s.get("comparisons", [])}
+        lo, hi = s["auroc_ci95"]
+        rows.append([recipe, f"{s['auroc']:.3f} [{lo:.3f}, {hi:.3f}]", *(
+            f"{c['delta_auroc']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if (c := comps.get(other)) else "–"
+            for other in ("real", "real+oversampling", "real+augmentation"))])
+    return rows
+
+
 def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
-         workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = ""):
-    """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel)."""
+         workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "",
+         usefulness: str = "/tmp/scratch/usefulness", usefulness_diffusion: str = "/tmp/scratch/usefulness-diffusion"):
+    """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
+    diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py)."""
     record_start()
     work = Path(workdir)
     data, real = nih64_splits(work, str(NIH64), 0)
     seed_list = [int(s) for s in (seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(","))]
-    runs = {"diffusion": [json.loads((work / "ablation" / f"diffusion-s{s}" / "scores.json").read_text())
-                          for s in seed_list],
-            "limited (GAN)": [json.loads((work / "ablation" / f"{GAN_RUN}-s{s}" / "scores.json").read_text())
-                              for s in seed_list]}
+
+    def scores(folder: str) -> list[dict]:
+        return [json.loads(p.read_text()) for s in seed_list
+                if (p := work / "ablation" / f"{folder}-s{s}" / "scores.json").is_file()]
+
+    runs = {"diffusion (EDM)": scores("diffusion"), "diffusion-ddpm (DDPM, DDIM)": scores("diffusion-ddpm"),
+            "limited (GAN)": scores(GAN_RUN)}
+    runs = {name: rs for name, rs in runs.items() if rs}
     for r in runs["limited (GAN)"]:  # the ablation stored no audit medians: read them from its fid_is.json
         m = json.loads((work / "ablation" / f"{GAN_RUN}-s{r['seed']}" / "fid_is.json").read_text())
         r["to_train"] = m["audit_pixels"]["synthetic_to_train_median"]
         r["held_out_to_train"] = m["audit_pixels"].get("held_out_to_train_median")
     rows = []
     for name, rs in runs.items():
+        calls = "–" if "GAN" in name else str(rs[0]["steps"] if "ddpm" in name else 2 * rs[0]["steps"] - 1)
         for c in real["train"].classes:
             cells = []
             for key in METRICS:
                 v = np.array([r["per_class"][c][key] for r in rs if r["per_class"][c][key] is not None], float)
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
             rows.append([name, c, str(len(rs)), f"{np.mean([r['kimg'] for r in rs]):.1f}",
-                         f"{np.mean([r['img_per_s'] for r in rs]):.1f}", *cells,
+                         f"{np.mean([r['img_per_s'] for r in rs]):.1f}", calls, *cells,
                          f"{np.mean([r['near_copies'] for r in rs]):.1f}",
                          f"{np.mean([r['to_train'] for r in rs]):.4f} / "
                          f"{np.mean([r['held_out_to_train'] for r in rs]):.4f}"])
-    table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s", "KID",
-                                            "precision", "recall", "pixel diversity", "near copies (pixels)",
+    table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s",
+                                            "network calls per image", "KID", "precision", "recall",
+                                            "pixel diversity", "near copies (pixels)",
                                             "median distance to train: generated / held-out real"], rows)
     speed = sampling_speed(speed_steps, 500, threads, workdir)
-    speed_table = show_table("sampling speed", ["Heun steps", "network calls per image", "seconds for 2 x 500"],
-                             [[str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}"] for s in speed])
+    speed_table = show_table("sampling speed", ["Heun steps", "network calls per image", "seconds for 2 x 500",
+                                                "images per second"],
+                             [[str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}", f"{1000 / s['seconds']:.1f}"]
+                              for s in speed])
+    useful = usefulness_rows({"limited (GAN)": usefulness, "diffusion (EDM)": usefulness_diffusion})
+    useful_table = show_table("usefulness", ["synthetic arm's recipe", "test AUROC [95% seed-aware CI]",
+                                             "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
     body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training
 time per seed (seeds {seeds}), one CPU thread per run, two runs side by side, as the GAN runs had. The diffusion
-model (`diffusion` recipe: the U-Net of `lib/cxrgan/gan/edm.py` at base 16, EDM loss, 10% label dropout, 2 kimg EMA)
-is scored on its final EMA weights (diffusion snapshots would cost more than training at this budget), sampled with
-{runs['diffusion'][0]['steps']} Heun steps at guidance 1; the GAN rows are the ablation's `limited` runs (best.pt
-by validation KID). Metrics per class against the real test images as fid_is computes them (mean ± sd over seeds);
+models (`diffusion`: the U-Net of `lib/cxrgan/gan/edm.py` at base 16 in EDM's preconditioning and loss;
+`diffusion-ddpm`: the same U-Net as an epsilon-predicting DDPM; both 10% label dropout, 2 kimg EMA) are scored on
+their final EMA weights (diffusion snapshots would cost more than training at this budget) at guidance 1 and equal
+network calls per image (EDM's Heun sampler, DDIM); the GAN rows are the ablation's `limited` runs (best.pt by
+validation KID). Metrics per class against the real test images as fid_is computes them (mean ± sd over seeds);
 near copies of 1,000 generated images (shift-tolerant, pixels; about 1% expected by chance); the last column is
 the memorisation audit's median RMS distance to the nearest training image (generated vs held-out real: generated
 much closer than held-out would mean copying). {note}
 
 {table}
 
-Sampling speed, {threads} CPU threads, 500 images per class at 64x64 (`sample.py --steps S`):
+Sampling speed of `diffusion`, {threads} CPU threads, 500 images per class at 64x64 (`sample.py --steps S`):
 
 {speed_table}
+
+Usefulness (bench/usefulness.py on the shipped nih-mini subset, real fraction 1, 5 classifier seeds, seed-aware 95%
+intervals; the control arms are shared, the synthetic arm's generator was trained on the same patients for the
+same training time): ΔAUROC of real + synthetic against each arm.
+
+{useful_table}
 """
     write_section("diffusion", "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", body, out)
 

@@ -60,9 +60,23 @@ def train_for(cfg: dict, minutes: float, chunk: int = 5) -> dict:
     return {**result, "seconds": seconds}
 
 
+def real_reference(data: Path, features: str, workdir: Path) -> dict:
+    """The same metrics for the real training images in place of generated ones: what a perfect generator of this
+    training set would score against the test split."""
+    return evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=f"{data}:train", features=features,
+                                  out=str(workdir / "real-train-vs-test.json"), cache="", audit=False, seed=0,
+                                  device="cpu"))
+
+
 def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: float = 5, variants: str = None,
-         workdir: str = "/tmp/scratch/diagnosis", reuse: bool = True, out: str = None, note: str = ""):
-    """Train and score every variant (or the comma-separated ``variants``); write the ablation section."""
+         workdir: str = "/tmp/scratch/diagnosis", reuse: bool = True, out: str = None, note: str = "",
+         tag: str = "", section: str = "gan-ablation",
+         title: str = "GAN ablation: the limited-data recipe's parts (NIH 64x64, equal wall-clock)",
+         reference: bool = False):
+    """Train and score every variant (or the comma-separated ``variants``); write the ablation section.
+
+    ``tag`` is added to the run folders' names (a longer budget beside the ablation's runs), ``section``/``title``
+    name the section written, ``reference`` adds the real-training-images-vs-test row per class."""
     record_start()
     RECIPES.update(EXTRA_RECIPES)
     work = Path(workdir)
@@ -79,7 +93,7 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
     for name in names:
         recipe, overrides = VARIANTS[name]
         for seed in seed_list:
-            run_dir = work / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-s{seed}"
+            run_dir = work / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}{tag}-s{seed}"
             scores = run_dir / "scores.json"
             if reuse and scores.is_file():
                 results.setdefault(name, []).append(json.loads(scores.read_text()))
@@ -112,6 +126,12 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
             speed = np.mean([r["img_per_s"] or 0 for r in runs])
             rows.append([name, c, str(len(runs)), f"{kimg:.1f}", f"{speed:.1f}", *cells,
                          f"{np.mean([r['near_copies'] for r in runs]):.1f}"])
+    if reference:
+        ref = real_reference(data, features, work)
+        for c in classes:
+            m = ref["per_class"][c]
+            rows.append([f"real training images ({m['n_fake']}), the reference", c, "–", "–", "–",
+                         *(f"{m[k]:.3f}" if m[k] is not None else "–" for k in METRICS), "–"])
     table = show_table("ablation", ["variant", "class", "GAN seeds", "kimg in budget", "img/s", "KID", "precision",
                                     "recall", "pixel diversity", "near copies (pixels)"], rows)
     body = f"""Each variant trained for {minutes:g} min of training time on the CPU (equal wall-clock, other jobs may
@@ -123,8 +143,7 @@ img/s: training throughput including the snapshots, {torch.get_num_threads()} CP
 
 {table}
 """
-    write_section("gan-ablation", "GAN ablation: the limited-data recipe's parts (NIH 64x64, equal wall-clock)", body,
-                  out)
+    write_section(section, title, body, out)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ real subset (data/nih-mini, NIH 64x64, split by patient), at several fractions o
 - real + synthetic: plus synthetic images from a GAN trained on that fraction's patients only (a GAN trained on
   every patient would carry the held-back ones into the low-data arms).
 
+Another recipe (``--recipe diffusion``) is judged against the same control arms by a second work folder that takes
+the control arms from the first one (``--controls-from``): same data file, same classifier seeds, same test images.
+
 Every arm trains ``seeds`` ResNet-18s with train_resnet's protocol (cxrgan.classify.train.run); intervals are the
 seed-aware ones (spread between training runs plus the choice of test images); the synthetic arm is compared with
 each of the others on the same test images. Writes the "usefulness" section of docs/benchmarks.md and the
@@ -34,6 +37,7 @@ from cxrgan.gan.recipes import RECIPES
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.gan.train import GanConfig, train
 from cxrgan.report import ClassifierRun, efficiency_figure
+from gan_ablation import train_for
 
 ARMS = {  # name -> train_resnet options besides data, fraction and seeds
     "real": {},
@@ -52,7 +56,7 @@ def _slug(name: str) -> str:
 
 
 def synthetic_for(work: Path, data: Path, fraction: float, recipe: str, kimg: float | None, n: int,
-                  gan_args: dict) -> Path:
+                  gan_args: dict, minutes: float | None = None) -> Path:
     """Samples of a GAN trained on ``fraction`` of the real training patients (made once, then reused)."""
     out = work / f"fraction-{fraction:g}" / "synthetic.h5"
     if out.is_file():
@@ -61,8 +65,12 @@ def synthetic_for(work: Path, data: Path, fraction: float, recipe: str, kimg: fl
     base = work / f"fraction-{fraction:g}" / "gan"
     runs = [(base, None)] if RECIPES[recipe].conditional else [(Path(f"{base}-c{c}"), c) for c in (0, 1)]
     for run_dir, cls in runs:
-        train(GanConfig(data=str(data), out=str(run_dir), recipe=recipe, cls=cls, kimg=kimg, real_fraction=fraction,
-                        seed=0, device="cpu", **gan_args))
+        cfg = dict(data=str(data), out=str(run_dir), recipe=recipe, cls=cls, real_fraction=fraction, seed=0,
+                   device="cpu", **gan_args)
+        if minutes:  # equal training time with another recipe, in chunks of epochs
+            train_for(cfg, minutes, chunk=20)
+        else:
+            train(GanConfig(kimg=kimg, **cfg))
     gens = resolve_generators(",".join(str(r) for r, _ in runs), base, [0, 1], torch.device("cpu"))
     sample_to_file(out, gens, n, 0, torch.device("cpu"))
     return out
@@ -87,22 +95,39 @@ def classify(work: Path, data: Path, fraction: float, arm: str, synthetic: Path,
     return s
 
 
+def borrow_controls(work: Path, source: Path, fractions: list[float]) -> None:
+    """Link the data file and the control arms' runs of ``source`` into ``work`` (made once, then reused)."""
+    for name in ["nih-mini-64.h5", *(f"fraction-{f:g}/{_slug(a)}" for f in fractions for a in ARMS
+                                      if a != "real + synthetic")]:
+        if not (source / name).exists():
+            raise SystemExit(f"--controls-from {source}: {name} is missing; run this script there first")
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        if not (work / name).exists():
+            (work / name).symlink_to((source / name).resolve())
+
+
 def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.5,1", seeds: int = 5,
          epochs: int = 15, patience: int = 5, n: int = 500, workdir: str = "/tmp/scratch/usefulness",
-         reuse: bool = True, gan_args: dict = None, out: str = None, figure: str = None):
-    """Everything above; ``kimg`` None trains the recipe's default length; ``gan_args`` adds train_dcgan options."""
+         reuse: bool = True, gan_args: dict = None, out: str = None, figure: str = None, minutes: float = None,
+         controls_from: str = None, section: str = "usefulness",
+         title: str = "Usefulness against control arms and the data-efficiency curve (nih-mini)"):
+    """Everything above; ``kimg`` None trains the recipe's default length, ``minutes`` instead trains for that much
+    training time; ``gan_args`` adds train_dcgan options; ``controls_from`` reuses another work folder's control
+    arms (and data file); ``section``/``title`` name the section written."""
     record_start()
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
+    fracs = [float(f) for f in (fractions if isinstance(fractions, (tuple, list)) else str(fractions).split(","))]
+    if controls_from:
+        borrow_controls(work, Path(controls_from), fracs)
     data = work / "nih-mini-64.h5"
     if not data.is_file():
         build_dataset(IngestConfig(src=str(ROOT / "data" / "nih-mini"), out=str(data), size=64, balance=False,
                                    workers=1, seed=0))
     common = dict(epochs=epochs, seeds=seeds, size=64, patience=patience)
-    fracs = [float(f) for f in (fractions if isinstance(fractions, (tuple, list)) else str(fractions).split(","))]
     results, t_start = {}, time.perf_counter()
     for f in fracs:
-        synthetic = synthetic_for(work, data, f, recipe, kimg, n, gan_args or {})
+        synthetic = synthetic_for(work, data, f, recipe, kimg, n, gan_args or {}, minutes)
         for arm in ARMS:
             results[(f, arm)] = classify(work, data, f, arm, synthetic, common, reuse)
     rows, verdicts = [], []
@@ -133,16 +158,20 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     counts = {s: np.bincount(H5ImageDataset(data, s).labels, minlength=2).tolist() for s in ("train", "val", "test")}
     shown = fig.relative_to(ROOT) if fig.is_relative_to(ROOT) else fig
     figure_line = f"Figure: `{shown}` (AUROC against the real fraction, every arm)." if drew else ""
+    length = (f"{minutes:g} min of training" if minutes else "its default length" if kimg is None else
+              f"{kimg:g} kimg")
+    borrowed = (f" The control arms are those of `{controls_from}` (same data, seeds and test images), not run again."
+                if controls_from else "")
     body = f"""The shipped real subset (`data/nih-mini`, 64x64, split by patient; No Finding / Infiltration: train
 {counts['train']}, val {counts['val']}, test {counts['test']}). At each fraction of the real training patients (nested:
 smaller fractions are subsets of larger ones), four arms, {seeds} classifier seeds each (ResNet-18 from scratch,
 64x64, at most {epochs} epochs, early stopping on real val AUROC with patience {patience}), tested on the real test
-images. The synthetic arm's GAN (`{recipe}`, {'its default length' if kimg is None else f'{kimg:g} kimg'}, GAN seed 0)
+images. The synthetic arm's generator (`{recipe}`, {length}, seed 0)
 was trained on that fraction's patients only; it adds as many synthetic images per class as there are real ones
 (ratio 1), and the control arms add as many real copies (re-drawn; or classically augmented: small rotation, scale,
 shift, brightness, contrast, no flips). Intervals: seed-aware 95% (Welch t over the classifier runs plus the paired
 test-image bootstrap). Δ columns: paired comparisons on the same test images. Wall time
-{(time.perf_counter() - t_start) / 60:.0f} min on the CPU (runs reused from earlier invocations count as 0).
+{(time.perf_counter() - t_start) / 60:.0f} min on the CPU (runs reused from earlier invocations count as 0).{borrowed}
 
 {table}
 
@@ -152,7 +181,7 @@ Verdicts for the synthetic arm:
 
 {figure_line}
 """
-    write_section("usefulness", "Usefulness against control arms and the data-efficiency curve (nih-mini)", body, out)
+    write_section(section, title, body, out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The diffusion recipe (gan/edm.py) on tiny phantoms: the denoiser learns, training resumes exactly, sampling is
-deterministic, guidance 0 is the unconditional model, and sample.py writes the same samples contract as for GANs."""
+"""The diffusion recipes (gan/edm.py: EDM, and DDPM sampled by DDIM) on tiny phantoms: the denoiser learns, training
+resumes exactly, sampling is deterministic, guidance 0 is the unconditional model, and sample.py writes the same
+samples contract as for GANs."""
 
 import csv
 import signal
@@ -13,7 +14,8 @@ import torch
 
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.data.reader import H5ImageDataset, to_model_input
-from cxrgan.gan.edm import Denoiser, EDMGenerator, edm_loss, heun_sample, sigma_schedule
+from cxrgan.gan.edm import (DDPM_T, DDPMGenerator, Denoiser, EDMGenerator, EpsDenoiser, ddim_sample, ddim_schedule,
+                            ddpm_loss, ddpm_sigmas, edm_loss, heun_sample, sigma_schedule)
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.gan.train import GanConfig, train
 from conftest import ROOT, run_tool
@@ -21,15 +23,20 @@ from conftest import ROOT, run_tool
 TINY = dict(batch=8, base=8, grid=4, device="cpu")
 
 
-def test_a_few_steps_reduce_the_denoising_loss_on_a_fixed_batch(phantoms):
+PARAMETRIZATIONS = {"edm": (Denoiser, edm_loss, heun_sample), "ddpm": (EpsDenoiser, ddpm_loss, ddim_sample)}
+
+
+@pytest.mark.parametrize("kind", PARAMETRIZATIONS)
+def test_a_few_steps_reduce_the_denoising_loss_on_a_fixed_batch(phantoms, kind):
+    denoiser, loss_fn, _ = PARAMETRIZATIONS[kind]
     torch.manual_seed(0)
     ds = H5ImageDataset(phantoms, "train", in_memory=True)
     x, y = to_model_input(torch.from_numpy(ds.images[:16])), torch.from_numpy(ds.labels[:16])
-    model = Denoiser(32, base=8, n_classes=2)
+    model = denoiser(32, base=8, n_classes=2)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
 
     def loss(seed):
-        return edm_loss(model, x, y, 2, p_uncond=0.0, generator=torch.Generator().manual_seed(seed))
+        return loss_fn(model, x, y, 2, p_uncond=0.0, generator=torch.Generator().manual_seed(seed))
 
     with torch.no_grad():
         before = np.mean([loss(s).item() for s in range(8)])
@@ -58,22 +65,30 @@ def test_resume_gives_identical_weights(phantoms, tmp_path):
     assert all(float(r["loss_g"]) > 0 and float(r["loss_d"]) == 0 for r in rows)
 
 
-def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
-    args = [sys.executable, str(ROOT / "tools" / "train_diffusion.py"), "--data", phantoms, "--out", tmp_path,
-            "--epochs", "4", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu"]
-    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_kill_9_mid_run_then_resume_is_bit_identical(phantoms, tmp_path):
+    def args(out):
+        return list(map(str, [sys.executable, ROOT / "tools" / "train_diffusion.py", "--data", phantoms, "--out", out,
+                              "--epochs", "4", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu"]))
+
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = subprocess.Popen(args(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (tmp_path / "ckpt-000002.pt").exists() and proc.poll() is None and time.time() < deadline:
+    while not (killed / "ckpt-000002.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    if proc.poll() is None:
+    was_running = proc.poll() is None
+    if was_running:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    r = subprocess.run(list(map(str, args)), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    saved = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert saved["epoch"] == 4 and saved["config"]["recipe"] == "diffusion"
-    steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "losses.csv"))]
-    assert steps == list(range(1, saved["step"] + 1))
+    for out in (killed, straight):
+        r = subprocess.run(args(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    a, b = (torch.load(out / "last.pt", weights_only=True) for out in (killed, straight))
+    assert a["epoch"] == b["epoch"] == 4 and a["config"]["recipe"] == "diffusion"
+    for key in ("generator", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name, was_running)
+    steps = [int(row["step"]) for row in csv.DictReader(open(killed / "losses.csv"))]
+    assert steps == list(range(1, a["step"] + 1))
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +107,51 @@ def test_sampling_is_deterministic_per_seed(diffusion_run, tmp_path):
     assert read_info(tmp_path / "a.h5", (SAMPLES_SCHEMA,)).attrs["sampler"] == {"steps": 4, "guidance": 1.0}
 
 
-def test_guidance_zero_is_the_unconditional_model():
+@pytest.mark.parametrize("kind", PARAMETRIZATIONS)
+def test_guidance_zero_is_the_unconditional_model(kind):
+    denoiser, _, sample = PARAMETRIZATIONS[kind]
     torch.manual_seed(0)
-    model = Denoiser(32, base=8, n_classes=2).eval()
+    model = denoiser(32, base=8, n_classes=2).eval()
     for p in model.parameters():  # away from the zero initialisation, so the label matters
         p.data.add_(torch.randn_like(p) * 0.05)
     noise, labels = torch.randn(3, 1, 32, 32), torch.tensor([0, 1, 1])
     none = torch.full_like(labels, 2)
-    guided0 = heun_sample(model, noise, labels, steps=3, guidance=0.0)
-    assert torch.equal(guided0, heun_sample(model, noise, none, steps=3, guidance=1.0))
-    assert not torch.equal(guided0, heun_sample(model, noise, labels, steps=3, guidance=1.0))
-    strong = heun_sample(model, noise, labels, steps=3, guidance=2.0)
+    guided0 = sample(model, noise, labels, steps=3, guidance=0.0)
+    assert torch.equal(guided0, sample(model, noise, none, steps=3, guidance=1.0))
+    assert not torch.equal(guided0, sample(model, noise, labels, steps=3, guidance=1.0))
+    strong = sample(model, noise, labels, steps=3, guidance=2.0)
     assert strong.shape == (3, 1, 32, 32) and strong.abs().max() <= 1
+
+
+def test_ddpm_in_edm_terms_matches_ddpm_forward_process():
+    """x_t = sqrt(a) x0 + sqrt(1 - a) eps is (x0 + sigma_t eps) scaled by sqrt(a); epsilon-prediction's denoiser
+    returns x - sigma * eps_hat, so a network that predicts eps exactly denoises exactly."""
+    betas = torch.linspace(1e-4, 0.02, DDPM_T, dtype=torch.float64)
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    sigmas = ddpm_sigmas()
+    x0, eps = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    for t in (0, 499, 999):
+        x_t = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps
+        assert torch.allclose(x_t / alpha_bar[t].sqrt(), x0 + sigmas[t] * eps)
+    model = EpsDenoiser(8, base=8, n_classes=2)
+    sigma = torch.full((2,), float(sigmas[500]))
+    x = (x0 + sigmas[500] * eps).float()
+    model.net.forward = lambda x_in, c_noise, labels: eps.float()  # the perfect noise predictor
+    assert torch.allclose(model(x, sigma, torch.tensor([0, 1])), x0.float(), atol=1e-4)
+    s = ddim_schedule(10)
+    assert len(s) == 11 and s[-1] == 0 and torch.isclose(s[0], sigmas[-1]) and torch.isclose(s[-2], sigmas[0])
+    assert bool((s[:-1] > s[1:]).all())
+
+
+def test_ddpm_generator_samples_with_one_call_per_step():
+    calls = []
+    g = DDPMGenerator(8, 64, base=8).eval()
+    forward = g.denoiser.net.forward
+    g.denoiser.net.forward = lambda *a: calls.append(1) or forward(*a)
+    g.steps = 5
+    with torch.no_grad():
+        assert g(torch.randn(2, 64), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
+    assert len(calls) == 5
 
 
 def test_schedule_and_generator_shapes():
@@ -123,3 +171,14 @@ def test_sample_cli_takes_steps_and_guidance(diffusion_run, tmp_path):
     assert H5ImageDataset(out, "synthetic").read_uint8(range(6)).shape == (6, 32, 32)
     r = run_tool("sample.py", "--n", "3", "--ckpt", diffusion_run, "--out", tmp_path / "x.h5", "--guidance", "-1")
     assert r.returncode == 2 and "--guidance" in r.stderr
+
+
+def test_ddpm_recipe_trains_and_samples_through_the_same_tools(phantoms, tmp_path):
+    train(GanConfig(data=str(phantoms), out=str(tmp_path / "run"), recipe="diffusion-ddpm", epochs=1, **TINY))
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["model"]["kind"] == "ddpm" and saved["model"]["latent"] == 32 * 32
+    r = run_tool("sample.py", "--n", "2", "--ckpt", tmp_path / "run", "--out", tmp_path / "s.h5", "--steps", "4",
+                 "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    info = read_info(tmp_path / "s.h5", (SAMPLES_SCHEMA,))
+    assert info.attrs["recipe"] == ["diffusion-ddpm"] and info.attrs["sampler"] == {"steps": 4, "guidance": 1.0}

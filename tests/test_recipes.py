@@ -78,7 +78,8 @@ def test_nothing_outside_the_table_branches_on_a_recipe_name():
 def test_the_makefile_reads_the_table(monkeypatch):
     monkeypatch.setitem(RECIPES, "tiny", TINY)
     assert recipes.make_table().split() == ["seed:per-class", "improved:conditional", "limited:conditional",
-                                            "diffusion:conditional", "tiny:conditional"]
+                                            "diffusion:conditional", "diffusion-ddpm:conditional",
+                                            "tiny:conditional"]
     out = subprocess.run(["make", "-n", "gan", "RECIPE=seed"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "--recipe seed --cls 0" in out.stdout and "--recipe seed --cls 1" in out.stdout
     bad = subprocess.run(["make", "-n", "gan", "RECIPE=nope"], cwd=ROOT, capture_output=True, text=True)

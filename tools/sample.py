@@ -29,8 +29,9 @@ def sample(cfg: SampleConfig, call_args: dict):
         root: where to look for checkpoints when --ckpt is not given (default outputs/gan).
         device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
         overwrite: replace an existing --out (default off: an existing file is refused).
-        steps: diffusion checkpoints: steps of the deterministic Heun sampler (default 18: 35 network calls per
-            image; 10 is about twice as fast); GAN checkpoints ignore it.
+        steps: diffusion checkpoints: steps of the deterministic sampler: EDM's Heun for `diffusion` (default 18:
+            35 network calls per image; 10 is about twice as fast), DDIM for `diffusion-ddpm` (one call per step);
+            GAN checkpoints ignore it.
         guidance: diffusion checkpoints: classifier-free guidance scale (default 1: the plain conditional model;
             0: unconditional; above 1: sharper classes, less diversity); GAN checkpoints ignore it.
     """

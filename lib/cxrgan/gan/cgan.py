@@ -4,7 +4,8 @@ Generator: the DCGAN generator's layout (latent -> 4x4, stride-2 transposed conv
 per image as the seed recipe's) with the class entering every normalisation layer as its own gain and bias
 (conditional batch norm, as in SNGAN/BigGAN).
 Discriminator: the DCGAN discriminator's stride-2 convolutions, spectrally normalised, without batch norm, then
-global sum pooling and a projection head (Miyato & Koyama 2018): logit = w.h + embed(y).h. Widths follow dcgan.width_multipliers.
+global sum pooling and a projection head (Miyato & Koyama 2018): logit = w.h + embed(y).h. Widths follow
+dcgan.width_multipliers.
 """
 
 from __future__ import annotations

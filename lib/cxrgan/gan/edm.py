@@ -1,10 +1,15 @@
-"""The diffusion recipe's networks: a compact class-conditional U-Net, wrapped in EDM's preconditioning
+"""The diffusion recipes' networks: a compact class-conditional U-Net, wrapped in EDM's preconditioning
 (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models"), its training loss, and
-its deterministic Heun sampler with classifier-free guidance.
+its deterministic Heun sampler with classifier-free guidance; and the same U-Net as a DDPM (Ho et al. 2020:
+epsilon-prediction, 1,000 linear-beta steps, uniform timesteps, the plain epsilon loss) sampled by DDIM.
 
-EDM rather than DDPM: one network output (a denoised image) for every noise level, a loss weighting that keeps
-every level's contribution at unit variance, and a second-order deterministic sampler that needs about 18 steps
-(35 network calls) where DDIM needs 50 or more, which matters on a CPU.
+Both are written in EDM's terms, as Karras et al. show they can be: a denoiser D(x; sigma) on x = image + sigma *
+noise. DDPM's x_t at timestep t is sqrt(alpha_bar_t) * x with sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), its
+epsilon-prediction is the preconditioning c_skip = 1, c_out = -sigma, and deterministic DDIM is Euler's method on
+the same ODE over DDPM's timesteps. So the two recipes differ exactly in what the literature compares: the
+network's output mix, the training noise levels and loss weighting, and the sampler (second-order Heun on EDM's
+rho-spaced levels against first-order DDIM on uniformly spaced timesteps). `diffusion` (EDM) is the default: it was
+measured against `diffusion-ddpm` at equal training time and equal network calls (docs/benchmarks.md, "diffusion").
 
 Class conditioning with classifier-free guidance: the label ``n_classes`` means "no class"; training replaces a
 label by it with probability ``p_uncond``; sampling combines D(x; c) and D(x; none) as
@@ -184,7 +189,29 @@ class Denoiser(nn.Module):
         return c_skip * x + c_out * f.float()
 
 
+class EpsDenoiser(Denoiser):
+    """DDPM's epsilon-prediction as a denoiser: D(x; sigma) = x - sigma * F(x / sqrt(1 + sigma^2); t)."""
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.reshape(-1, 1, 1, 1).to(torch.float32)
+        f = self.net((x / (1 + sigma ** 2).sqrt()).to(x.dtype), (sigma.log() / 4).flatten(), labels)
+        return x - sigma * f.float()
+
+
 P_UNCOND = 0.1  # share of training labels replaced by "no class" (classifier-free guidance)
+DDPM_T, DDPM_BETAS = 1000, (1e-4, 0.02)  # DDPM's timesteps and linear beta schedule
+
+
+def ddpm_sigmas(device=None) -> torch.Tensor:
+    """sigma_t for DDPM's timesteps t = 0 .. T-1 (increasing), in EDM's terms."""
+    betas = torch.linspace(*DDPM_BETAS, DDPM_T, dtype=torch.float64, device=device)
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    return ((1 - alpha_bar) / alpha_bar).sqrt()
+
+
+def _drop_labels(labels: torch.Tensor, n_classes: int, p_uncond: float, generator) -> torch.Tensor:
+    drop = torch.rand(len(labels), device=labels.device, generator=generator) < p_uncond
+    return torch.where(drop, torch.full_like(labels, n_classes), labels)
 
 
 def edm_loss(denoise, images: torch.Tensor, labels: torch.Tensor, n_classes: int, p_uncond: float = P_UNCOND,
@@ -195,10 +222,22 @@ def edm_loss(denoise, images: torch.Tensor, labels: torch.Tensor, n_classes: int
     sigma = (torch.randn(n, device=device, generator=generator) * P_STD + P_MEAN).exp()
     weight = (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
     noise = torch.randn(images.shape, device=device, generator=generator) * sigma.reshape(-1, 1, 1, 1)
-    drop = torch.rand(n, device=device, generator=generator) < p_uncond
-    labels = torch.where(drop, torch.full_like(labels, n_classes), labels)
+    labels = _drop_labels(labels, n_classes, p_uncond, generator)
     denoised = denoise(images + noise, sigma, labels)
     return (weight.reshape(-1, 1, 1, 1) * (denoised.float() - images.float()) ** 2).mean()
+
+
+def ddpm_loss(denoise, images: torch.Tensor, labels: torch.Tensor, n_classes: int, p_uncond: float = P_UNCOND,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """DDPM's simple loss, ||epsilon_hat - epsilon||^2 at a uniformly drawn timestep: in denoiser terms the squared
+    error of D weighted by 1 / sigma^2; ``denoise`` is an EpsDenoiser (or what calls one)."""
+    n, device = len(images), images.device
+    t = torch.randint(0, DDPM_T, (n,), device=device, generator=generator)
+    sigma = ddpm_sigmas(device)[t].float()
+    noise = torch.randn(images.shape, device=device, generator=generator) * sigma.reshape(-1, 1, 1, 1)
+    labels = _drop_labels(labels, n_classes, p_uncond, generator)
+    denoised = denoise(images + noise, sigma, labels)
+    return (((denoised.float() - images.float()) / sigma.reshape(-1, 1, 1, 1)) ** 2).mean()
 
 
 def sigma_schedule(steps: int, device=None) -> torch.Tensor:
@@ -211,13 +250,33 @@ def sigma_schedule(steps: int, device=None) -> torch.Tensor:
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64, device=device)])
 
 
+def ddim_schedule(steps: int, device=None) -> torch.Tensor:
+    """DDIM's noise levels: ``steps`` timesteps evenly spaced from T-1 down to 0, then 0."""
+    t = torch.linspace(DDPM_T - 1, 0, steps, device=device).round().long()
+    return torch.cat([ddpm_sigmas(device)[t], torch.zeros(1, dtype=torch.float64, device=device)])
+
+
 @torch.no_grad()
 def heun_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, steps: int = 18,
                 guidance: float = 1.0) -> torch.Tensor:
     """EDM's deterministic second-order sampler from standard normal ``noise`` (n, C, H, W): the same noise and
     labels give the same images. 2 * steps - 1 denoiser evaluations (each a conditional and an unconditional one
     when guidance differs from 1)."""
-    sigmas = sigma_schedule(steps, noise.device)
+    return ode_sample(denoiser, noise, labels, sigma_schedule(steps, noise.device), True, guidance)
+
+
+@torch.no_grad()
+def ddim_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, steps: int = 50,
+                guidance: float = 1.0) -> torch.Tensor:
+    """Deterministic DDIM (eta 0) over ``steps`` of DDPM's timesteps: ``steps`` denoiser evaluations. (It starts at
+    sigma_T * noise where DDPM starts at sqrt(1 + sigma_T^2) * noise: the same to 1 part in 10^4 at sigma_T 157.)"""
+    return ode_sample(denoiser, noise, labels, ddim_schedule(steps, noise.device), False, guidance)
+
+
+def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, sigmas: torch.Tensor, heun: bool,
+               guidance: float) -> torch.Tensor:
+    """Integrate the probability-flow ODE from ``sigmas[0]`` to 0 (the last entry): Euler steps, with Heun's
+    correction on every step but the last when ``heun``; classifier-free ``guidance`` on every evaluation."""
     x = noise.to(torch.float64) * sigmas[0]
 
     def denoise(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -231,11 +290,11 @@ def heun_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, s
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    for i in range(steps):
+    for i in range(len(sigmas) - 1):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
         d_cur = (x - denoise(x, s_cur)) / s_cur
         x_next = x + (s_next - s_cur) * d_cur
-        if s_next > 0:  # Heun's correction, except on the last step to sigma 0
+        if heun and s_next > 0:  # Heun's correction, except on the last step to sigma 0
             d_next = (x_next - denoise(x_next, s_next)) / s_next
             x_next = x + (s_next - s_cur) * (d_cur + d_next) / 2
         x = x_next
@@ -247,14 +306,17 @@ class EDMGenerator(nn.Module):
     images (n, channels, size, size) in [-1, 1]. ``steps`` and ``guidance`` are set by whoever samples (sample.py's
     --steps and --guidance); the weights are the denoiser's (``net.*``)."""
 
+    denoiser_class, sampler, training_loss = Denoiser, staticmethod(heun_sample), staticmethod(edm_loss)
+    grid_steps = 10  # for training-time grids and snapshots (19 network calls); sample.py sets its own
+
     def __init__(self, size: int, latent: int, base: int = 64, channels: int = 1, n_classes: int = 2):
         super().__init__()
         if latent != size * size * channels:
             raise ValueError(f"the diffusion recipe's latent is one value per pixel ({size * size * channels}), "
                              f"not {latent}")
         self.size, self.channels = size, channels
-        self.denoiser = Denoiser(size, base, channels, n_classes)
-        self.steps, self.guidance = 10, 1.0  # for training-time grids and snapshots; sample.py sets its own
+        self.denoiser = self.denoiser_class(size, base, channels, n_classes)
+        self.steps, self.guidance = self.grid_steps, 1.0
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Images from latents; with ``sigma``, instead the denoiser on noisy images ``z`` (n, C, H, W) (what
@@ -262,7 +324,15 @@ class EDMGenerator(nn.Module):
         if sigma is not None:
             return self.denoiser(z, sigma, labels)
         noise = z.reshape(len(z), self.channels, self.size, self.size)
-        return heun_sample(self.denoiser, noise, labels, self.steps, self.guidance)
+        return self.sampler(self.denoiser, noise, labels, self.steps, self.guidance)
+
+
+class DDPMGenerator(EDMGenerator):
+    """The same U-Net as a DDPM (epsilon-prediction, trained on DDPM's loss), sampled by DDIM: ``steps`` network
+    calls per image (EDM's Heun sampler makes 2 * steps - 1)."""
+
+    denoiser_class, sampler, training_loss = EpsDenoiser, staticmethod(ddim_sample), staticmethod(ddpm_loss)
+    grid_steps = 19  # the same network calls as EDM's grids
 
 
 class NoDiscriminator(nn.Module):

@@ -19,7 +19,7 @@ from ..data.reader import to_uint8
 from ..errors import UserError
 from .cgan import ConditionalGenerator, ProjectionDiscriminator
 from .dcgan import Discriminator, Generator, check_size
-from .edm import EDMGenerator, NoDiscriminator
+from .edm import DDPMGenerator, EDMGenerator, NoDiscriminator
 from .resnet import ResidualDiscriminator, ResidualGenerator
 
 
@@ -34,6 +34,7 @@ NETWORKS: dict[str, NetworkFamily] = {
     "cgan": NetworkFamily(ConditionalGenerator, ProjectionDiscriminator),
     "resnet": NetworkFamily(ResidualGenerator, ResidualDiscriminator),
     "edm": NetworkFamily(EDMGenerator, NoDiscriminator),  # the diffusion recipe: a denoiser, sampled by EDM's Heun
+    "ddpm": NetworkFamily(DDPMGenerator, NoDiscriminator),  # the same U-Net as a DDPM, sampled by DDIM
 }
 
 
@@ -52,6 +53,11 @@ def build_models(model: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     check_size(model["size"])
     return (family.generator(model["size"], model["latent"], model["base"], model["channels"], model["n_classes"]),
             family.discriminator(model["size"], model["base"], model["channels"], model["n_classes"]))
+
+
+def is_diffusion(networks: str) -> bool:
+    """Whether a network family is a diffusion model (a denoiser sampled by an ODE solver, latent = its noise)."""
+    return issubclass(NETWORKS[networks].generator, EDMGenerator)
 
 
 def classes_generated(model: dict) -> list[int]:

@@ -61,6 +61,10 @@ RECIPES: dict[str, Recipe] = {
     # same checkpoints, resume, snapshots and samples. lr_g is the denoiser's learning rate; lr_d is unused.
     "diffusion": Recipe(networks="edm", conditional=True, loss="denoising", augment="none", ema_kimg=2.0,
                         epochs=20, lr_g=2e-4, lr_d=2e-4, beta1=0.9, beta2=0.999, g_steps=1, kimg=100, base=16),
+    # The same U-Net and settings as a DDPM (epsilon-prediction, uniform timesteps), sampled by DDIM: the comparison
+    # that chose EDM for `diffusion` (docs/benchmarks.md); --steps is DDIM's number of network calls.
+    "diffusion-ddpm": Recipe(networks="ddpm", conditional=True, loss="denoising", augment="none", ema_kimg=2.0,
+                             epochs=20, lr_g=2e-4, lr_d=2e-4, beta1=0.9, beta2=0.999, g_steps=1, kimg=100, base=16),
 }
 
 assert set(DEFAULTS) < {f.name for f in fields(Recipe)}

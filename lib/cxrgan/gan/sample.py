@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file
 from . import checkpoint
 from .checkpoint import LoadedGenerator, load_generator
-from .models import generate
+from .models import generate, is_diffusion
 
 
 @dataclass
@@ -33,7 +33,7 @@ class SampleConfig:
     root: str = "outputs/gan"
     device: str = "auto"
     overwrite: bool = False
-    steps: int = 18  # diffusion checkpoints: sampler steps (2 * steps - 1 network calls)
+    steps: int = 18  # diffusion checkpoints: sampler steps (EDM's Heun: 2 * steps - 1 network calls; DDIM: steps)
     guidance: float = 1.0  # diffusion checkpoints: classifier-free guidance scale (1: plain conditional)
 
     def validate(self) -> "SampleConfig":
@@ -126,8 +126,8 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
                    truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
                    progress: ProgressFn = no_progress, steps: int = 18, guidance: float = 1.0) -> dict:
     """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes. Diffusion
-    generators sample with ``steps`` Heun steps and classifier-free ``guidance`` (GANs ignore both)."""
-    diffusion = sorted({c for c, g in gens.items() if g.model["kind"] == "edm"})
+    generators sample with ``steps`` steps of their sampler and classifier-free ``guidance`` (GANs ignore both)."""
+    diffusion = sorted({c for c, g in gens.items() if is_diffusion(g.model["kind"])})
     for c in diffusion:
         gens[c].generator.steps, gens[c].generator.guidance = steps, float(guidance)
     any_g = next(iter(gens.values()))

@@ -31,8 +31,8 @@ from ..figures import plot_losses, save_grid
 from . import checkpoint
 from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
 from .dcgan import check_size
-from .edm import edm_loss
-from .models import LOSSES, LeCam, build_models, ema_beta, ema_update, generate, model_description, r1_penalty
+from .models import (LOSSES, LeCam, build_models, ema_beta, ema_update, generate, is_diffusion, model_description,
+                     r1_penalty)
 from .recipes import DEFAULTS, R1_INTERVAL, RECIPES
 from .snapshots import Snapshots
 from .snapshots import append as append_snapshot
@@ -404,7 +404,7 @@ def _train(cfg: GanConfig, rt: runtime.Runtime, call_args: dict, progress: Progr
                                   data.labels, rt.device)
         except ValueError as e:
             raise UserError(f"--snapshot-kimg: {e}") from None
-    if recipe.networks == "edm":  # a diffusion model's latent is its starting noise: one value per pixel
+    if is_diffusion(recipe.networks):  # a diffusion model's latent is its starting noise: one value per pixel
         cfg.latent = data.identity["size"] ** 2 * cfg.channels
     model = model_description(recipe.networks, data.identity["size"], cfg.latent, cfg.base, cfg.channels,
                               data.classes, cfg.cls)
@@ -585,7 +585,7 @@ class Step:
 
 
 class DenoisingStep:
-    """The diffusion recipe's step: one update of the denoiser on EDM's weighted denoising loss (gan.edm). Reported
+    """The diffusion recipes' step: one update of the denoiser on its denoising loss (gan.edm). Reported
     in the loss columns as loss_g; the discriminator columns stay 0."""
 
     ada = lecam = None
@@ -600,8 +600,8 @@ class DenoisingStep:
     def __call__(self, real: torch.Tensor, y: torch.Tensor, state: TrainState) -> list[float]:
         cfg, rt, nets = self.cfg, self.rt, self.nets
         with rt.autocast():
-            loss = edm_loss(lambda x, sigma, labels: self.G_train(x, labels, sigma=sigma), real, y,
-                            nets.G.denoiser.n_classes)
+            loss = nets.G.training_loss(lambda x, sigma, labels: self.G_train(x, labels, sigma=sigma), real, y,
+                                        nets.G.denoiser.n_classes)
         nets.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         nets.opt_g.step()
