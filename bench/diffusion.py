@@ -22,7 +22,7 @@ import fire
 import numpy as np
 import torch
 
-from _common import console, record_start, show_table, write_section
+from _common import ROOT, console, record_start, show_table, write_section
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
 from gan_ablation import METRICS, train_for
@@ -99,6 +99,23 @@ def usefulness_rows(workdirs: dict[str, str]) -> list[list[str]]:
     return rows
 
 
+def samples_figure(work: Path, data: Path, folders: dict[str, str], path: Path, per_panel: int = 16) -> None:
+    """Real test images and the seed-0 samples of each recipe, one panel per (source, class)."""
+    from cxrgan.data.reader import H5ImageDataset
+    from cxrgan.figures import save_grid
+
+    panels = {}
+    sources = {"real test": H5ImageDataset(data, "test"),
+               **{name: H5ImageDataset(work / "ablation" / f"{folder}-s0" / "samples.h5", "synthetic")
+                  for name, folder in folders.items()
+                  if (work / "ablation" / f"{folder}-s0" / "samples.h5").is_file()}}
+    for name, ds in sources.items():
+        for c, cls in enumerate(ds.classes):
+            idx = np.flatnonzero(ds.labels == c)[:per_panel]
+            panels[f"{name}: {cls}"] = ds.read_uint8(idx)
+    save_grid(path, panels, "NIH 64x64: real test images and seed-0 samples (first 16 per class)", cols=4)
+
+
 def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
          workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "",
          usefulness: str = "/tmp/scratch/usefulness", usefulness_diffusion: str = "/tmp/scratch/usefulness-diffusion"):
@@ -168,6 +185,10 @@ same training time): ΔAUROC of real + synthetic against each arm.
 
 {useful_table}
 """
+    figure = ROOT / "docs" / "figures" / "diffusion-vs-gan.png"
+    samples_figure(work, data, {"GAN (limited)": GAN_RUN, "diffusion (EDM)": "diffusion",
+                                "diffusion-ddpm": "diffusion-ddpm"}, figure)
+    body += f"\nFigure: `{figure.relative_to(ROOT)}` (real test images and seed-0 samples, per class).\n"
     write_section("diffusion", "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", body, out)
 
 

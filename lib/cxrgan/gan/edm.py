@@ -317,6 +317,16 @@ class EDMGenerator(nn.Module):
         self.size, self.channels = size, channels
         self.denoiser = self.denoiser_class(size, base, channels, n_classes)
         self.steps, self.guidance = self.grid_steps, 1.0
+        self.channels_last = False
+
+    def for_sampling(self, steps: int, guidance: float, cpu: bool) -> None:
+        """Sampler settings for sample.py; on the CPU also the channels-last layout, which makes the U-Net's
+        convolutions about 1.5x faster there at inference (not in training, where it does not help: this copy
+        only samples)."""
+        self.steps, self.guidance = steps, float(guidance)
+        if cpu:
+            self.to(memory_format=torch.channels_last)
+            self.channels_last = True
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Images from latents; with ``sigma``, instead the denoiser on noisy images ``z`` (n, C, H, W) (what
@@ -324,6 +334,8 @@ class EDMGenerator(nn.Module):
         if sigma is not None:
             return self.denoiser(z, sigma, labels)
         noise = z.reshape(len(z), self.channels, self.size, self.size)
+        if self.channels_last:
+            noise = noise.contiguous(memory_format=torch.channels_last)
         return self.sampler(self.denoiser, noise, labels, self.steps, self.guidance)
 
 

@@ -129,7 +129,7 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
     generators sample with ``steps`` steps of their sampler and classifier-free ``guidance`` (GANs ignore both)."""
     diffusion = sorted({c for c, g in gens.items() if is_diffusion(g.model["kind"])})
     for c in diffusion:
-        gens[c].generator.steps, gens[c].generator.guidance = steps, float(guidance)
+        gens[c].generator.for_sampling(steps, guidance, cpu=torch.device(device).type == "cpu")
     any_g = next(iter(gens.values()))
     classes, size = any_g.model["classes"], any_g.model["size"]
     wanted = sorted(gens)
