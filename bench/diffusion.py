@@ -49,10 +49,16 @@ def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: in
             "held_out_to_train": m["audit_pixels"].get("held_out_to_train_median"), "sample_seconds": sample_seconds}
 
 
-def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = 18,
+def network_calls(recipe: str, steps: int) -> int:
+    """Network calls per image of a diffusion recipe's sampler: EDM's Heun 2 * steps - 1, DDIM one per step."""
+    return steps if recipe == "diffusion-ddpm" else 2 * steps - 1
+
+
+def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = None,
                     workdir: str = "/tmp/scratch/diagnosis", recipe: str = "diffusion") -> None:
-    """One seed: train a diffusion recipe for ``minutes`` of training time, sample, score (scores.json). Compare
-    recipes at equal network calls: EDM's Heun makes 2 * steps - 1 per image, DDIM (diffusion-ddpm) steps."""
+    """One seed: train a diffusion recipe for ``minutes`` of training time, sample, score (scores.json). ``steps``
+    defaults to 35 network calls per image for either recipe (EDM's Heun 18 steps, DDIM 35)."""
+    steps = steps or (35 if recipe == "diffusion-ddpm" else 18)
     work = Path(workdir)
     data, _ = nih64_splits(work, str(NIH64), 0)
     ckpt = work / "eval" / "real" / "model-seed0.pt"
@@ -61,7 +67,8 @@ def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int
     # grids (and epoch checkpoints) every 20 epochs: a diffusion grid costs 19 network calls per image
     trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
                              ckpt_every=20), minutes, chunk=20)
-    record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": trained["seconds"],
+    record = {"seed": seed, "recipe": recipe, "calls": network_calls(recipe, steps), "kimg": trained.get("kimg"),
+              "seconds": trained["seconds"],
               "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
               "steps": steps, **score(run_dir, data, f"classifier:{ckpt}", n, seed, steps)}
     (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
@@ -133,13 +140,15 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
     runs = {"diffusion (EDM)": scores("diffusion"), "diffusion-ddpm (DDPM, DDIM)": scores("diffusion-ddpm"),
             "limited (GAN)": scores(GAN_RUN)}
     runs = {name: rs for name, rs in runs.items() if rs}
-    for r in runs["limited (GAN)"]:  # the ablation stored no audit medians: read them from its fid_is.json
+    for r in runs.get("limited (GAN)", []):  # the ablation stored no audit medians: read them from its fid_is.json
         m = json.loads((work / "ablation" / f"{GAN_RUN}-s{r['seed']}" / "fid_is.json").read_text())
         r["to_train"] = m["audit_pixels"]["synthetic_to_train_median"]
         r["held_out_to_train"] = m["audit_pixels"].get("held_out_to_train_median")
     rows = []
     for name, rs in runs.items():
-        calls = "–" if "GAN" in name else str(rs[0]["steps"] if "ddpm" in name else 2 * rs[0]["steps"] - 1)
+        calls = "–" if "GAN" in name else "/".join(sorted({
+            str(r.get("calls") or network_calls("diffusion-ddpm" if "ddpm" in name else "diffusion", r["steps"]))
+            for r in rs}))
         for c in real["train"].classes:
             cells = []
             for key in METRICS:

@@ -61,11 +61,13 @@ def main(src: str = str(NIH64), seconds: float = 150, n: int = 500, seeds: int =
     rows = []
     for (lr_g, lr_d), runs in results.items():
         per_seed = [np.mean(r["swd"]) for r in runs]
-        rows.append([f"{lr_g:g}", f"{lr_d:g}", f"{lr_g / lr_d:g}", len(runs), f"{np.mean([r['epochs'] for r in runs]):.0f}",
+        rows.append([f"{lr_g:g}", f"{lr_d:g}", f"{lr_g / lr_d:g}", len(runs),
+                     f"{np.mean([r['epochs'] for r in runs]):.0f}",
                      " / ".join(f"{np.mean([r['swd'][c] for r in runs]):.0f}" for c in (0, 1)),
                      ", ".join(f"{v:.0f}" for v in per_seed), f"{np.mean(per_seed):.0f}"])
     table = show_table("improved recipe: learning rates",
-                       ["lr_G", "lr_D", "G:D", "seeds", "epochs", "SWD NF / Inf", "SWD mean per seed", "SWD mean"], rows)
+                       ["lr_G", "lr_D", "G:D", "seeds", "epochs", "SWD NF / Inf", "SWD mean per seed", "SWD mean"],
+                       rows)
     body = f"""The improved recipe (conditional DCGAN, projection D with spectral norm, hinge loss, DiffAugment, EMA;
 Adam betas (0.0, 0.99), one G step per D step) trained for {seconds:.0f} s of training time per run on {src} at
 64x64; SWD x1e3 (mean over pyramid levels, lower is better) of {n} samples per class against all real images of

@@ -102,7 +102,7 @@ def borrow_controls(work: Path, source: Path, fractions: list[float]) -> None:
         if not (source / name).exists():
             raise SystemExit(f"--controls-from {source}: {name} is missing; run this script there first")
         (work / name).parent.mkdir(parents=True, exist_ok=True)
-        if not (work / name).exists():
+        if not (work / name).exists(follow_symlinks=False):
             (work / name).symlink_to((source / name).resolve())
 
 
@@ -119,6 +119,9 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     work.mkdir(parents=True, exist_ok=True)
     fracs = [float(f) for f in (fractions if isinstance(fractions, (tuple, list)) else str(fractions).split(","))]
     if controls_from:
+        if not reuse:  # the borrowed arms are links: retraining them would overwrite the other folder's runs
+            raise SystemExit("--controls-from reuses that folder's control arms; it cannot be combined with "
+                             "--reuse False")
         borrow_controls(work, Path(controls_from), fracs)
     data = work / "nih-mini-64.h5"
     if not data.is_file():
@@ -153,7 +156,7 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
                                       "test AUROC [95% seed-aware CI]", "sd over seeds", "Δ vs real",
                                       "Δ vs oversampling", "Δ vs augmentation"], rows)
     runs = [ClassifierRun(f"{f:g}/{arm}", work / f"fraction-{f:g}" / _slug(arm), s) for (f, arm), s in results.items()]
-    fig = Path(figure) if figure else ROOT / "docs" / "figures" / "usefulness-efficiency.png"
+    fig = Path(figure) if figure else ROOT / "docs" / "figures" / f"{section}-efficiency.png"
     drew = efficiency_figure(runs, fig)
     counts = {s: np.bincount(H5ImageDataset(data, s).labels, minlength=2).tolist() for s in ("train", "val", "test")}
     shown = fig.relative_to(ROOT) if fig.is_relative_to(ROOT) else fig

@@ -123,24 +123,59 @@ def test_guidance_zero_is_the_unconditional_model(kind):
     assert strong.shape == (3, 1, 32, 32) and strong.abs().max() <= 1
 
 
-def test_ddpm_in_edm_terms_matches_ddpm_forward_process():
-    """x_t = sqrt(a) x0 + sqrt(1 - a) eps is (x0 + sigma_t eps) scaled by sqrt(a); epsilon-prediction's denoiser
-    returns x - sigma * eps_hat, so a network that predicts eps exactly denoises exactly."""
+def _ddpm_schedule():
     betas = torch.linspace(1e-4, 0.02, DDPM_T, dtype=torch.float64)
-    alpha_bar = torch.cumprod(1 - betas, 0)
-    sigmas = ddpm_sigmas()
+    return torch.cumprod(1 - betas, 0)
+
+
+def test_ddpm_in_edm_terms_matches_ddpm_forward_process():
+    """x_t = sqrt(a) x0 + sqrt(1 - a) eps is (x0 + sigma_t eps) scaled by sqrt(a); the network sees DDPM's x_t, and
+    epsilon-prediction's denoiser returns x - sigma * eps_hat, so a perfect noise predictor denoises exactly."""
+    alpha_bar, sigmas = _ddpm_schedule(), ddpm_sigmas()
     x0, eps = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randn(2, 1, 4, 4, dtype=torch.float64)
     for t in (0, 499, 999):
         x_t = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps
         assert torch.allclose(x_t / alpha_bar[t].sqrt(), x0 + sigmas[t] * eps)
+    t = 500
+    x_t = (alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps).float()
+    seen = []
     model = EpsDenoiser(8, base=8, n_classes=2)
-    sigma = torch.full((2,), float(sigmas[500]))
-    x = (x0 + sigmas[500] * eps).float()
-    model.net.forward = lambda x_in, c_noise, labels: eps.float()  # the perfect noise predictor
-    assert torch.allclose(model(x, sigma, torch.tensor([0, 1])), x0.float(), atol=1e-4)
+    model.net.forward = lambda x_in, c_noise, labels: seen.append(x_in) or eps.float()  # the perfect predictor
+    out = model((x0 + sigmas[t] * eps).float(), torch.full((2,), float(sigmas[t])), torch.tensor([0, 1]))
+    assert torch.allclose(seen[0], x_t, atol=1e-5)  # the network's input is DDPM's x_t
+    assert torch.allclose(out, x0.float(), atol=1e-4)
     s = ddim_schedule(10)
     assert len(s) == 11 and s[-1] == 0 and torch.isclose(s[0], sigmas[-1]) and torch.isclose(s[-2], sigmas[0])
     assert bool((s[:-1] > s[1:]).all())
+
+
+def test_ddpm_loss_is_the_epsilon_mse():
+    model = EpsDenoiser(8, base=8, n_classes=2)
+    f = torch.randn(3, 1, 8, 8)
+    model.net.forward = lambda x_in, c_noise, labels: f
+    x0, labels = torch.rand(3, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 1])
+    loss = ddpm_loss(model, x0, labels, 2, p_uncond=0.0, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)  # the same draws, in ddpm_loss's order: timesteps, then noise
+    torch.randint(0, DDPM_T, (3,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    assert torch.allclose(loss, ((f - eps) ** 2).mean(), rtol=1e-4)
+
+
+def test_one_ddim_step_is_the_ddim_update():
+    """DDIM (eta 0) from t to t': x_t' = sqrt(a') x0_hat + sqrt(1 - a') eps_hat, with x0_hat from the prediction."""
+    alpha_bar, sigmas = _ddpm_schedule(), ddpm_sigmas()
+    model = EpsDenoiser(8, base=8, n_classes=2)
+    eps_hat = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    model.net.forward = lambda x_in, c_noise, labels: eps_hat.float()
+    t, t2 = 999, 499
+    x_t = torch.randn(2, 1, 8, 8, dtype=torch.float64)  # DDPM's x_T
+    x0_hat = (x_t - (1 - alpha_bar[t]).sqrt() * eps_hat) / alpha_bar[t].sqrt()
+    x_t2 = alpha_bar[t2].sqrt() * x0_hat + (1 - alpha_bar[t2]).sqrt() * eps_hat
+    # the same step in EDM's terms: Euler from sigma_t to sigma_t' on x = x_t / sqrt(a)
+    x = x_t / alpha_bar[t].sqrt()
+    d = model(x.float(), torch.full((2,), float(sigmas[t])), torch.tensor([0, 1])).double()
+    x_next = x + (sigmas[t2] - sigmas[t]) * (x - d) / sigmas[t]
+    assert torch.allclose(x_next * alpha_bar[t2].sqrt(), x_t2, rtol=1e-3, atol=1e-3)
 
 
 def test_ddpm_generator_samples_with_one_call_per_step():
@@ -190,10 +225,13 @@ def test_channels_last_sampling_matches_the_plain_layout():
     for p in g.parameters():
         p.data.add_(torch.randn_like(p) * 0.05)
     z, y = torch.randn(4, 256), torch.tensor([0, 1, 0, 1])
+    x, sigma = torch.randn(4, 1, 16, 16), torch.full((4,), 0.7)
     g.steps = 3
     with torch.no_grad():
-        plain = g(z, y)
+        plain, plain_d = g(z, y), g.denoiser(x, sigma, y)
         g.for_sampling(3, 1.0, cpu=True)
-        fast = g(z, y)
-    assert g.channels_last and fast.shape == plain.shape
-    assert torch.allclose(plain, fast, atol=1e-3) and not torch.equal(plain, torch.zeros_like(plain))
+        fast, fast_d = g(z, y), g.denoiser(x.contiguous(memory_format=torch.channels_last), sigma, y)
+    conv = next(m for m in g.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert g.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain_d.std() > 0.1 and torch.allclose(plain_d, fast_d, atol=1e-4)  # unclamped denoiser outputs
+    assert torch.allclose(plain, fast, atol=1e-3)

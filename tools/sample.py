@@ -10,7 +10,8 @@ from cxrgan.gan.sample import SampleConfig, resolve_generators, sample_to_file
 
 def sample(cfg: SampleConfig, call_args: dict):
     """Write --n generated images per class to a samples file (schema cxrgan-samples/1, split "synthetic"), from
-    GAN or diffusion checkpoints (the diffusion recipe's are sampled with EDM's deterministic Heun sampler).
+    GAN or diffusion checkpoints (`diffusion` is sampled with EDM's deterministic Heun sampler, `diffusion-ddpm`
+    with deterministic DDIM).
 
     With nothing given it uses the newest checkpoint(s) under outputs/gan/: a conditional (improved-recipe)
     checkpoint covers every class; seed-recipe models have one checkpoint per class. EMA weights are used when

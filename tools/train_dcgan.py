@@ -15,9 +15,10 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     norm, hinge loss, differentiable augmentation of real and fake images (translation, cutout, brightness,
     contrast; never flips), and an EMA of the generator used for sampling. "limited" (default; for a few hundred
     images) is the same networks with adaptive augmentation, LeCam, a 5 kimg EMA and a length of 150 kimg.
-    "diffusion" is not a GAN but a denoising diffusion model trained by the same loop (tools/train_diffusion.py
-    says more). Each epoch writes ckpt-EEEEEE.pt (keeping --keep), last.pt, grid-EEEEEE.png, losses.csv and
-    losses.png (grids and plots every --ckpt-every epochs). An interrupted run continues from last.pt.
+    "diffusion" (EDM) and "diffusion-ddpm" (DDPM, sampled by DDIM) are not GANs but denoising diffusion models
+    trained by the same loop (tools/train_diffusion.py says more). Each epoch writes ckpt-EEEEEE.pt (keeping
+    --keep), last.pt, grid-EEEEEE.png, losses.csv and losses.png (grids and plots every --ckpt-every epochs). An
+    interrupted run continues from last.pt.
     Multi-GPU / multi-process: torchrun --nproc_per_node=N tools/train_dcgan.py ... (--batch is the global batch).
     """
     with cli.progress_bars() as progress:

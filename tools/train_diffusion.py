@@ -26,7 +26,10 @@ def train_diffusion(cfg: DiffusionConfig, call_args: dict):
     --kimg budget (the recipe's default 100 kimg), atomic resumable checkpoints in the same format, fixed-noise
     grids, losses.csv (the denoising loss in loss_g; the discriminator columns are 0), metric snapshots, --real-
     fraction, bf16 autocast and channels-last on CUDA, torchrun. Options that only GANs use (lr_d, g_steps,
-    augment, ada_*, r1_gamma, lecam) are ignored; --lr-g is the denoiser's learning rate.
+    augment, ada_*, r1_gamma, lecam) are ignored; --lr-g is the denoiser's learning rate. --recipe diffusion-ddpm
+    trains the same U-Net as a DDPM instead (epsilon-prediction, 1,000 linear-beta timesteps, the plain epsilon
+    loss), sampled by deterministic DDIM with one network call per --steps: the alternative EDM was measured
+    against (docs/benchmarks.md).
     """
     with cli.progress_bars() as progress:
         result = train(cfg, call_args, progress)

@@ -273,6 +273,7 @@ def ddim_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, s
     return ode_sample(denoiser, noise, labels, ddim_schedule(steps, noise.device), False, guidance)
 
 
+@torch.no_grad()
 def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, sigmas: torch.Tensor, heun: bool,
                guidance: float) -> torch.Tensor:
     """Integrate the probability-flow ODE from ``sigmas[0]`` to 0 (the last entry): Euler steps, with Heun's
