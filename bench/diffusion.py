@@ -125,7 +125,8 @@ def samples_figure(work: Path, data: Path, folders: dict[str, str], path: Path, 
 
 def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
          workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "",
-         usefulness: str = "/tmp/scratch/usefulness", usefulness_diffusion: str = "/tmp/scratch/usefulness-diffusion"):
+         usefulness: str = "/tmp/scratch/usefulness", usefulness_diffusion: str = "/tmp/scratch/usefulness-diffusion",
+         usefulness_long_gan: str = "/tmp/scratch/usefulness-gan35"):
     """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
     diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py)."""
     record_start()
@@ -168,7 +169,9 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                                                 "images per second"],
                              [[str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}", f"{1000 / s['seconds']:.1f}"]
                               for s in speed])
-    useful = usefulness_rows({"limited (GAN)": usefulness, "diffusion (EDM)": usefulness_diffusion})
+    useful = usefulness_rows({"limited (GAN), 16 kimg, equal training time": usefulness,
+                              "limited (GAN), 33.6 kimg (35 min)": usefulness_long_gan,
+                              "diffusion (EDM), 14 min": usefulness_diffusion})
     useful_table = show_table("usefulness", ["synthetic arm's recipe", "test AUROC [95% seed-aware CI]",
                                              "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
     body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training

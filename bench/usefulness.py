@@ -102,18 +102,19 @@ def borrow_controls(work: Path, source: Path, fractions: list[float]) -> None:
         if not (source / name).exists():
             raise SystemExit(f"--controls-from {source}: {name} is missing; run this script there first")
         (work / name).parent.mkdir(parents=True, exist_ok=True)
-        if not (work / name).exists(follow_symlinks=False):
+        if not os.path.lexists(work / name):
             (work / name).symlink_to((source / name).resolve())
 
 
 def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.5,1", seeds: int = 5,
          epochs: int = 15, patience: int = 5, n: int = 500, workdir: str = "/tmp/scratch/usefulness",
          reuse: bool = True, gan_args: dict = None, out: str = None, figure: str = None, minutes: float = None,
-         controls_from: str = None, section: str = "usefulness",
+         controls_from: str = None, synthetic: str = None, section: str = "usefulness",
          title: str = "Usefulness against control arms and the data-efficiency curve (nih-mini)"):
     """Everything above; ``kimg`` None trains the recipe's default length, ``minutes`` instead trains for that much
     training time; ``gan_args`` adds train_dcgan options; ``controls_from`` reuses another work folder's control
-    arms (and data file); ``section``/``title`` name the section written."""
+    arms (and data file); ``synthetic`` takes an existing samples file (of a generator trained on the real
+    training split only, real fraction 1) instead of training one; ``section``/``title`` name the section written."""
     record_start()
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -124,6 +125,13 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
                              "--reuse False")
         borrow_controls(work, Path(controls_from), fracs)
     data = work / "nih-mini-64.h5"
+    if synthetic:
+        if fracs != [1.0]:
+            raise SystemExit("--synthetic is for --fractions 1 only (a generator trained on every training patient)")
+        link = work / "fraction-1" / "synthetic.h5"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(link):
+            link.symlink_to(Path(synthetic).resolve())
     if not data.is_file():
         build_dataset(IngestConfig(src=str(ROOT / "data" / "nih-mini"), out=str(data), size=64, balance=False,
                                    workers=1, seed=0))
@@ -161,8 +169,8 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     counts = {s: np.bincount(H5ImageDataset(data, s).labels, minlength=2).tolist() for s in ("train", "val", "test")}
     shown = fig.relative_to(ROOT) if fig.is_relative_to(ROOT) else fig
     figure_line = f"Figure: `{shown}` (AUROC against the real fraction, every arm)." if drew else ""
-    length = (f"{minutes:g} min of training" if minutes else "its default length" if kimg is None else
-              f"{kimg:g} kimg")
+    length = (f"the given samples file `{synthetic}`" if synthetic else f"{minutes:g} min of training" if minutes
+              else "its default length" if kimg is None else f"{kimg:g} kimg")
     borrowed = (f" The control arms are those of `{controls_from}` (same data, seeds and test images), not run again."
                 if controls_from else "")
     body = f"""The shipped real subset (`data/nih-mini`, 64x64, split by patient; No Finding / Infiltration: train
