@@ -192,8 +192,9 @@ Sampling speed of `diffusion`, {threads} CPU threads, 500 images per class at 64
 {speed_table}
 
 Usefulness (bench/usefulness.py on the shipped nih-mini subset, real fraction 1, 5 classifier seeds, seed-aware 95%
-intervals; the control arms are shared, the synthetic arm's generator was trained on the same patients for the
-same training time): ΔAUROC of real + synthetic against each arm.
+intervals; the control arms are shared; every synthetic arm's generator was trained on the same training patients,
+for the budget its row names; nih-mini's splits are nih64's, image for image): ΔAUROC of real + synthetic against
+each arm.
 
 {useful_table}
 """
