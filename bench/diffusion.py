@@ -11,6 +11,7 @@ Sampling speed: 500 images per class at 64x64 with ``steps`` Heun steps, on the 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -35,8 +36,8 @@ def _log(msg: str) -> None:
     console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
 
 
-def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: int) -> dict:
-    gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
+def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: int, ckpt: Path | None = None) -> dict:
+    gens = resolve_generators(str(ckpt or run_dir), run_dir, [0, 1], torch.device("cpu"))
     t0 = time.perf_counter()
     sample_to_file(run_dir / "samples.h5", gens, n, seed, torch.device("cpu"), steps=steps)
     sample_seconds = time.perf_counter() - t0
@@ -73,6 +74,40 @@ def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int
               "steps": steps, **score(run_dir, data, f"classifier:{ckpt}", n, seed, steps)}
     (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
     _log(f"{recipe}, seed {seed}: scored")
+
+
+def training_time(losses_csv: Path, step: int) -> float:
+    """Training seconds up to ``step`` from losses.csv, whose ``seconds`` column restarts at every resumed call."""
+    total, last = 0.0, 0.0
+    with open(losses_csv) as f:
+        for row in csv.DictReader(f):
+            if int(row["step"]) > step:
+                break
+            t = float(row["seconds"])
+            if t < last:  # a new call of train(): bank the previous one
+                total += last
+            last = t
+    return total + last
+
+
+def score_checkpoint(seed: int = 0, recipe: str = "diffusion-ddpm", checkpoint: str = "ckpt-000040.pt",
+                     n: int = 500, steps: int = None, workdir: str = "/tmp/scratch/diagnosis") -> None:
+    """Score an epoch checkpoint of a trained run instead of its last one (scores.json), with the training time
+    up to it: for equal training time when train_for's last chunk overshot the budget."""
+    steps = steps or (35 if recipe == "diffusion-ddpm" else 18)
+    work = Path(workdir)
+    data, _ = nih64_splits(work, str(NIH64), 0)
+    run_dir = work / "ablation" / f"{recipe}-s{seed}"
+    ckpt = run_dir / checkpoint
+    saved = torch.load(ckpt, weights_only=True, map_location="cpu")
+    seconds = training_time(run_dir / "losses.csv", saved["step"])
+    kimg = saved["nimg"] / 1000 if "nimg" in saved else None
+    record = {"seed": seed, "recipe": recipe, "calls": network_calls(recipe, steps), "checkpoint": checkpoint,
+              "kimg": kimg, "seconds": seconds, "img_per_s": 1000 * kimg / seconds if kimg else None, "steps": steps,
+              **score(run_dir, data, f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}", n, seed, steps,
+                      ckpt)}
+    (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
+    _log(f"{recipe}, seed {seed}: {checkpoint} scored ({kimg} kimg, {seconds:.0f} s of training)")
 
 
 def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
@@ -206,4 +241,4 @@ each arm.
 
 
 if __name__ == "__main__":
-    fire.Fire({"train": train_and_score, "speed": sampling_speed, "report": main})
+    fire.Fire({"train": train_and_score, "score": score_checkpoint, "speed": sampling_speed, "report": main})

@@ -138,9 +138,9 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     common = dict(epochs=epochs, seeds=seeds, size=64, patience=patience)
     results, t_start = {}, time.perf_counter()
     for f in fracs:
-        synthetic = synthetic_for(work, data, f, recipe, kimg, n, gan_args or {}, minutes)
+        samples = synthetic_for(work, data, f, recipe, kimg, n, gan_args or {}, minutes)
         for arm in ARMS:
-            results[(f, arm)] = classify(work, data, f, arm, synthetic, common, reuse)
+            results[(f, arm)] = classify(work, data, f, arm, samples, common, reuse)
     rows, verdicts = [], []
     for (f, arm), s in results.items():
         ps = s["per_seed"][0]
