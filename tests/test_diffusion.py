@@ -162,20 +162,22 @@ def test_ddpm_loss_is_the_epsilon_mse():
 
 
 def test_one_ddim_step_is_the_ddim_update():
-    """DDIM (eta 0) from t to t': x_t' = sqrt(a') x0_hat + sqrt(1 - a') eps_hat, with x0_hat from the prediction."""
+    """DDIM (eta 0) from t to t': x_t' = sqrt(a') x0_hat + sqrt(1 - a') eps', with x0_hat the prediction clipped to
+    [-1, 1] and eps' the noise that x0_hat implies, as DDPM/DDIM sample; ddim_sample takes exactly that step."""
     alpha_bar, sigmas = _ddpm_schedule(), ddpm_sigmas()
     model = EpsDenoiser(8, base=8, n_classes=2)
     eps_hat = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     model.net.forward = lambda x_in, c_noise, labels: eps_hat.float()
-    t, t2 = 999, 499
-    x_t = torch.randn(2, 1, 8, 8, dtype=torch.float64)  # DDPM's x_T
-    x0_hat = (x_t - (1 - alpha_bar[t]).sqrt() * eps_hat) / alpha_bar[t].sqrt()
-    x_t2 = alpha_bar[t2].sqrt() * x0_hat + (1 - alpha_bar[t2]).sqrt() * eps_hat
-    # the same step in EDM's terms: Euler from sigma_t to sigma_t' on x = x_t / sqrt(a)
-    x = x_t / alpha_bar[t].sqrt()
-    d = model(x.float(), torch.full((2,), float(sigmas[t])), torch.tensor([0, 1])).double()
-    x_next = x + (sigmas[t2] - sigmas[t]) * (x - d) / sigmas[t]
-    assert torch.allclose(x_next * alpha_bar[t2].sqrt(), x_t2, rtol=1e-3, atol=1e-3)
+    noise = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    t, t2 = 999, 0  # ddim_schedule(2): timesteps 999 and 0
+    x_t = noise * sigmas[t] * alpha_bar[t].sqrt()  # the sampler's start, as DDPM's x_T
+    x0_hat = ((x_t - (1 - alpha_bar[t]).sqrt() * eps_hat) / alpha_bar[t].sqrt()).clamp(-1, 1)
+    eps_implied = (x_t - alpha_bar[t].sqrt() * x0_hat) / (1 - alpha_bar[t]).sqrt()
+    x_t2 = alpha_bar[t2].sqrt() * x0_hat + (1 - alpha_bar[t2]).sqrt() * eps_implied
+    # ddim_sample with 2 steps: t = 999 -> t = 0, then t = 0 -> the clipped estimate at sigma 0
+    x0_at_0 = ((x_t2 - (1 - alpha_bar[t2]).sqrt() * eps_hat) / alpha_bar[t2].sqrt()).clamp(-1, 1)
+    out = ddim_sample(model, noise.float(), torch.tensor([0, 1]), steps=2)
+    assert torch.allclose(out.double(), x0_at_0, atol=1e-3)
 
 
 def test_ddpm_generator_samples_with_one_call_per_step():

@@ -268,16 +268,19 @@ def heun_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, s
 @torch.no_grad()
 def ddim_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, steps: int = 50,
                 guidance: float = 1.0) -> torch.Tensor:
-    """Deterministic DDIM (eta 0) over ``steps`` of DDPM's timesteps: ``steps`` denoiser evaluations. (It starts at
-    sigma_T * noise where DDPM starts at sqrt(1 + sigma_T^2) * noise: the same to 1 part in 10^4 at sigma_T 157.)"""
-    return ode_sample(denoiser, noise, labels, ddim_schedule(steps, noise.device), False, guidance)
+    """Deterministic DDIM (eta 0) over ``steps`` of DDPM's timesteps: ``steps`` denoiser evaluations. As DDPM and
+    DDIM sample, the predicted clean image is clipped to [-1, 1] at every step (epsilon-prediction's estimate of it
+    is far outside the image range at high noise). (It starts at sigma_T * noise where DDPM starts at
+    sqrt(1 + sigma_T^2) * noise: the same to 1 part in 10^4 at sigma_T 157.)"""
+    return ode_sample(denoiser, noise, labels, ddim_schedule(steps, noise.device), False, guidance, clip=True)
 
 
 @torch.no_grad()
 def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, sigmas: torch.Tensor, heun: bool,
-               guidance: float) -> torch.Tensor:
+               guidance: float, clip: bool = False) -> torch.Tensor:
     """Integrate the probability-flow ODE from ``sigmas[0]`` to 0 (the last entry): Euler steps, with Heun's
-    correction on every step but the last when ``heun``; classifier-free ``guidance`` on every evaluation."""
+    correction on every step but the last when ``heun``; classifier-free ``guidance`` on every evaluation; with
+    ``clip``, the denoised estimate clipped to the image range [-1, 1] before each step."""
     x = noise.to(torch.float64) * sigmas[0]
 
     def denoise(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -290,6 +293,12 @@ def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, si
         both = denoiser(torch.cat([x_t, x_t]).float(), torch.cat([s, s]), torch.cat([labels, none])).double()
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
+
+    if clip:
+        unclipped = denoise
+
+        def denoise(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return unclipped(x_t, sigma).clamp(-1, 1)
 
     for i in range(len(sigmas) - 1):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
