@@ -125,6 +125,11 @@ def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
     return out
 
 
+def _mean_of(runs: list[dict], key: str) -> str:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return f"{np.mean(values):.4f}" if values else "–"
+
+
 def usefulness_rows(workdirs: dict[str, str]) -> list[list[str]]:
     """ΔAUROC of each recipe's synthetic arm (bench/usefulness.py at real fraction 1) against the other arms."""
     rows = []
@@ -179,7 +184,8 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
     for r in runs.get("limited (GAN)", []):  # the ablation stored no audit medians: read them from its fid_is.json
         m = json.loads((work / "ablation" / f"{GAN_RUN}-s{r['seed']}" / "fid_is.json").read_text())
         r["to_train"] = m["audit_pixels"]["synthetic_to_train_median"]
-        r["held_out_to_train"] = m["audit_pixels"].get("held_out_to_train_median")
+        audit = m["audit_pixels"]  # fid_is files of that time name the held-out split's median test_to_train
+        r["held_out_to_train"] = audit.get("held_out_to_train_median", audit.get("test_to_train_median"))
     rows = []
     for name, rs in runs.items():
         calls = "–" if "GAN" in name else "/".join(sorted({
@@ -193,8 +199,7 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
             rows.append([name, c, str(len(rs)), f"{np.mean([r['kimg'] for r in rs]):.1f}",
                          f"{np.mean([r['img_per_s'] for r in rs]):.1f}", calls, *cells,
                          f"{np.mean([r['near_copies'] for r in rs]):.1f}",
-                         f"{np.mean([r['to_train'] for r in rs]):.4f} / "
-                         f"{np.mean([r['held_out_to_train'] for r in rs]):.4f}"])
+                         f"{_mean_of(rs, 'to_train')} / {_mean_of(rs, 'held_out_to_train')}"])
     table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s",
                                             "network calls per image", "KID", "precision", "recall",
                                             "pixel diversity", "near copies (pixels)",
