@@ -47,7 +47,7 @@ NIH_MINI = $(HERE)data/nih-mini
 ifeq ($(DATA),nih-mini)
 SIZE := 64
 CLF_SIZE ?= 64
-CLF_EPOCHS ?= 7
+CLF_EPOCHS ?= 6
 INCEPTION ?= 0
 ifeq ($(origin CONTROLS),file)
 CONTROLS := oversample
@@ -146,9 +146,10 @@ help:  ## list the targets
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
+# --no-compile: Python byte-compiles the modules it imports on first use, instead of every file of every wheel
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-compile -r requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -56,14 +56,16 @@ def network_calls(recipe: str, steps: int) -> int:
 
 
 def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = None,
-                    workdir: str = "/tmp/scratch/diagnosis", recipe: str = "diffusion") -> None:
+                    workdir: str = "/tmp/scratch/diagnosis", recipe: str = "diffusion", tag: str = "",
+                    fast_steps: int = 0) -> None:
     """One seed: train a diffusion recipe for ``minutes`` of training time, sample, score (scores.json). ``steps``
-    defaults to 35 network calls per image for either recipe (EDM's Heun 18 steps, DDIM 35)."""
+    defaults to 35 network calls per image for either recipe (EDM's Heun 18 steps, DDIM 35); ``fast_steps`` also
+    scores a sample with that many steps (the record's ``fast``). ``tag`` is added to the run folder's name."""
     steps = steps or (35 if recipe == "diffusion-ddpm" else 18)
     work = Path(workdir)
     data, _ = nih64_splits(work, str(NIH64), 0)
-    ckpt = work / "eval" / "real" / "model-seed0.pt"
-    run_dir = work / "ablation" / f"{recipe}-s{seed}"
+    features = f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}"
+    run_dir = work / "ablation" / f"{recipe}{tag}-s{seed}"
     _log(f"{recipe}, seed {seed}: {minutes} min of training")
     # grids (and epoch checkpoints) every 20 epochs: a diffusion grid costs 19 network calls per image
     trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
@@ -71,7 +73,11 @@ def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int
     record = {"seed": seed, "recipe": recipe, "calls": network_calls(recipe, steps), "kimg": trained.get("kimg"),
               "seconds": trained["seconds"],
               "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
-              "steps": steps, **score(run_dir, data, f"classifier:{ckpt}", n, seed, steps)}
+              "steps": steps}
+    if fast_steps:  # first, so that samples.h5 and fid_is.json are left from the main step count
+        record["fast"] = {"steps": fast_steps, "calls": network_calls(recipe, fast_steps),
+                          **score(run_dir, data, features, n, seed, fast_steps)}
+    record.update(score(run_dir, data, features, n, seed, steps))
     (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
     _log(f"{recipe}, seed {seed}: scored")
 
@@ -111,10 +117,10 @@ def score_checkpoint(seed: int = 0, recipe: str = "diffusion-ddpm", checkpoint: 
 
 
 def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
-                   workdir: str = "/tmp/scratch/diagnosis") -> list[dict]:
+                   workdir: str = "/tmp/scratch/diagnosis", tag: str = "") -> list[dict]:
     """Seconds to sample ``n`` images per class at 64x64 from the seed-0 diffusion run, per step count."""
     torch.set_num_threads(threads)
-    run_dir = Path(workdir) / "ablation" / "diffusion-s0"
+    run_dir = Path(workdir) / "ablation" / f"diffusion{tag}-s0"
     gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
     out = []
     for s in (steps if isinstance(steps, (tuple, list)) else str(steps).split(",")):
@@ -163,12 +169,20 @@ def samples_figure(work: Path, data: Path, folders: dict[str, str], path: Path, 
     save_grid(path, panels, "NIH 64x64: real test images and seed-0 samples (first 16 per class)", cols=4)
 
 
+USEFULNESS = {"limited (GAN), 16 kimg, equal training time": "/tmp/scratch/usefulness",
+              "limited (GAN), 33.6 kimg (35 min)": "/tmp/scratch/usefulness-gan35",
+              "diffusion (EDM), 14 min": "/tmp/scratch/usefulness-diffusion"}
+
+
 def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
-         workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "",
-         usefulness: str = "/tmp/scratch/usefulness", usefulness_diffusion: str = "/tmp/scratch/usefulness-diffusion",
-         usefulness_long_gan: str = "/tmp/scratch/usefulness-gan35"):
+         workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "", tag: str = "",
+         gan_run: str = GAN_RUN, useful: dict = None, section: str = "diffusion",
+         title: str = "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)"):
     """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
-    diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py)."""
+    diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py).
+
+    ``tag`` picks the diffusion runs trained with that tag, ``gan_run`` the ablation folder of the GAN they are set
+    against, ``useful`` maps a row name to a bench/usefulness.py work folder."""
     record_start()
     work = Path(workdir)
     data, real = nih64_splits(work, str(NIH64), 0)
@@ -178,11 +192,13 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
         return [json.loads(p.read_text()) for s in seed_list
                 if (p := work / "ablation" / f"{folder}-s{s}" / "scores.json").is_file()]
 
-    runs = {"diffusion (EDM)": scores("diffusion"), "diffusion-ddpm (DDPM, DDIM)": scores("diffusion-ddpm"),
-            "limited (GAN)": scores(GAN_RUN)}
+    edm = scores(f"diffusion{tag}")
+    fast = [{**r, **r["fast"]} for r in edm if "fast" in r]
+    runs = {"diffusion (EDM)": edm, "diffusion-ddpm (DDPM, DDIM)": scores(f"diffusion-ddpm{tag}"),
+            f"diffusion (EDM), {fast[0]['steps'] if fast else 0} Heun steps": fast, "limited (GAN)": scores(gan_run)}
     runs = {name: rs for name, rs in runs.items() if rs}
     for r in runs.get("limited (GAN)", []):  # the ablation stored no audit medians: read them from its fid_is.json
-        m = json.loads((work / "ablation" / f"{GAN_RUN}-s{r['seed']}" / "fid_is.json").read_text())
+        m = json.loads((work / "ablation" / f"{gan_run}-s{r['seed']}" / "fid_is.json").read_text())
         r["to_train"] = m["audit_pixels"]["synthetic_to_train_median"]
         audit = m["audit_pixels"]  # fid_is files of that time name the held-out split's median test_to_train
         r["held_out_to_train"] = audit.get("held_out_to_train_median", audit.get("test_to_train_median"))
@@ -204,14 +220,12 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                                             "network calls per image", "KID", "precision", "recall",
                                             "pixel diversity", "near copies (pixels)",
                                             "median distance to train: generated / held-out real"], rows)
-    speed = sampling_speed(speed_steps, 500, threads, workdir)
+    speed = sampling_speed(speed_steps, 500, threads, workdir, tag)
     speed_table = show_table("sampling speed", ["Heun steps", "network calls per image", "seconds for 2 x 500",
                                                 "images per second"],
                              [[str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}", f"{1000 / s['seconds']:.1f}"]
                               for s in speed])
-    useful = usefulness_rows({"limited (GAN), 16 kimg, equal training time": usefulness,
-                              "limited (GAN), 33.6 kimg (35 min)": usefulness_long_gan,
-                              "diffusion (EDM), 14 min": usefulness_diffusion})
+    useful = usefulness_rows(useful or USEFULNESS)
     useful_table = show_table("usefulness", ["synthetic arm's recipe", "test AUROC [95% seed-aware CI]",
                                              "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
     body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training
@@ -238,11 +252,11 @@ each arm.
 
 {useful_table}
 """
-    figure = ROOT / "docs" / "figures" / "diffusion-vs-gan.png"
-    samples_figure(work, data, {"GAN (limited)": GAN_RUN, "diffusion (EDM)": "diffusion",
-                                "diffusion-ddpm": "diffusion-ddpm"}, figure)
+    figure = ROOT / "docs" / "figures" / f"{section}-vs-gan.png"
+    samples_figure(work, data, {"GAN (limited)": gan_run, "diffusion (EDM)": f"diffusion{tag}",
+                                "diffusion-ddpm": f"diffusion-ddpm{tag}"}, figure)
     body += f"\nFigure: `{figure.relative_to(ROOT)}` (real test images and seed-0 samples, per class).\n"
-    write_section("diffusion", "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", body, out)
+    write_section(section, title, body, out)
 
 
 if __name__ == "__main__":
