@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from _common import ROOT, console, record_start, show_table, write_section
+from cxrgan.gan.edm import SOLVERS
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
 from gan_ablation import METRICS, train_for
@@ -50,9 +51,10 @@ def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: in
             "held_out_to_train": m["audit_pixels"].get("held_out_to_train_median"), "sample_seconds": sample_seconds}
 
 
-def network_calls(recipe: str, steps: int) -> int:
-    """Network calls per image of a diffusion recipe's sampler: EDM's Heun 2 * steps - 1, DDIM one per step."""
-    return steps if recipe == "diffusion-ddpm" else 2 * steps - 1
+def network_calls(recipe: str, steps: int, solver: str | None = None) -> int:
+    """Network calls per image of a diffusion recipe's sampler with ``solver`` (None: the recipe's own: EDM's Heun
+    2 * steps - 1, DDIM one per step)."""
+    return SOLVERS[solver or ("euler" if recipe == "diffusion-ddpm" else "heun")](steps)
 
 
 def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = None,
@@ -117,17 +119,30 @@ def score_checkpoint(seed: int = 0, recipe: str = "diffusion-ddpm", checkpoint: 
 
 
 def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
-                   workdir: str = "/tmp/scratch/diagnosis", tag: str = "") -> list[dict]:
-    """Seconds to sample ``n`` images per class at 64x64 from the seed-0 diffusion run, per step count."""
+                   workdir: str = "/tmp/scratch/diagnosis", tag: str = "", quality: bool = False) -> list[dict]:
+    """Seconds to sample ``n`` images per class at 64x64 from the seed-0 diffusion run, per entry of ``steps``:
+    a step count (Heun) or SOLVER:STEPS (e.g. dpm++2m:15). With ``quality``, each sample is also scored as
+    the main table scores (same seed, features and test split), after the clock stops."""
     torch.set_num_threads(threads)
-    run_dir = Path(workdir) / "ablation" / f"diffusion{tag}-s0"
+    work = Path(workdir)
+    run_dir = work / "ablation" / f"diffusion{tag}-s0"
     gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
     out = []
-    for s in (steps if isinstance(steps, (tuple, list)) else str(steps).split(",")):
+    for spec in (steps if isinstance(steps, (tuple, list)) else str(steps).split(",")):
+        solver, _, count = str(spec).rpartition(":")
+        solver, count = solver or "heun", int(count)
         t0 = time.perf_counter()
-        sample_to_file(Path(workdir) / "speed.h5", gens, n, 0, torch.device("cpu"), steps=int(s))
-        out.append({"steps": int(s), "calls": 2 * int(s) - 1, "seconds": time.perf_counter() - t0})
-        _log(f"{n} per class at {s} steps: {out[-1]['seconds']:.0f} s")
+        sample_to_file(work / "speed.h5", gens, n, 0, torch.device("cpu"), steps=count, solver=solver)
+        row = {"solver": solver, "steps": count, "calls": SOLVERS[solver](count), "seconds": time.perf_counter() - t0}
+        _log(f"{n} per class, {solver} at {count} steps: {row['seconds']:.0f} s")
+        if quality:
+            data, _ = nih64_splits(work, str(NIH64), 0)
+            m = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=str(work / "speed.h5"),
+                                       features=f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}",
+                                       out=str(work / "speed-fid_is.json"), cache="", seed=0, device="cpu",
+                                       audit=False))
+            row["per_class"] = m["per_class"]
+        out.append(row)
     return out
 
 
@@ -176,13 +191,14 @@ USEFULNESS = {"limited (GAN), 16 kimg, equal training time": "/tmp/scratch/usefu
 
 def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
          workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "", tag: str = "",
-         gan_run: str = GAN_RUN, useful: dict = None, section: str = "diffusion",
+         gan_run: str = GAN_RUN, useful: dict = None, section: str = "diffusion", speed_quality: bool = False,
          title: str = "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)"):
     """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
     diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py).
 
     ``tag`` picks the diffusion runs trained with that tag, ``gan_run`` the ablation folder of the GAN they are set
-    against, ``useful`` maps a row name to a bench/usefulness.py work folder."""
+    against, ``useful`` maps a row name to a bench/usefulness.py work folder; ``speed_steps`` entries are step
+    counts (Heun) or SOLVER:STEPS, and ``speed_quality`` scores each of them too (seed 0)."""
     record_start()
     work = Path(workdir)
     data, real = nih64_splits(work, str(NIH64), 0)
@@ -220,11 +236,19 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                                             "network calls per image", "KID", "precision", "recall",
                                             "pixel diversity", "near copies (pixels)",
                                             "median distance to train: generated / held-out real"], rows)
-    speed = sampling_speed(speed_steps, 500, threads, workdir, tag)
-    speed_table = show_table("sampling speed", ["Heun steps", "network calls per image", "seconds for 2 x 500",
-                                                "images per second"],
-                             [[str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}", f"{1000 / s['seconds']:.1f}"]
-                              for s in speed])
+    speed = sampling_speed(speed_steps, 500, threads, workdir, tag, quality=speed_quality)
+    classes = real["train"].classes
+
+    def quality(s: dict) -> list[str]:
+        if "per_class" not in s:
+            return ["–"] * len(classes)
+        return [f"{s['per_class'][c]['precision']:.2f} / {s['per_class'][c]['recall']:.2f}" for c in classes]
+
+    speed_table = show_table("sampling speed", ["solver", "steps", "network calls per image", "seconds for 2 x 500",
+                                                "images per second",
+                                                *(f"{c}: precision / recall" for c in classes)],
+                             [[s["solver"], str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}",
+                               f"{1000 / s['seconds']:.1f}", *quality(s)] for s in speed])
     useful = usefulness_rows(useful or USEFULNESS)
     useful_table = show_table("usefulness", ["synthetic arm's recipe", "test AUROC [95% seed-aware CI]",
                                              "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
@@ -241,7 +265,9 @@ much closer than held-out would mean copying). {note}
 
 {table}
 
-Sampling speed of `diffusion`, {threads} CPU threads, 500 images per class at 64x64 (`sample.py --steps S`):
+Sampling speed of `diffusion` (seed 0), {threads} CPU threads, 500 images per class at 64x64 (`sample.py --steps S
+--solver SOLVER`){"; precision / recall of each sample against the test split as in the main table" if speed_quality
+                   else ""}:
 
 {speed_table}
 

@@ -3,6 +3,7 @@ resumes exactly, sampling is deterministic, guidance 0 is the unconditional mode
 samples contract as for GANs."""
 
 import csv
+import math
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.data.reader import H5ImageDataset, to_model_input
 from cxrgan.gan.edm import (DDPM_T, DDPMGenerator, Denoiser, EDMGenerator, EpsDenoiser, ddim_sample, ddim_schedule,
-                            ddpm_loss, ddpm_sigmas, edm_loss, heun_sample, sigma_schedule)
+                            ddpm_loss, ddpm_sigmas, edm_loss, heun_sample, ode_sample, sigma_schedule, SOLVERS)
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.gan.train import GanConfig, train
 from conftest import ROOT, run_tool
@@ -104,7 +105,8 @@ def test_sampling_is_deterministic_per_seed(diffusion_run, tmp_path):
         sample_to_file(tmp_path / name, gens, 4, seed, "cpu", steps=4)
     a, b, c = (H5ImageDataset(tmp_path / n, "synthetic").read_uint8(range(8)) for n in ("a.h5", "b.h5", "c.h5"))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    assert read_info(tmp_path / "a.h5", (SAMPLES_SCHEMA,)).attrs["sampler"] == {"steps": 4, "guidance": 1.0}
+    assert read_info(tmp_path / "a.h5", (SAMPLES_SCHEMA,)).attrs["sampler"] == {"steps": 4, "guidance": 1.0,
+                                                                                "solver": "heun"}
 
 
 @pytest.mark.parametrize("kind", PARAMETRIZATIONS)
@@ -198,16 +200,82 @@ def test_schedule_and_generator_shapes():
         EDMGenerator(32, 100, base=8)
 
 
-def test_sample_cli_takes_steps_and_guidance(diffusion_run, tmp_path):
+def test_sample_cli_takes_steps_guidance_and_solver(diffusion_run, tmp_path):
     out = tmp_path / "s.h5"
     r = run_tool("sample.py", "--n", "3", "--ckpt", diffusion_run, "--out", out, "--steps", "3", "--guidance", "1.5",
-                 "--device", "cpu")
+                 "--solver", "dpm++2m", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     info = read_info(out, (SAMPLES_SCHEMA,))
-    assert info.attrs["sampler"] == {"steps": 3, "guidance": 1.5} and info.attrs["recipe"] == ["diffusion"]
+    assert info.attrs["sampler"] == {"steps": 3, "guidance": 1.5, "solver": "dpm++2m"}
+    assert info.attrs["recipe"] == ["diffusion"]
     assert H5ImageDataset(out, "synthetic").read_uint8(range(6)).shape == (6, 32, 32)
-    r = run_tool("sample.py", "--n", "3", "--ckpt", diffusion_run, "--out", tmp_path / "x.h5", "--guidance", "-1")
-    assert r.returncode == 2 and "--guidance" in r.stderr
+    for bad in (["--guidance", "-1"], ["--solver", "rk4"]):
+        r = run_tool("sample.py", "--n", "3", "--ckpt", diffusion_run, "--out", tmp_path / "x.h5", *bad)
+        assert r.returncode == 2 and bad[0] in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "x.h5").exists()
+
+
+class GaussianDenoiser:
+    """The exact denoiser of data drawn from N(0, sd^2): D(x; sigma) = x sd^2 / (sd^2 + sigma^2). Its
+    probability-flow ODE has the closed-form solution x(sigma) = x(sigma_0) sqrt(sd^2 + sigma^2) / sqrt(sd^2 +
+    sigma_0^2), which the solvers are checked against."""
+
+    n_classes = 2
+
+    def __init__(self, sd: float):
+        self.sd = sd
+
+    def __call__(self, x, sigma, labels):
+        return x * self.sd ** 2 / (self.sd ** 2 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+def test_solvers_against_the_exact_ode_solution():
+    """Heun and DPM-Solver++(2M) are second order (error falls about (100/40)^2 = 6x from 40 to 100 steps, Euler's
+    about 2.5x), and DPM-Solver++(2M) at N steps (N calls) is as accurate as Heun at N steps (2N - 1 calls)."""
+    sd, labels = 0.2, torch.zeros(4, dtype=torch.long)
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def error(solver: str, steps: int) -> float:
+        sigmas = sigma_schedule(steps)
+        exact = noise.double() * sigmas[0] * sd / (sd ** 2 + sigmas[0] ** 2).sqrt()
+        out = ode_sample(GaussianDenoiser(sd), noise, labels, sigmas, solver, 1.0)
+        return float((out.double() - exact).abs().max() / exact.abs().max())
+
+    errors = {solver: {steps: error(solver, steps) for steps in (18, 40, 100)} for solver in SOLVERS}
+    for solver in ("heun", "dpm++2m"):
+        assert errors[solver][40] / errors[solver][100] > 4.5, errors
+        assert errors[solver][100] < 0.005, errors
+    assert 1.8 < errors["euler"][40] / errors["euler"][100] < 3.5, errors
+    for steps in (18, 40, 100):
+        assert errors["dpm++2m"][steps] < 1.3 * errors["heun"][steps], errors
+        assert errors["dpm++2m"][steps] < 0.6 * errors["euler"][steps], errors
+    with pytest.raises(ValueError, match="unknown solver"):
+        ode_sample(GaussianDenoiser(sd), noise, labels, sigma_schedule(3), "rk4", 1.0)
+
+
+def test_dpm_solver_2m_takes_one_call_per_step_and_its_formula():
+    """The first step is DDIM's; later ones extrapolate the denoised image linearly in -log(sigma) from the previous
+    step's (by hand below); the last step to sigma 0 returns the denoised image itself."""
+    calls = []
+
+    class Recorder:  # the denoised image is 0.3 at the first call and -0.1 after
+        n_classes = 2
+
+        def __call__(self, x, sigma, labels):
+            calls.append(float(sigma[0]))
+            return torch.full_like(x, 0.3 if len(calls) == 1 else -0.1)
+
+    noise, labels = torch.ones(1, 1, 2, 2), torch.zeros(1, dtype=torch.long)
+    out = ode_sample(Recorder(), noise, labels, torch.tensor([4.0, 2.0, 0.5, 0.0], dtype=torch.float64), "dpm++2m", 1)
+    assert calls == [4.0, 2.0, 0.5] and torch.allclose(out, torch.full_like(out, -0.1))
+    calls.clear()
+    out = ode_sample(Recorder(), noise, labels, torch.tensor([4.0, 2.0, 0.5, 0.25], dtype=torch.float64), "dpm++2m",
+                     1)
+    x = 2 / 4 * 4.0 + (1 - 2 / 4) * 0.3  # 4 -> 2, first order from x = noise * 4
+    h, r = math.log(2 / 0.5), math.log(4 / 2) / math.log(2 / 0.5)  # 2 -> 0.5: this step and the last one's ratio
+    x = 0.5 / 2 * x + (1 - math.exp(-h)) * ((1 + 1 / (2 * r)) * -0.1 - 1 / (2 * r) * 0.3)
+    x = 0.25 / 0.5 * x + (1 - 0.25 / 0.5) * -0.1  # 0.5 -> 0.25: equal denoised images, nothing to extrapolate
+    assert torch.allclose(out.double(), torch.full((1, 1, 2, 2), x, dtype=torch.float64), atol=1e-6)
 
 
 def test_ddpm_recipe_trains_and_samples_through_the_same_tools(phantoms, tmp_path):
@@ -218,7 +286,8 @@ def test_ddpm_recipe_trains_and_samples_through_the_same_tools(phantoms, tmp_pat
                  "--device", "cpu")
     assert r.returncode == 0, r.stderr
     info = read_info(tmp_path / "s.h5", (SAMPLES_SCHEMA,))
-    assert info.attrs["recipe"] == ["diffusion-ddpm"] and info.attrs["sampler"] == {"steps": 4, "guidance": 1.0}
+    assert info.attrs["recipe"] == ["diffusion-ddpm"]
+    assert info.attrs["sampler"] == {"steps": 4, "guidance": 1.0, "solver": "euler"}
 
 
 def test_channels_last_sampling_matches_the_plain_layout():

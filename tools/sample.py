@@ -35,6 +35,9 @@ def sample(cfg: SampleConfig, call_args: dict):
             GAN checkpoints ignore it.
         guidance: diffusion checkpoints: classifier-free guidance scale (default 1: the plain conditional model;
             0: unconditional; above 1: sharper classes, less diversity); GAN checkpoints ignore it.
+        solver: diffusion checkpoints: the sampler's ODE solver: heun (EDM's, 2 * steps - 1 calls), euler (DDIM
+            on `diffusion-ddpm`, steps calls) or dpm++2m (DPM-Solver++(2M): second order at one call per step);
+            default: the recipe's own (heun for `diffusion`, euler for `diffusion-ddpm`).
     """
     cfg.validate()
     device = runtime.setup(cfg.device).device
@@ -43,7 +46,7 @@ def sample(cfg: SampleConfig, call_args: dict):
     t0 = time.perf_counter()
     with cli.progress_bars() as progress:
         attrs = sample_to_file(Path(cfg.out), gens, cfg.n, cfg.seed, device, cfg.batch, cfg.truncation, cfg.png,
-                               call_args, progress, cfg.steps, cfg.guidance)
+                               call_args, progress, cfg.steps, cfg.guidance, cfg.solver)
     seconds = time.perf_counter() - t0
     for c, g in sorted(gens.items()):
         cli.console.print(f"class {c} ({classes[c]}): {cfg.n} images from {g.path} ({g.recipe} recipe, epoch "

@@ -256,31 +256,40 @@ def ddim_schedule(steps: int, device=None) -> torch.Tensor:
     return torch.cat([ddpm_sigmas(device)[t], torch.zeros(1, dtype=torch.float64, device=device)])
 
 
+# ODE solvers of the samplers below: name -> network calls per image for a number of steps. heun: EDM's second-order
+# sampler (a correction on every step but the last); euler: first order (on DDPM's schedule this is DDIM);
+# dpm++2m: DPM-Solver++(2M) (Lu et al. 2022), second order from the previous step's denoised image, so one call
+# per step: about Heun's quality at half its calls.
+SOLVERS = {"heun": lambda steps: 2 * steps - 1, "euler": lambda steps: steps, "dpm++2m": lambda steps: steps}
+
+
 @torch.no_grad()
 def heun_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, steps: int = 18,
-                guidance: float = 1.0) -> torch.Tensor:
-    """EDM's deterministic second-order sampler from standard normal ``noise`` (n, C, H, W): the same noise and
-    labels give the same images. 2 * steps - 1 denoiser evaluations (each a conditional and an unconditional one
-    when guidance differs from 1)."""
-    return ode_sample(denoiser, noise, labels, sigma_schedule(steps, noise.device), True, guidance)
+                guidance: float = 1.0, solver: str = "heun") -> torch.Tensor:
+    """EDM's deterministic sampler from standard normal ``noise`` (n, C, H, W) on EDM's noise schedule: the same
+    noise and labels give the same images. Heun: 2 * steps - 1 denoiser evaluations (each a conditional and an
+    unconditional one when guidance differs from 1); another ``solver`` of SOLVERS takes its own count."""
+    return ode_sample(denoiser, noise, labels, sigma_schedule(steps, noise.device), solver, guidance)
 
 
 @torch.no_grad()
 def ddim_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, steps: int = 50,
-                guidance: float = 1.0) -> torch.Tensor:
-    """Deterministic DDIM (eta 0) over ``steps`` of DDPM's timesteps: ``steps`` denoiser evaluations. As DDPM and
-    DDIM sample, the predicted clean image is clipped to [-1, 1] at every step (epsilon-prediction's estimate of it
-    is far outside the image range at high noise). (It starts at sigma_T * noise where DDPM starts at
-    sqrt(1 + sigma_T^2) * noise: the same to 1 part in 10^4 at sigma_T 157.)"""
-    return ode_sample(denoiser, noise, labels, ddim_schedule(steps, noise.device), False, guidance, clip=True)
+                guidance: float = 1.0, solver: str = "euler") -> torch.Tensor:
+    """Deterministic DDIM (eta 0, the Euler solver) over ``steps`` of DDPM's timesteps: ``steps`` denoiser
+    evaluations. As DDPM and DDIM sample, the predicted clean image is clipped to [-1, 1] at every step
+    (epsilon-prediction's estimate of it is far outside the image range at high noise). (It starts at
+    sigma_T * noise where DDPM starts at sqrt(1 + sigma_T^2) * noise: the same to 1 part in 10^4 at sigma_T 157.)"""
+    return ode_sample(denoiser, noise, labels, ddim_schedule(steps, noise.device), solver, guidance, clip=True)
 
 
 @torch.no_grad()
-def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, sigmas: torch.Tensor, heun: bool,
+def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, sigmas: torch.Tensor, solver: str,
                guidance: float, clip: bool = False) -> torch.Tensor:
-    """Integrate the probability-flow ODE from ``sigmas[0]`` to 0 (the last entry): Euler steps, with Heun's
-    correction on every step but the last when ``heun``; classifier-free ``guidance`` on every evaluation; with
-    ``clip``, the denoised estimate clipped to the image range [-1, 1] before each step."""
+    """Integrate the probability-flow ODE from ``sigmas[0]`` to 0 (the last entry) with ``solver`` (SOLVERS);
+    classifier-free ``guidance`` on every evaluation; with ``clip``, the denoised estimate clipped to the image
+    range [-1, 1] before each step."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; one of {', '.join(SOLVERS)}")
     x = noise.to(torch.float64) * sigmas[0]
 
     def denoise(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -300,15 +309,35 @@ def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, si
         def denoise(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return unclipped(x_t, sigma).clamp(-1, 1)
 
+    previous = None  # dpm++2m: the last step's denoised image and its log-step
     for i in range(len(sigmas) - 1):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
-        d_cur = (x - denoise(x, s_cur)) / s_cur
+        denoised = denoise(x, s_cur)
+        if solver == "dpm++2m":
+            x, previous = _dpm_solver_2m_step(x, denoised, s_cur, s_next, previous), (denoised, s_cur)
+            continue
+        d_cur = (x - denoised) / s_cur
         x_next = x + (s_next - s_cur) * d_cur
-        if heun and s_next > 0:  # Heun's correction, except on the last step to sigma 0
+        if solver == "heun" and s_next > 0:  # Heun's correction, except on the last step to sigma 0
             d_next = (x_next - denoise(x_next, s_next)) / s_next
             x_next = x + (s_next - s_cur) * (d_cur + d_next) / 2
         x = x_next
     return x.float().clamp(-1, 1)
+
+
+def _dpm_solver_2m_step(x: torch.Tensor, denoised: torch.Tensor, s_cur: torch.Tensor, s_next: torch.Tensor,
+                        previous: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """One DPM-Solver++(2M) step from noise level s_cur to s_next, in the log-noise variable lambda = -log(sigma).
+    The first step (no ``previous``) and the last (to sigma 0, where it returns the denoised image) are first order
+    (DDIM); the others extrapolate the denoised image linearly in lambda from the previous step's."""
+    if s_next == 0:
+        return denoised
+    h = torch.log(s_cur) - torch.log(s_next)  # the step in lambda
+    if previous is not None:
+        old_denoised, s_prev = previous
+        r = (torch.log(s_prev) - torch.log(s_cur)) / h  # the previous step's length relative to this one
+        denoised = (1 + 1 / (2 * r)) * denoised - 1 / (2 * r) * old_denoised
+    return (s_next / s_cur) * x + (1 - torch.exp(-h)) * denoised
 
 
 class EDMGenerator(nn.Module):
@@ -317,6 +346,7 @@ class EDMGenerator(nn.Module):
     --steps and --guidance); the weights are the denoiser's (``net.*``)."""
 
     denoiser_class, sampler, training_loss = Denoiser, staticmethod(heun_sample), staticmethod(edm_loss)
+    default_solver = "heun"
     grid_steps = 10  # for training-time grids and snapshots (19 network calls); sample.py sets its own
 
     def __init__(self, size: int, latent: int, base: int = 64, channels: int = 1, n_classes: int = 2):
@@ -326,14 +356,14 @@ class EDMGenerator(nn.Module):
                              f"not {latent}")
         self.size, self.channels = size, channels
         self.denoiser = self.denoiser_class(size, base, channels, n_classes)
-        self.steps, self.guidance = self.grid_steps, 1.0
+        self.steps, self.guidance, self.solver = self.grid_steps, 1.0, self.default_solver
         self.channels_last = False
 
-    def for_sampling(self, steps: int, guidance: float, cpu: bool) -> None:
-        """Sampler settings for sample.py; on the CPU also the channels-last layout, which makes the U-Net's
-        convolutions about 1.5x faster there at inference (not in training, where it does not help: this copy
-        only samples)."""
-        self.steps, self.guidance = steps, float(guidance)
+    def for_sampling(self, steps: int, guidance: float, cpu: bool, solver: str | None = None) -> None:
+        """Sampler settings for sample.py (``solver`` None: the recipe's own); on the CPU also the channels-last
+        layout, which makes the U-Net's convolutions about 1.5x faster there at inference (not in training, where
+        it does not help: this copy only samples)."""
+        self.steps, self.guidance, self.solver = steps, float(guidance), solver or self.default_solver
         if cpu:
             self.to(memory_format=torch.channels_last)
             self.channels_last = True
@@ -346,7 +376,7 @@ class EDMGenerator(nn.Module):
         noise = z.reshape(len(z), self.channels, self.size, self.size)
         if self.channels_last:
             noise = noise.contiguous(memory_format=torch.channels_last)
-        return self.sampler(self.denoiser, noise, labels, self.steps, self.guidance)
+        return self.sampler(self.denoiser, noise, labels, self.steps, self.guidance, self.solver)
 
 
 class DDPMGenerator(EDMGenerator):
@@ -354,6 +384,7 @@ class DDPMGenerator(EDMGenerator):
     calls per image (EDM's Heun sampler makes 2 * steps - 1)."""
 
     denoiser_class, sampler, training_loss = EpsDenoiser, staticmethod(ddim_sample), staticmethod(ddpm_loss)
+    default_solver = "euler"
     grid_steps = 19  # the same network calls as EDM's grids
 
 

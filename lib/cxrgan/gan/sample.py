@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file
 from . import checkpoint
 from .checkpoint import LoadedGenerator, load_generator
+from .edm import SOLVERS
 from .models import generate, is_diffusion
 
 
@@ -35,6 +36,7 @@ class SampleConfig:
     overwrite: bool = False
     steps: int = 18  # diffusion checkpoints: sampler steps (EDM's Heun: 2 * steps - 1 network calls; DDIM: steps)
     guidance: float = 1.0  # diffusion checkpoints: classifier-free guidance scale (1: plain conditional)
+    solver: str | None = None  # diffusion checkpoints: heun, euler or dpm++2m (edm.SOLVERS); None: the recipe's own
 
     def validate(self) -> "SampleConfig":
         options.whole_number(self, "n", hint=" (images per class)")
@@ -42,6 +44,9 @@ class SampleConfig:
         if not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool) \
                 or not 0 <= self.guidance < 100:
             raise UserError(f"--guidance must be a number in [0, 100) (1: plain conditional), got {self.guidance!r}")
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise UserError(f"--solver must be one of {', '.join(SOLVERS)} (or left out: the recipe's own), "
+                            f"got {self.solver!r}")
         if self.truncation is not None:
             options.positive_number(self, "truncation")
         if self.cls != "both" and not options.is_whole(self.cls):
@@ -124,12 +129,15 @@ def latents(n: int, dim: int, seed: int, cls: int, truncation: float | None) -> 
 
 def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: int, device, batch: int = 256,
                    truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
-                   progress: ProgressFn = no_progress, steps: int = 18, guidance: float = 1.0) -> dict:
+                   progress: ProgressFn = no_progress, steps: int = 18, guidance: float = 1.0,
+                   solver: str | None = None) -> dict:
     """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes. Diffusion
-    generators sample with ``steps`` steps of their sampler and classifier-free ``guidance`` (GANs ignore both)."""
+    generators sample with ``steps`` steps of their sampler's ODE ``solver`` (None: the recipe's own) and
+    classifier-free ``guidance`` (GANs ignore all three)."""
     diffusion = sorted({c for c, g in gens.items() if is_diffusion(g.model["kind"])})
     for c in diffusion:
-        gens[c].generator.for_sampling(steps, guidance, cpu=torch.device(device).type == "cpu")
+        gens[c].generator.for_sampling(steps, guidance, cpu=torch.device(device).type == "cpu", solver=solver)
+    solvers = sorted({gens[c].generator.solver for c in diffusion})
     any_g = next(iter(gens.values()))
     classes, size = any_g.model["classes"], any_g.model["size"]
     wanted = sorted(gens)
@@ -155,7 +163,7 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
             checkpoints=checkpoints, checkpoint_sha256=[sha256_file(p) for p in checkpoints],
             recipe=sorted({g.recipe for g in gens.values()}), weights=sorted({g.weights for g in gens.values()}),
             epochs=[gens[c].epoch for c in wanted], training_data=training_data(gens.values()), args=call_args or {},
-            sampler={"steps": steps, "guidance": float(guidance)} if diffusion else "none")
+            sampler={"steps": steps, "guidance": float(guidance), "solver": ",".join(solvers)} if diffusion else "none")
 
 
 def training_data(gens) -> list[dict]:
