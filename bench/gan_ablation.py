@@ -51,17 +51,19 @@ def _log(msg: str) -> None:
 
 
 def train_for(cfg: dict, minutes: float, chunk: int = 5) -> dict:
-    """Train (resuming) until the training time reaches ``minutes``. The first ``chunk`` epochs measure the time per
+    """Train (resuming) for ``minutes`` more of training time. The first ``chunk`` epochs measure the time per
     epoch; every later call is sized to end at the budget, so the run stops within about half an epoch of it."""
     budget, seconds, epochs, result = minutes * 60, 0.0, 0, {}
     while seconds < budget:
         result = train(GanConfig(epochs=epochs + chunk, **cfg))
-        seconds += result.get("seconds", 0.0)
-        epochs = result.get("epochs", epochs + chunk)
-        per_epoch = seconds / max(epochs, 1)
-        if budget - seconds < per_epoch / 2:  # one more epoch would overshoot more than stopping undershoots
-            break
-        chunk = max(1, round((budget - seconds) / per_epoch))
+        done = result.get("epochs", epochs + chunk)
+        if done > epochs and result.get("seconds", 0.0) > 0:  # (a resumed run may already be past epochs + chunk)
+            seconds += result["seconds"]
+            per_epoch = result["seconds"] / (done - epochs)
+            if budget - seconds < per_epoch / 2:  # one more epoch would overshoot more than stopping undershoots
+                break
+            chunk = max(1, round((budget - seconds) / per_epoch))
+        epochs = done
     return {**result, "seconds": seconds}
 
 
