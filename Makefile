@@ -53,7 +53,7 @@ ifeq ($(origin CONTROLS),file)
 CONTROLS := oversample
 endif
 ifeq ($(strip $(KIMG)$(EPOCHS)),)
-KIMG := 8
+KIMG := 7
 endif
 DATASET := $(DATA_DIR)/nih-mini-$(SIZE).h5
 else ifeq ($(DATA),nih)
