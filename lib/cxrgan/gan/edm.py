@@ -309,7 +309,7 @@ def ode_sample(denoiser: Denoiser, noise: torch.Tensor, labels: torch.Tensor, si
         def denoise(x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return unclipped(x_t, sigma).clamp(-1, 1)
 
-    previous = None  # dpm++2m: the last step's denoised image and its log-step
+    previous = None  # dpm++2m: the last step's denoised image and its noise level
     for i in range(len(sigmas) - 1):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, s_cur)
