@@ -63,6 +63,22 @@ def show_table(title: str, headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+ARMS_COMPARED = ("real", "real+oversampling", "real+augmentation")  # the arms a synthetic arm's Δ columns are against
+
+
+def arm_cells(summary: dict, p_values: bool = False, missing: str = "–") -> list[str]:
+    """One classifier arm's ``metrics.json`` (train_resnet's seed summary) as table cells: test AUROC with its
+    seed-aware interval, then its paired ΔAUROC against each of ARMS_COMPARED (``missing`` where not compared)."""
+    lo, hi = summary["auroc_ci95"]
+    comps = {Path(c["baseline"]).name: c for c in summary.get("comparisons", [])}
+    cells = [f"{summary['auroc']:.3f} [{lo:.3f}, {hi:.3f}]"]
+    for arm in ARMS_COMPARED:
+        c = comps.get(arm)
+        cells.append(missing if c is None else f"{c['delta_auroc']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+                     + (f" p {c['p_value']:.2g}" if p_values else ""))
+    return cells
+
+
 def _cpu_seconds() -> tuple[float, float]:
     """(busy CPU-seconds of the whole machine, of this process and its waited-for children) so far (Linux)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]

@@ -23,11 +23,11 @@ import fire
 import numpy as np
 import torch
 
-from _common import ROOT, console, record_start, show_table, write_section
+from _common import ROOT, arm_cells, console, record_start, show_table, write_section
 from cxrgan.gan.edm import SOLVERS
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
-from gan_ablation import METRICS, train_for
+from gan_ablation import METRICS, continue_run, train_for
 from gan_quality import NIH64, nih64_splits
 
 GAN_RUN = "limited-with-the-improved-recipe-s-networks"  # the ablation's folder of today's `limited` recipe
@@ -59,22 +59,26 @@ def network_calls(recipe: str, steps: int, solver: str | None = None) -> int:
 
 def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = None,
                     workdir: str = "/tmp/scratch/diagnosis", recipe: str = "diffusion", tag: str = "",
-                    fast_steps: int = 0) -> None:
+                    fast_steps: int = 0, continue_tag: str = None) -> None:
     """One seed: train a diffusion recipe for ``minutes`` of training time, sample, score (scores.json). ``steps``
     defaults to 35 network calls per image for either recipe (EDM's Heun 18 steps, DDIM 35); ``fast_steps`` also
-    scores a sample with that many steps (the record's ``fast``). ``tag`` is added to the run folder's name."""
+    scores a sample with that many steps (the record's ``fast``). ``tag`` is added to the run folder's name.
+    ``continue_tag``: start from the finished run of that tag (e.g. ``-35min``) and train ``minutes`` more; the
+    record counts both runs' training time."""
     steps = steps or (35 if recipe == "diffusion-ddpm" else 18)
     work = Path(workdir)
     data, _ = nih64_splits(work, str(NIH64), 0)
     features = f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}"
     run_dir = work / "ablation" / f"{recipe}{tag}-s{seed}"
+    source = work / "ablation" / f"{recipe}{continue_tag}-s{seed}"
+    before = 0.0 if continue_tag is None else continue_run(source, run_dir)
     _log(f"{recipe}, seed {seed}: {minutes} min of training")
     # grids (and epoch checkpoints) every 20 epochs: a diffusion grid costs 19 network calls per image
     trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
                              ckpt_every=20), minutes, chunk=20)
+    seconds = before + trained["seconds"]
     record = {"seed": seed, "recipe": recipe, "calls": network_calls(recipe, steps), "kimg": trained.get("kimg"),
-              "seconds": trained["seconds"],
-              "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
+              "seconds": seconds, "img_per_s": 1000 * trained.get("kimg", 0) / seconds if seconds else None,
               "steps": steps}
     if fast_steps:  # first, so that samples.h5 and fid_is.json are left from the main step count
         record["fast"] = {"steps": fast_steps, "calls": network_calls(recipe, fast_steps),
@@ -158,12 +162,7 @@ def usefulness_rows(workdirs: dict[str, str]) -> list[list[str]]:
         path = Path(workdir) / "fraction-1" / "real+synthetic" / "metrics.json"
         if not path.is_file():
             continue
-        s = json.loads(path.read_text())
-        comps = {Path(c["baseline"]).name: c for c in s.get("comparisons", [])}
-        lo, hi = s["auroc_ci95"]
-        rows.append([recipe, f"{s['auroc']:.3f} [{lo:.3f}, {hi:.3f}]", *(
-            f"{c['delta_auroc']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if (c := comps.get(other)) else "–"
-            for other in ("real", "real+oversampling", "real+augmentation"))])
+        rows.append([recipe, *arm_cells(json.loads(path.read_text()))])
     return rows
 
 

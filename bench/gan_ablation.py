@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def train_for(cfg: dict, minutes: float, chunk: int = 5) -> dict:
     return {**result, "seconds": seconds}
 
 
+def continue_run(source: Path, run_dir: Path) -> float:
+    """Start ``run_dir`` as a copy of the finished run ``source`` (its checkpoints, losses and metric snapshots, not its
+    samples or scores), so that training resumes where ``source`` stopped. Returns ``source``'s training seconds, which
+    a longer budget's record adds to its own."""
+    if not (source / "scores.json").is_file():
+        raise SystemExit(f"error: {source} has no scores.json; finish that run first")
+    if not run_dir.exists():
+        shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("scores.json", "samples*.h5", "fid_is*"))
+    return json.loads((source / "scores.json").read_text())["seconds"]
+
+
 def real_reference(data: Path, features: str, workdir: Path) -> dict:
     """The same metrics for the real training images in place of generated ones: what a perfect generator of this
     training set would score against the test split."""
@@ -79,11 +91,13 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
          workdir: str = "/tmp/scratch/diagnosis", reuse: bool = True, out: str = None, note: str = "",
          tag: str = "", section: str = "gan-ablation",
          title: str = "GAN ablation: the limited-data recipe's parts (NIH 64x64, equal wall-clock)",
-         reference: bool = False):
+         reference: bool = False, continue_tag: str = None):
     """Train and score every variant (or the comma-separated ``variants``); write the ablation section.
 
     ``tag`` is added to the run folders' names (a longer budget beside the ablation's runs), ``section``/``title``
-    name the section written, ``reference`` adds the real-training-images-vs-test row per class."""
+    name the section written, ``reference`` adds the real-training-images-vs-test row per class. ``continue_tag``:
+    each run starts from the finished run of that tag (e.g. ``-35min``) and trains ``minutes`` more; its record
+    counts both runs' training time."""
     record_start()
     RECIPES.update(EXTRA_RECIPES)
     work = Path(workdir)
@@ -105,6 +119,8 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
             if reuse and scores.is_file():
                 results.setdefault(name, []).append(json.loads(scores.read_text()))
                 continue
+            source = work / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}{continue_tag}-s{seed}"
+            before = 0.0 if continue_tag is None else continue_run(source, run_dir)
             _log(f"{name}, seed {seed}: {minutes} min of training")
             trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
                                      snapshot_kimg=snapshot_kimg, snapshot_features=features, select_snapshot=True,
@@ -114,8 +130,9 @@ def main(minutes: float = 12, seeds: str = "0,1", n: int = 500, snapshot_kimg: f
             m = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=str(run_dir / "samples.h5"),
                                        features=features,
                                        out=str(run_dir / "fid_is.json"), cache="", seed=seed, device="cpu"))
-            record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": trained["seconds"],
-                      "img_per_s": 1000 * trained.get("kimg", 0) / trained["seconds"] if trained["seconds"] else None,
+            seconds = before + trained["seconds"]
+            record = {"seed": seed, "kimg": trained.get("kimg"), "seconds": seconds,
+                      "img_per_s": 1000 * trained.get("kimg", 0) / seconds if seconds else None,
                       "checkpoint": gens[0].path.name, "per_class": m["per_class"], "near_copies": m["near_copies"],
                       "near_copies_features": m["near_copies_features"], "n_fake": m["n_fake"]}
             scores.write_text(json.dumps(record, indent=2))

@@ -29,7 +29,7 @@ import fire
 import numpy as np
 import torch
 
-from _common import ROOT, console, record_start, show_table, write_section
+from _common import ROOT, arm_cells, console, record_start, show_table, write_section
 from cxrgan.classify.train import ClassifierConfig, run
 from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.data.reader import H5ImageDataset
@@ -145,17 +145,11 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     for (f, arm), s in results.items():
         ps = s["per_seed"][0]
         extra = ps.get("n_train_synthetic", 0) + ps.get("n_train_control", 0)
-        lo, hi = s["auroc_ci95"]
-        cells = [f"{f:g}", arm, f"{ps['n_train_real']} + {extra}", f"{s['auroc']:.3f} [{lo:.3f}, {hi:.3f}]",
-                 f"{s['auroc_sd']:.3f}" if s.get("auroc_sd") is not None else "–"]
-        comps = {Path(p["baseline"]).name: p for p in s.get("comparisons", [])}
-        for other in ("real", "real+oversampling", "real+augmentation"):
-            p = comps.get(other)
-            cells.append("" if p is None else
-                         f"{p['delta_auroc']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] p {p['p_value']:.2g}")
-        rows.append(cells)
+        auroc, *deltas = arm_cells(s, p_values=True, missing="")
+        sd = f"{s['auroc_sd']:.3f}" if s.get("auroc_sd") is not None else "–"
+        rows.append([f"{f:g}", arm, f"{ps['n_train_real']} + {extra}", auroc, sd, *deltas])
         if arm == "real + synthetic":
-            for other, p in comps.items():
+            for other, p in {Path(c["baseline"]).name: c for c in s.get("comparisons", [])}.items():
                 lo_d, hi_d = p["ci95"]
                 word = "beats" if lo_d > 0 else "loses to" if hi_d < 0 else "does not beat"
                 verdicts.append(f"- fraction {f:g}: synthetic {word} {other.replace('+', ' + ')} (ΔAUROC "
