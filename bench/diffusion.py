@@ -197,7 +197,7 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
 
     ``tag`` picks the diffusion runs trained with that tag, ``gan_run`` the ablation folder of the GAN they are set
     against, ``useful`` maps a row name to a bench/usefulness.py work folder; ``speed_steps`` entries are step
-    counts (Heun) or SOLVER:STEPS, and ``speed_quality`` scores each of them too (seed 0)."""
+    counts (Heun) or SOLVER:STEPS (none: no speed table), and ``speed_quality`` scores each of them too (seed 0)."""
     record_start()
     work = Path(workdir)
     data, real = nih64_splits(work, str(NIH64), 0)
@@ -235,7 +235,7 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                                             "network calls per image", "KID", "precision", "recall",
                                             "pixel diversity", "near copies (pixels)",
                                             "median distance to train: generated / held-out real"], rows)
-    speed = sampling_speed(speed_steps, 500, threads, workdir, tag, quality=speed_quality)
+    speed = sampling_speed(speed_steps, 500, threads, workdir, tag, quality=speed_quality) if speed_steps else []
     classes = real["train"].classes
 
     def quality(s: dict) -> list[str]:
@@ -248,6 +248,13 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                                                 *(f"{c}: precision / recall" for c in classes)],
                              [[s["solver"], str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}",
                                f"{1000 / s['seconds']:.1f}", *quality(s)] for s in speed])
+    scored = "; precision / recall of each sample against the test split as in the main table" if speed_quality else ""
+    speed_text = "" if not speed else f"""Sampling speed of `diffusion` (seed 0), {threads} CPU threads, 500 images per
+class at 64x64 (`sample.py --steps S --solver SOLVER`){scored}:
+
+{speed_table}
+
+"""
     useful = usefulness_rows(useful or USEFULNESS)
     useful_table = show_table("usefulness", ["synthetic arm's recipe", "test AUROC [95% seed-aware CI]",
                                              "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
@@ -264,16 +271,10 @@ much closer than held-out would mean copying). {note}
 
 {table}
 
-Sampling speed of `diffusion` (seed 0), {threads} CPU threads, 500 images per class at 64x64 (`sample.py --steps S
---solver SOLVER`){"; precision / recall of each sample against the test split as in the main table" if speed_quality
-                   else ""}:
-
-{speed_table}
-
-Usefulness (bench/usefulness.py on the shipped nih-mini subset, real fraction 1, 5 classifier seeds, seed-aware 95%
-intervals; the control arms are shared; every synthetic arm's generator was trained on the same training patients,
-for the budget its row names; nih-mini's splits are nih64's, image for image): ΔAUROC of real + synthetic against
-each arm.
+{speed_text}Usefulness (bench/usefulness.py on the shipped nih-mini subset, real fraction 1, 5 classifier seeds,
+seed-aware 95% intervals; the control arms are shared; every synthetic arm's generator was trained on the same
+training patients, for the budget its row names; nih-mini's splits are nih64's, image for image): ΔAUROC of real +
+synthetic against each arm.
 
 {useful_table}
 """
