@@ -27,7 +27,7 @@ from _common import ROOT, arm_cells, console, record_start, show_table, write_se
 from cxrgan.gan.edm import SOLVERS
 from cxrgan.gan.sample import resolve_generators, sample_to_file
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
-from gan_ablation import METRICS, continue_run, train_for
+from gan_ablation import METRICS, continue_run, real_reference, train_for
 from gan_quality import NIH64, nih64_splits
 
 GAN_RUN = "limited-with-the-improved-recipe-s-networks"  # the ablation's folder of today's `limited` recipe
@@ -191,13 +191,15 @@ USEFULNESS = {"limited (GAN), 16 kimg, equal training time": "/tmp/scratch/usefu
 def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
          workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "", tag: str = "",
          gan_run: str = GAN_RUN, useful: dict = None, section: str = "diffusion", speed_quality: bool = False,
-         title: str = "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)"):
+         title: str = "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", reference: bool = False):
     """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
     diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py).
 
     ``tag`` picks the diffusion runs trained with that tag, ``gan_run`` the ablation folder of the GAN they are set
     against, ``useful`` maps a row name to a bench/usefulness.py work folder; ``speed_steps`` entries are step
-    counts (Heun) or SOLVER:STEPS (none: no speed table), and ``speed_quality`` scores each of them too (seed 0)."""
+    counts (Heun) or SOLVER:STEPS (none: no speed table), and ``speed_quality`` scores each of them too (seed 0);
+    ``reference`` adds rows scoring the real training images in place of generated ones (what a generator that
+    reproduced its training set would get)."""
     record_start()
     work = Path(workdir)
     data, real = nih64_splits(work, str(NIH64), 0)
@@ -231,6 +233,11 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                          f"{np.mean([r['img_per_s'] for r in rs]):.1f}", calls, *cells,
                          f"{np.mean([r['near_copies'] for r in rs]):.1f}",
                          f"{_mean_of(rs, 'to_train')} / {_mean_of(rs, 'held_out_to_train')}"])
+    if reference:
+        ref = real_reference(data, f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}", work)["per_class"]
+        rows += [[f"real training images ({ref[c]['n_fake']}), the reference", c, "–", "–", "–", "–",
+                  *(f"{ref[c][k]:.3f}" if ref[c][k] is not None else "–" for k in METRICS), "–", "–"]
+                 for c in real["train"].classes]
     table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s",
                                             "network calls per image", "KID", "precision", "recall",
                                             "pixel diversity", "near copies (pixels)",
