@@ -274,6 +274,14 @@ smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smok
 	else echo "smoke: FAILED: CLF_EPOCHS=2 ran:"; echo "$$ran"; exit 1; fi
 	@if $(MAKE) --no-print-directory -q all $(SMOKE_VARS) CLF_EPOCHS=2; then echo "smoke: and then it is a no-op"; \
 	else echo "smoke: FAILED: make all CLF_EPOCHS=2 would run again"; exit 1; fi
+	@ran=$$($(MAKE) --no-print-directory all $(SMOKE_VARS) CLF_EPOCHS=2 RECIPE=diffusion 2>&1) || { echo "$$ran"; exit 1; }; \
+	if grep -q -E -e 'make_phantoms|--out [^ ]*/gan/limited ' \
+	-e 'train_resnet.py .*--out [^ ]*/classify/real(\+oversample|\+augment)? ' <<<"$$ran"; then \
+	echo "smoke: FAILED: RECIPE=diffusion re-ran the dataset, the GAN or a real arm:"; echo "$$ran"; exit 1; fi; \
+	if grep -q 'real + synthetic (diffusion)' $(SMOKE_DIR)/outputs/REPORT.md && \
+	grep -q 'real + synthetic (limited)' $(SMOKE_DIR)/outputs/REPORT.md; then \
+	echo "smoke: RECIPE=diffusion trained and sampled the diffusion model; the report shows it beside the GAN"; \
+	else echo "smoke: FAILED: the report does not show both recipes' synthetic arms"; exit 1; fi
 
 bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
 	$(PY) bench/compression.py

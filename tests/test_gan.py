@@ -203,10 +203,13 @@ def test_seed_recipe_needs_a_class(phantoms, tmp_path):
     assert r.returncode == 2 and "--cls" in r.stderr
 
 
-def test_two_process_gloo_ddp(phantoms, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+@pytest.mark.parametrize("recipe, port", [("limited", 29517), ("diffusion", 29518)])
+def test_two_process_gloo_ddp(phantoms, tmp_path, recipe, port):
+    """torchrun trains both kinds of model the training loop knows: a GAN and the diffusion U-Net."""
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                         str(ROOT / "tools/train_dcgan.py"), "--data", str(phantoms), "--out", str(tmp_path),
-                        "--epochs", "2", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu"],
+                        "--recipe", recipe, "--epochs", "2", "--batch", "8", "--base", "8", "--grid", "4",
+                        "--device", "cpu"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     saved = _weights(tmp_path / "last.pt")
