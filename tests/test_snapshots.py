@@ -69,6 +69,19 @@ def test_snapshots_write_metrics_and_keep_the_best_by_validation_kid(phantoms96,
     assert chosen[0].path.name == "best.pt"
 
 
+def test_diffusion_snapshots_measure_the_samples_and_leave_the_discriminator_columns_empty(phantoms96, features,
+                                                                                          tmp_path):
+    out = tmp_path / "run"
+    train(GanConfig(data=str(phantoms96), out=str(out), recipe="diffusion", epochs=2, snapshot_kimg=0.05,
+                    snapshot_n=20, snapshot_features=features, select_snapshot=True, **TINY_GAN))
+    rows = _rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for r in rows:
+        assert float(r["kid"]) == float(r["kid"]) and float(r["pixel_diversity"]) > 0 and int(r["n_fake"]) == 20
+        assert all(r[c] == "" for c in ("d_train", "d_val", "d_fake", "rt_train", "rt_val"))
+    assert (out / "best.pt").is_file()
+
+
 def test_select_snapshot_needs_features(phantoms96):
     with pytest.raises(UserError, match="--select-snapshot"):
         GanConfig(data=str(phantoms96), snapshot_kimg=1, select_snapshot=True).resolved()

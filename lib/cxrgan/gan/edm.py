@@ -390,7 +390,7 @@ class DDPMGenerator(EDMGenerator):
 
 class NoDiscriminator(nn.Module):
     """The diffusion recipe has no discriminator; this keeps ``build_models``' (generator, discriminator) shape.
-    It has no weights and scores every image 0 (the snapshots' discriminator columns stay at 0)."""
+    It has no weights and scores every image 0; metric snapshots leave their discriminator columns empty for it."""
 
     def __init__(self, size: int, base: int, channels: int, n_classes: int):
         super().__init__()

@@ -102,6 +102,8 @@ class Snapshots:
         row["pixel_diversity"] = m["pixel_diversity"]
         if self.net is not None:
             row.update(kid=m["kid_mean"], precision=m["precision"], recall=m["recall"])
+        if not any(True for _ in D.parameters()):  # no discriminator (the diffusion recipe): its columns stay empty
+            return row
         d_train = self._d_logits(D, self.d_train_images, self.d_train_labels, channels)
         d_val = self._d_logits(D, self.d_val_images, self.d_val_labels, channels)
         d_fake = self._d_logits(D, torch.from_numpy(fake[:D_IMAGES]), self.labels[:D_IMAGES], channels)
