@@ -141,6 +141,49 @@ def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
     assert steps == list(range(1, saved["step"] + 1))  # no duplicated or missing rows
 
 
+@pytest.mark.parametrize("killed_after", ["ckpt-000001.pt", "ckpt-000002.pt"])
+def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically(phantoms, tmp_path, killed_after):
+    """The process dies at the instant after ckpt-EEEEEE.pt is written and before last.pt (fault injection, not
+    timing luck); the same command, --overwrite included as make passes it, continues from that checkpoint."""
+    from cxrgan.gan.checkpoint import KILL_AFTER_WRITING
+
+    def command(out):
+        return [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms, "--out", out, "--recipe",
+                "improved", "--epochs", "3", "--overwrite", *[str(v) for k, v in TINY_GAN.items() for v in
+                                                              (f"--{k}", v)]]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train(GanConfig(data=str(phantoms), out=str(straight), recipe="improved", epochs=3, **TINY_GAN))
+    r = subprocess.run(command(killed), cwd=ROOT, capture_output=True, env={**os.environ, KILL_AFTER_WRITING:
+                                                                          killed_after})
+    assert r.returncode == -9  # SIGKILL
+    epoch = int(killed_after[5:11])
+    assert (killed / killed_after).is_file()
+    assert not (killed / "last.pt").exists() if epoch == 1 else _weights(killed / "last.pt")["epoch"] == epoch - 1
+    r = subprocess.run(command(killed), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    said = "".join((r.stdout + r.stderr).split())  # rich wraps long paths
+    assert f"resuming{killed / killed_after}atepoch{epoch}" in said
+    a, b = _weights(straight / "last.pt"), _weights(killed / "last.pt")
+    for key in ("generator", "discriminator", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    steps = [int(row["step"]) for row in csv.DictReader(open(killed / "losses.csv"))]
+    assert steps == list(range(1, a["step"] + 1))
+
+
+def test_a_damaged_last_pt_is_passed_over_for_the_newest_epoch_checkpoint_that_loads(phantoms, tmp_path):
+    cfg = dict(data=str(phantoms), out=str(tmp_path), recipe="seed", cls=0, **TINY_GAN)
+    train(GanConfig(**cfg, epochs=2))
+    (tmp_path / "last.pt").write_bytes(b"")  # as if damaged on disk; ckpt-000002.pt holds the same epoch
+    result = train(GanConfig(**cfg, epochs=3))
+    assert result["trained"] and _weights(tmp_path / "last.pt")["epoch"] == 3
+    for name in ("last.pt", "ckpt-000003.pt", "ckpt-000002.pt", "ckpt-000001.pt"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(UserError, match="holds no checkpoint that loads"):  # never started over unless asked
+        train(GanConfig(**cfg, epochs=4))
+    assert train(GanConfig(**cfg, epochs=1, overwrite=True))["trained"]
+
+
 def test_three_channel_seed_model_samples_gray(phantoms, tmp_path):
     train(GanConfig(data=str(phantoms), out=str(tmp_path / "g"), recipe="seed", cls=0, epochs=1, channels=3, **TINY_GAN))
     r = run_tool("sample.py", "--n", "3", "--cls", "0", "--root", tmp_path / "g", "--out", tmp_path / "s.h5")

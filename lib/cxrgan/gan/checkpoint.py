@@ -4,7 +4,9 @@ and checking a checkpoint, and loading a generator from one for sampling."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,9 @@ EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
 RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps",
                      "ada_target", "real_fraction", "subset_seed")
 ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0}  # what checkpoints without these options were trained with
+# Fault injection for tests: a process with this variable set to a file name is killed (SIGKILL) right after writing
+# that file, e.g. between an epoch's ckpt-EEEEEE.pt and its last.pt.
+KILL_AFTER_WRITING = "CXRGAN_KILL_AFTER_WRITING"
 
 
 def epoch_path(folder: Path, epoch: int) -> Path:
@@ -57,6 +62,32 @@ def save(payload: dict, *paths: Path) -> None:
     digest = torchfile.tensors_digest(stamped)  # once for every copy
     for path in paths:
         torchfile.save(stamped, path, digest)
+        if os.environ.get(KILL_AFTER_WRITING) == Path(path).name:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resumable(folder: Path) -> tuple[Path | None, dict | None, list[str]]:
+    """The checkpoint a run in ``folder`` continues from: whichever of ``last.pt`` and the ``ckpt-EEEEEE.pt`` files
+    holds the latest epoch and loads. An epoch's checkpoint is written before its ``last.pt``, so a process killed
+    between the two leaves a ``ckpt-EEEEEE.pt`` newer than ``last.pt`` (or no ``last.pt`` at all, in the first
+    epoch). Damaged files are passed over. Returns (path, checkpoint, why each passed-over file was refused);
+    (None, None, reasons) when no checkpoint loads."""
+    refused, found = [], None
+    last = folder / "last.pt"
+    if last.is_file():
+        try:
+            found = (last, load(last))
+        except UserError as e:
+            refused.append(str(e))
+    for path in reversed(epoch_checkpoints(folder)):  # newest epoch first; only those newer than last.pt matter
+        if found is not None and int(EPOCH_FILE.match(path.name).group(1)) <= found[1].get("epoch", 0):
+            break
+        try:
+            found = (path, load(path))
+            break
+        except UserError as e:
+            refused.append(str(e))
+    return (*(found or (None, None)), refused)
 
 
 def load(path: str | Path, hint: str = "train one with tools/train_dcgan.py") -> dict:

@@ -299,9 +299,18 @@ def build_networks(cfg: GanConfig, model: dict, rt: runtime.Runtime) -> Networks
 
 def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: dict, rt: runtime.Runtime,
            out: Path) -> TrainState:
-    """Continue from ``out/last.pt`` when allowed (restoring every RNG); otherwise clear out an earlier run."""
-    last = out / "last.pt"
-    saved = checkpoint.load(last, "use another --out or --resume=False") if cfg.resume and last.is_file() else None
+    """Continue from the newest checkpoint in ``out`` that loads (``last.pt``, or a ``ckpt-EEEEEE.pt`` written after
+    it by a process killed before its ``last.pt``), restoring every RNG; otherwise clear out an earlier run."""
+    last, saved, refused = checkpoint.resumable(out) if cfg.resume else (None, None, [])
+    if rt.main:
+        for reason in refused:
+            _note(f"passed over: {reason}")
+    if saved is None and refused:
+        if not cfg.overwrite:
+            raise UserError(f"{out} holds no checkpoint that loads ({refused[0]}); use another --out, or pass "
+                            "--overwrite to start over there")
+        if rt.main:
+            _note(f"no checkpoint in {out} loads, so the run there cannot be continued: starting over")
     if saved is not None and cfg.overwrite:  # a run made with other settings or data is replaced, not continued
         changed = checkpoint.settings_changed(saved, asdict(cfg))
         if (saved.get("dataset") or {}).get("content_sha256") != identity["content_sha256"]:
@@ -345,14 +354,14 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
             _note(f"resuming {last} at epoch {state.epoch} (step {state.step})")
     else:
         state = TrainState()
-        if last.is_file() or checkpoint.epoch_checkpoints(out):
-            if not cfg.overwrite:
-                raise UserError(f"{out} holds an earlier run; continue it (--resume, the default), or pass --overwrite "
-                                "to delete it and start over, or choose another --out")
-        if rt.main and (last.is_file() or checkpoint.epoch_checkpoints(out)):
+        earlier = (out / "last.pt").is_file() or checkpoint.epoch_checkpoints(out)
+        if earlier and not cfg.overwrite:
+            raise UserError(f"{out} holds an earlier run; continue it (--resume, the default), or pass --overwrite "
+                            "to delete it and start over, or choose another --out")
+        if rt.main and earlier:
             _note(f"starting over in {out}: removing its earlier checkpoints, grids, loss and metric history")
-            for old in [last, *checkpoint.epoch_checkpoints(out), *out.glob("grid-*.png"), out / "losses.csv",
-                        out / "metrics.csv", out / "best.pt"]:
+            for old in [out / "last.pt", *checkpoint.epoch_checkpoints(out), *out.glob("grid-*.png"),
+                        out / "losses.csv", out / "metrics.csv", out / "best.pt"]:
                 old.unlink(missing_ok=True)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
