@@ -8,13 +8,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# The recipe table (lib/cxrgan/gan/recipes.py, read without torch) says whether a recipe is one conditional model
+# (outputs/gan/NAME) or one model per class (outputs/gan/NAME-c0, NAME-c1), and which one is the default (the same
+# as train_dcgan's: one source for both).
+HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+RECIPE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
+	from cxrgan.gan.recipes import make_table; print(make_table())')
+ifeq ($(RECIPE_TABLE),)
+$(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Python 3.10+ interpreter)
+endif
+RECIPES := $(foreach r,$(RECIPE_TABLE),$(word 1,$(subst :, ,$(r))))
+DEFAULT_RECIPE := $(word 1,$(subst :, ,$(filter %:default,$(RECIPE_TABLE))))
+
 DATA ?= nih-mini
 DATA_DIR ?= data
 OUTPUTS ?= outputs
 NIH_DIR ?= $(DATA_DIR)/nih
 SEED ?= 0
 N_PHANTOMS ?= 400
-RECIPE ?= limited
+RECIPE ?= $(DEFAULT_RECIPE)
 EPOCHS ?=
 KIMG ?=
 N_SYNTH ?= 500
@@ -48,6 +60,7 @@ ifeq ($(DATA),nih-mini)
 SIZE := 64
 CLF_SIZE ?= 64
 CLF_EPOCHS ?= 6
+SYNTH_RATIO ?= 1
 INCEPTION ?= 0
 ifeq ($(origin CONTROLS),file)
 CONTROLS := oversample
@@ -59,14 +72,19 @@ DATASET := $(DATA_DIR)/nih-mini-$(SIZE).h5
 else ifeq ($(DATA),nih)
 SIZE ?= 256
 CLF_SIZE ?= 224
-CLF_EPOCHS ?=
-KIMG ?=
+CLF_EPOCHS ?= 20
 INCEPTION ?= 1
+# NIH's official test_list.txt as the test split (comparable with the literature); SPLIT=random: patients at random
+SPLIT ?= official
+ifeq ($(filter official random,$(SPLIT)),)
+$(error SPLIT must be official or random, not '$(SPLIT)')
+endif
 DATASET := $(DATA_DIR)/nih-$(SIZE).h5
 else ifeq ($(DATA),phantom)
 SIZE ?= 64
 CLF_SIZE ?= $(SIZE)
 CLF_EPOCHS ?= 10
+SYNTH_RATIO ?= 1
 INCEPTION ?= 0
 DATASET := $(DATA_DIR)/phantom-$(SIZE).h5
 ifeq ($(strip $(KIMG)$(EPOCHS)),)
@@ -76,15 +94,6 @@ else
 $(error DATA must be nih-mini, nih or phantom, not '$(DATA)')
 endif
 
-# The recipe table (lib/cxrgan/gan/recipes.py, read without torch) says whether a recipe is one conditional model
-# (outputs/gan/NAME) or one model per class (outputs/gan/NAME-c0, NAME-c1).
-HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
-RECIPE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
-	from cxrgan.gan.recipes import make_table; print(make_table())')
-ifeq ($(RECIPE_TABLE),)
-$(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Python 3.10+ interpreter)
-endif
-RECIPES := $(foreach r,$(RECIPE_TABLE),$(word 1,$(subst :, ,$(r))))
 recipe_kind = $(word 2,$(subst :, ,$(filter $(1):%,$(RECIPE_TABLE))))
 ifeq ($(call recipe_kind,$(RECIPE)),per-class)
 GAN_RUNS := $(GAN_DIR)/$(RECIPE)-c0 $(GAN_DIR)/$(RECIPE)-c1
@@ -100,6 +109,10 @@ TRAIN_ARGS = --overwrite --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $
 	--device $(DEVICE) $(GAN_ARGS)
 CLF_ARGS = --overwrite --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
 	--device $(DEVICE)
+# What the synthetic arm adds per class, and so each count-matched control arm: SYNTH_RATIO synthetic images per real
+# training image (DATA=nih-mini and phantom: 1), or, with SYNTH_RATIO empty (DATA=nih), N_SYNTH per class: the study's
+# 500 beside the real training set
+ADDED = $(if $(SYNTH_RATIO),--synthetic-ratio $(SYNTH_RATIO),--synthetic-per-class $(N_SYNTH))
 # the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
 METRICS := $(OUTPUTS)/metrics/domain-$(RECIPE).json \
 	$(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception-$(RECIPE).json) \
@@ -108,6 +121,12 @@ FID_ARGS = --overwrite --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED)
 CONTROL_RUNS := $(foreach c,$(CONTROLS),$(CLF_DIR)/real+$(c))
 CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS)) $(CLF_DIR)/$(SYN_ARM)/metrics.json
 SMOKE_DIR := build/smoke
+# make nih-smoke: the DATA=nih path on a NIH-shaped release (tests/nih_release.py) served from 127.0.0.1, made small
+NIH_SMOKE := build/nih-smoke
+NIH_SMOKE_VARS := DATA=nih NIH_DIR=$(NIH_SMOKE)/nih DATA_DIR=$(NIH_SMOKE)/data OUTPUTS=$(NIH_SMOKE)/outputs SIZE=64 \
+	CLF_SIZE=64 KIMG=0.1 CLF_EPOCHS=1 SEEDS=2 N_SYNTH=12 FRACTIONS="0.5 1" DEVICE=cpu \
+	GAN_ARGS="--base 8 --batch 16 --grid 4" INCEPTION_WEIGHTS=$(NIH_SMOKE)/weights/inception-random.pt \
+	XRV=1 XRV_WEIGHTS=$(NIH_SMOKE)/weights/xrv-random.pt
 SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outputs SIZE=32 N_PHANTOMS=120 \
 	EPOCHS=1 N_SYNTH=64 SEEDS=2 CLF_EPOCHS=1 DEVICE=cpu GAN_ARGS="--base 8 --batch 16 --grid 4"
 
@@ -122,12 +141,13 @@ args_stamp = $(strip $(eval _new := $(strip $(2)))$(eval _old := $(strip $(if $(
 	$(or $(NOT_BUILDING),$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|))),,$(shell \
 	mkdir -p $(dir $(1)))$(file > $(1),$(_new)))$(1))
 DATA_ARGS := $(call args_stamp,$(DATA_DIR)/.args/$(notdir $(DATASET)),DATA=$(DATA) SIZE=$(SIZE) SEED=$(SEED) \
-	$(if $(filter phantom,$(DATA)),N_PHANTOMS=$(N_PHANTOMS))$(if $(filter nih,$(DATA)),NIH_DIR=$(abspath $(NIH_DIR))))
+	$(if $(filter phantom,$(DATA)),N_PHANTOMS=$(N_PHANTOMS))$(if $(filter nih,$(DATA)),NIH_DIR=$(abspath $(NIH_DIR)) SPLIT=$(SPLIT)))
 GAN_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/gan-$(RECIPE),DATASET=$(DATASET) EPOCHS=$(EPOCHS) KIMG=$(KIMG) \
 	SEED=$(SEED) NPROC=$(NPROC) GAN_ARGS=$(GAN_ARGS))
 SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples-$(RECIPE),N_SYNTH=$(N_SYNTH) SEED=$(SEED))
 CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_EPOCHS=$(CLF_EPOCHS) SEEDS=$(SEEDS) \
 	SEED=$(SEED) CLF_SIZE=$(CLF_SIZE))
+ADDED_ARGS := $(call args_stamp,$(ARGS_DIR)/added,$(ADDED))
 # the synthetic arms also depend on which controls they are compared with and which GAN made their images
 SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-$(RECIPE),CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
 METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) INCEPTION_WEIGHTS=$(INCEPTION_WEIGHTS) \
@@ -136,13 +156,15 @@ METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) INCEPTION_WEIG
 $(ARGS_DIR)/% $(DATA_DIR)/.args/%: ;
 
 .DEFAULT_GOAL := help
-.PHONY: help setup download data gan samples classify tstr efficiency metrics report all test smoke bench docker clean
+.PHONY: help setup download data gan samples classify tstr efficiency metrics report all test smoke nih-smoke bench \
+	gpu-check docker clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
 	@echo "variables: DATA=nih-mini|nih|phantom NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
-	@echo "           CONTROLS=\"oversample augment\" OUTPUTS DATA_DIR FRACTIONS REUSE_GAN=0|1 INCEPTION=0|1 INCEPTION_WEIGHTS XRV=0|1 XRV_WEIGHTS MIRROR"
+	@echo "           CONTROLS=\"oversample augment\" SYNTH_RATIO CLF_EPOCHS CLF_SIZE SPLIT=official|random (DATA=nih) OUTPUTS DATA_DIR"
+	@echo "           FRACTIONS REUSE_GAN=0|1 INCEPTION=0|1 INCEPTION_WEIGHTS XRV=0|1 XRV_WEIGHTS MIRROR GAN_ARGS"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
@@ -167,7 +189,8 @@ $(DATA_DIR)/nih-mini-$(SIZE).h5: $(DATA_ARGS) $(wildcard $(NIH_MINI)/*.csv) | $(
 	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_MINI) --out $@ --size $(SIZE) --seed $(SEED) --nobalance
 
 $(DATA_DIR)/nih-$(SIZE).h5: $(DATA_ARGS) | $(STAMP)
-	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED)
+	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED) \
+		$(if $(filter official,$(SPLIT)),--official-split)
 
 gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited, the default, or improved: one conditional model; RECIPE=seed: the study's DCGAN per class)
 
@@ -196,11 +219,11 @@ tstr: $(CLF_DIR)/tstr-$(RECIPE)/metrics.json  ## train on synthetic images only,
 $(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS)
 
-$(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(CLF_DIR)/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --control $* --baseline $(CLF_DIR)/real
+$(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(CLF_DIR)/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --control $* --baseline $(CLF_DIR)/real
 
-$(CLF_DIR)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) \
+$(CLF_DIR)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(SYNTH_ARM_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
+	$(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --synthetic $(SYNTH) \
 		--baseline $(subst $(space),$(comma),$(CLF_DIR)/real $(CONTROL_RUNS))
 
 $(CLF_DIR)/tstr-$(RECIPE)/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
@@ -211,8 +234,9 @@ efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real real+oversample $(SYN_ARM)
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
-$(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(CLF_DIR)/fraction-%/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $* --control oversample --baseline $(CLF_DIR)/fraction-$*/real
+$(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(CLF_DIR)/fraction-%/real/metrics.json
+	$(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --real-fraction $* --control oversample \
+		--baseline $(CLF_DIR)/fraction-$*/real
 
 # The synthetic arm at fraction F uses a GAN trained on that fraction's patients only (the same nested subset as the
 # classifier's, --subset-seed 0): a GAN trained on all patients would carry the held-back ones into the low-data
@@ -232,10 +256,10 @@ else
 $(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
 endif
-$(CLF_DIR)/fraction-$(1)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(SYNTH_ARM_ARGS) \
+$(CLF_DIR)/fraction-$(1)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(SYNTH_ARM_ARGS) \
 		$(call eff_synth,$(1)) \
 		$(CLF_DIR)/fraction-$(1)/real/metrics.json $(CLF_DIR)/fraction-$(1)/real+oversample/metrics.json
-	$$(PY) tools/train_resnet.py $$(CLF_ARGS) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
+	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
 		--baseline $(CLF_DIR)/fraction-$(1)/real,$(CLF_DIR)/fraction-$(1)/real+oversample
 endef
 $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
@@ -258,9 +282,11 @@ $(OUTPUTS)/REPORT.md: $(CLASSIFY) $(METRICS) $(wildcard $(CLF_DIR)/fraction-*/*/
 
 all: report  ## the whole pipeline on the default data: data, gan, samples, classify, metrics, report
 
-test: $(STAMP)  ## unit tests (tiny generated data; extra cases when ../shared/data exists), then the smoke chain
+test: $(STAMP)  ## unit tests (tiny generated data; extra cases when ../shared/data exists), the two smoke chains, gpu-check tiny
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory smoke
+	$(MAKE) --no-print-directory nih-smoke
+	$(MAKE) --no-print-directory gpu-check DEVICE=cpu
 
 smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smoke, then check a rerun is a no-op
 	rm -rf $(SMOKE_DIR)
@@ -282,6 +308,34 @@ smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smok
 	grep -q 'real + synthetic (limited)' $(SMOKE_DIR)/outputs/REPORT.md; then \
 	echo "smoke: RECIPE=diffusion trained and sampled the diffusion model; the report shows it beside the GAN"; \
 	else echo "smoke: FAILED: the report does not show both recipes' synthetic arms"; exit 1; fi
+
+nih-smoke: $(STAMP)  ## make download and make all DATA=nih (then efficiency, tstr, RECIPE=diffusion, NPROC=2) on a small NIH-shaped release served from 127.0.0.1
+	rm -rf $(NIH_SMOKE)
+	$(PY) tests/nih_release.py write $(NIH_SMOKE)/release --patients 60 \
+		$(if $(wildcard $(HERE)../shared/data/nih-fullres/*.png),--real $(HERE)../shared/data/nih-fullres)
+	$(PY) tests/nih_release.py weights $(NIH_SMOKE)/weights
+	@$(PY) tests/nih_release.py serve $(NIH_SMOKE)/release --port-file $(NIH_SMOKE)/port --max-seconds 120 & \
+	for _ in $$(seq 100); do [ -s $(NIH_SMOKE)/port ] && break; sleep 0.1; done; \
+	mirror=http://127.0.0.1:$$(cat $(NIH_SMOKE)/port); echo "nih-smoke: the release is served at $$mirror"; \
+	$(MAKE) --no-print-directory download NIH_DIR=$(NIH_SMOKE)/nih MIRROR=$$mirror; status=$$?; \
+	kill %1 2>/dev/null; exit $$status
+	test "$$(ls $(NIH_SMOKE)/nih/images_0*.tar.gz | wc -l)" = 12 && test -s $(NIH_SMOKE)/nih/test_list.txt
+	$(MAKE) --no-print-directory -n all $(NIH_SMOKE_VARS) > $(NIH_SMOKE)/dry-run.txt
+	$(PY) tests/check_make_commands.py $(NIH_SMOKE)/dry-run.txt
+	$(MAKE) --no-print-directory all $(NIH_SMOKE_VARS)
+	grep -q "official lists" $(NIH_SMOKE)/outputs/REPORT.md && grep -q "12 per class" $(NIH_SMOKE)/outputs/REPORT.md
+	@$(MAKE) --no-print-directory -q all $(NIH_SMOKE_VARS) || { echo "nih-smoke: FAILED: a second make all would run again"; \
+	exit 1; }
+	$(MAKE) --no-print-directory efficiency tstr $(NIH_SMOKE_VARS)
+	$(MAKE) --no-print-directory all $(NIH_SMOKE_VARS) RECIPE=diffusion
+	grep -q 'real + synthetic (diffusion)' $(NIH_SMOKE)/outputs/REPORT.md && grep -q 'Data efficiency' $(NIH_SMOKE)/outputs/REPORT.md \
+		&& grep -q 'synthetic only (TSTR)' $(NIH_SMOKE)/outputs/REPORT.md
+	$(MAKE) --no-print-directory gan $(NIH_SMOKE_VARS) NPROC=2 OUTPUTS=$(NIH_SMOKE)/outputs-nproc2
+	test -s $(NIH_SMOKE)/outputs-nproc2/gan/limited/summary.json
+	@echo "nih-smoke: download, make all DATA=nih (official split), efficiency, tstr, RECIPE=diffusion and NPROC=2 passed"
+
+gpu-check: $(STAMP)  ## on one CUDA GPU (about 8 min): img/s and peak memory of every stage, then make all DATA=nih at 256x256 with 2 min of GAN training, into docs/benchmarks.md; tiny on a CPU (into build/gpu-check.md)
+	$(PY) bench/gpu.py --device $(DEVICE) $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
 
 bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
 	$(PY) bench/compression.py

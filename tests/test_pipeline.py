@@ -14,8 +14,8 @@ def _ok(*args):
 def test_tools_chain_into_a_report(tmp_path):
     data, out = tmp_path / "ph.h5", tmp_path / "outputs"
     _ok("make_phantoms.py", "--n", "160", "--size", "32", "--out", data, "--seed", "0")
-    _ok("train_dcgan.py", "--data", data, "--out", out / "gan" / "improved", "--epochs", "2", "--batch", "16",
-        "--base", "8", "--grid", "4", "--device", "cpu", "--snapshot-kimg", "0.05", "--snapshot-n", "32")
+    _ok("train_dcgan.py", "--data", data, "--out", out / "gan" / "improved", "--recipe", "improved", "--epochs", "2",
+        "--batch", "16", "--base", "8", "--grid", "4", "--device", "cpu", "--snapshot-kimg", "0.05", "--snapshot-n", "32")
     _ok("sample.py", "--n", "64", "--root", out / "gan", "--out", out / "synthetic.h5", "--device", "cpu")
     clf = ["--data", data, "--size", "32", "--epochs", "1", "--seeds", "2", "--n-boot", "50", "--device", "cpu"]
     base = out / "classify" / "fraction-1.0"
@@ -45,7 +45,8 @@ def test_tools_chain_into_a_report(tmp_path):
     assert f"{metrics['near_copies']} (pixels)" in report
     assert len(metrics["warnings"]) >= 3 and all(w in report for w in metrics["warnings"])  # overall and per class
     assert f"{metrics['pixel_diversity']:.3f}" in report and "Metric snapshots during training (improved, 2" in report
-    for section in ("## At a glance", "## Table 1", "## Table 2", "## Memorisation audit", "## Data efficiency",
+    assert "Split: by patient at random" in report and "arms: 1 per real training image of each class" in report
+    for section in ("## At a glance", "## Data", "## Table 1", "## Table 2", "## Memorisation audit", "## Data efficiency",
                     "## Samples", "## GAN training"):
         assert section in report, section
     # every figure the report links to exists

@@ -89,7 +89,7 @@ def test_select_snapshot_needs_features(phantoms96):
 
 def test_metrics_rows_are_not_duplicated_after_kill_9(phantoms96, tmp_path):
     args = [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms96, "--out", tmp_path,
-            "--epochs", "8", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu",
+            "--recipe", "improved", "--epochs", "8", "--batch", "8", "--base", "8", "--grid", "4", "--device", "cpu",
             "--snapshot-kimg", "0.05", "--snapshot-n", "16"]
     r = kill_9_then_rerun(args, tmp_path / "ckpt-000003.pt")
     assert r.returncode == 0, r.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.datasetfile import generated_by, parse_ref
+from .data.datasetfile import generated_by, parse_ref, read_info
 from .data.reader import H5ImageDataset
 from .errors import UserError
 from .fileio import atomic_output, check_output_path
@@ -152,6 +152,47 @@ def _n_train(run: ClassifierRun) -> str:
     real = np.mean([s.get("n_train_real", 0) for s in seeds]) if seeds else 0
     extra = np.mean([s.get("n_train_synthetic", 0) + s.get("n_train_control", 0) for s in seeds]) if seeds else 0
     return f"{real:.0f} + {extra:.0f}"
+
+
+SPLIT_METHODS = {
+    "official": "NIH's official lists: `test_list.txt` is the test split and `train_val_list.txt` is split by "
+                "patient into train and validation, so the test images are those of the ChestX-ray14 literature's "
+                "test set (restricted here to the two classes, and balanced when the dataset was built so)",
+    "patient": "by patient at random (seeded; no patient in two splits); the test split is not the literature's "
+               "official one",
+}
+
+
+def data_section(runs: list[ClassifierRun]) -> str:
+    """Which dataset the classifiers used, how it was split, and how many images the synthetic and control arms
+    add per class."""
+    path = next((r.m["config"].get("data") for r in runs if r.m.get("config", {}).get("data")), None)
+    if path is None:
+        return ""
+    lines = ["## Data", ""]
+    try:
+        info = read_info(parse_ref(path, "train")[0])
+    except (UserError, OSError) as e:
+        lines.append(f"Dataset `{path}`: not readable now ({e}).")
+    else:
+        method = info.attrs.get("split_method", "?")
+        counts = "; ".join(f"{split} {sum(per.values())} ({', '.join(f'{c} {n}' for c, n in per.items())})"
+                           for split, per in info.counts.items())
+        lines.append(f"Dataset `{path}`: {info.size}×{info.size}, {counts}. Split: "
+                     f"{SPLIT_METHODS.get(method, method)}.")
+    added = sorted({_added(r) for r in runs if r.kind != "real" and "TSTR" not in r.kind} - {""})
+    if added:
+        lines.append(f"\nImages added to the real training set by the synthetic and the count-matched control arms: "
+                     f"{'; '.join(added)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _added(run: ClassifierRun) -> str:
+    cfg = run.m.get("config", {})
+    if cfg.get("synthetic_per_class") is not None:
+        return f"{cfg['synthetic_per_class']} per class"
+    ratio = cfg.get("synthetic_ratio")
+    return f"{1.0 if ratio is None else ratio:g} per real training image of each class"
 
 
 def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
@@ -435,7 +476,8 @@ def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid
     glance = clf_verdicts + q_verdicts
     parts = [f"# cxrgan report\n\nBuilt {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
              f"`{root}`.\n", "## At a glance\n",
-             "\n".join(f"- {v}" for v in glance) if glance else "- Nothing to summarise yet.", "", clf_text]
+             "\n".join(f"- {v}" for v in glance) if glance else "- Nothing to summarise yet.", "",
+             data_section(clf_runs), clf_text]
     efficiency = report_dir / "data-efficiency.png"
     if efficiency_figure(clf_runs, efficiency):
         parts.append(f"## Data efficiency\n\n![data efficiency]({_rel(efficiency, base)})\n\n"

@@ -67,9 +67,14 @@ RECIPES: dict[str, Recipe] = {
                              epochs=20, lr_g=2e-4, lr_d=2e-4, beta1=0.9, beta2=0.999, g_steps=1, kimg=100, base=16),
 }
 
-assert set(DEFAULTS) < {f.name for f in fields(Recipe)}
+# The recipe train_dcgan and `make` use when none is named (the Makefile reads it from make_table; README says it).
+DEFAULT_RECIPE = "limited"
+
+assert set(DEFAULTS) < {f.name for f in fields(Recipe)} and DEFAULT_RECIPE in RECIPES
 
 
 def make_table() -> str:
-    """For the Makefile: ``name:conditional`` or ``name:per-class`` for every recipe, space-separated."""
-    return " ".join(f"{name}:{'conditional' if r.conditional else 'per-class'}" for name, r in RECIPES.items())
+    """For the Makefile: ``name:conditional`` or ``name:per-class`` for every recipe, space-separated; the default
+    recipe's entry ends in ``:default``."""
+    return " ".join(f"{name}:{'conditional' if r.conditional else 'per-class'}{':default' * (name == DEFAULT_RECIPE)}"
+                    for name, r in RECIPES.items())

@@ -33,7 +33,7 @@ from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
 from .dcgan import check_size
 from .models import (LOSSES, LeCam, build_models, ema_beta, ema_update, generate, is_diffusion, model_description,
                      r1_penalty)
-from .recipes import DEFAULTS, R1_INTERVAL, RECIPES
+from .recipes import DEFAULT_RECIPE, DEFAULTS, R1_INTERVAL, RECIPES
 from .snapshots import Snapshots
 from .snapshots import append as append_snapshot
 
@@ -44,7 +44,7 @@ OPTIONS_HELP = """
     Args:
         data: dataset file (tools/make_hdf5.py or tools/make_phantoms.py); its train split is used.
         out: folder for checkpoints and figures (default outputs/gan).
-        recipe: limited, improved, seed or diffusion (lib/cxrgan/gan/recipes.py).
+        recipe: limited (train_dcgan's default), improved, seed or diffusion (lib/cxrgan/gan/recipes.py).
         cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
         real_fraction: train on a patient-level fraction of the train split (the low-data regime; the same
             patients as train_resnet --real-fraction with the same --subset-seed, so a GAN per fraction sees only
@@ -54,7 +54,8 @@ OPTIONS_HELP = """
         batch: global batch size (default 32).
         seed: seed of weights, data order, noise and augmentation.
         device: auto (cuda if available, else cpu), cpu, cuda or cuda:N.
-        resume: continue from OUT/last.pt if present (default); --noresume starts over.
+        resume: continue from the newest checkpoint in OUT that loads (last.pt, or a newer ckpt-EEEEEE.pt left
+            by a run killed between the two writes) if there is one (default); --noresume starts over.
         overwrite: allow starting over in an OUT that holds an earlier run, deleting its checkpoints and history
             (without it such a run is refused, so nothing is lost by accident).
         channels: 1 (gray, default) or 3 (gray replicated to RGB, as in the study).
@@ -103,7 +104,7 @@ LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake",
 class GanConfig:
     data: str
     out: str = "outputs/gan"
-    recipe: str = "improved"
+    recipe: str = DEFAULT_RECIPE
     cls: int | None = None  # the one class this model learns (required by per-class recipes)
     real_fraction: float = 1.0  # train on this patient-level fraction of the train split (data.splits)
     subset_seed: int = 0  # which patients --real-fraction keeps (as train_resnet's, so both see the same images)
