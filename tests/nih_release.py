@@ -90,7 +90,8 @@ def real_rows(folder: Path) -> list[tuple[dict, bytes]]:
 def write(out: str, patients: int = 60, seed: int = 0, side: int = 1024, real: str | tuple | None = None,
           test_fraction: float = 0.25) -> None:
     """Write the release into ``out``: phantoms for ``patients`` patients at ``side`` px, or with --real
-    DIR[,DIR...] (or --real DIR --real DIR) the real images of those folders instead (--patients 0) or as well."""
+    DIR[,DIR...] the real images of those folders instead (--patients 0) or as well (an image in two folders: the
+    first folder's copy)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items = phantom_rows(patients, seed, side) if patients else []
@@ -99,9 +100,12 @@ def write(out: str, patients: int = 60, seed: int = 0, side: int = 1024, real: s
             items += real_rows(Path(part))
     if not items:
         sys.exit("error: no images: give --patients N or --real DIR")
-    names = [row["Image Index"] for row, _ in items]
-    if len(set(names)) != len(names):
-        sys.exit("error: two images share a name; give each --real folder once")
+    first = {}
+    for row, data in items:  # an image in two folders (e.g. at two resolutions): the first folder's copy
+        first.setdefault(row["Image Index"], (row, data))
+    if len(first) < len(items):
+        print(f"note: {len(items) - len(first)} images were in an earlier folder too; kept the first copy")
+    items = list(first.values())
     items.sort(key=lambda item: item[0]["Image Index"])  # NIH's archives and csv are in name order
     for k in range(ARCHIVES):  # consecutive runs of names per archive, as NIH's; some may be empty
         with tarfile.open(out / f"images_{k + 1:03d}.tar.gz", "w:gz", compresslevel=1) as tar:

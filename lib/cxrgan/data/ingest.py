@@ -172,7 +172,8 @@ def select(cat: Catalog, cfg: IngestConfig) -> pd.DataFrame:
         lists = nih.find_official_lists(Path(cfg.src), cat.csv_path.parent if cat.csv_path else None)
         if lists is None:
             raise UserError(f"--official-split needs train_val_list.txt and test_list.txt in {cfg.src} "
-                            "(or beside the csv); they come with the NIH release")
+                            "(or beside the csv): they come with the NIH release (make download fetches them from a "
+                            "mirror); or split patients at random without it (make: SPLIT=random)")
         split = splits.official_split(t["name"].to_numpy(), nih.read_list(lists[0]), nih.read_list(lists[1]),
                                       t["patient"].to_numpy(), t["label"].to_numpy(),
                                       cfg.fractions[1] / (cfg.fractions[0] + cfg.fractions[1]), cfg.seed)
