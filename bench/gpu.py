@@ -243,11 +243,12 @@ def rows(plan: Plan) -> list[Row]:
     ]
 
 
-def make_all_nih(plan: Plan, gan_seconds: float, gan_img_per_s: float | None, patients: int) -> dict:
+def make_all_nih(plan: Plan, gan_seconds: float, gan_img_per_s: float | None, patients: int, small_run: dict) -> dict:
     """`make all DATA=nih` to REPORT.md on a NIH-shaped release (tests/nih_release.py: 1024x1024 phantom PNGs in the
     12 archives, the csv and the official lists, written into NIH_DIR as `make download` leaves it) at ``plan.size``, with the GAN trained for
     about ``gan_seconds`` (KIMG from the measured training rate) and ResNet-18 at ``plan.resnet_size``, random
-    Inception weights. Returns a result record whose status holds the wall time and what the report says."""
+    Inception weights, and the classifier and sampling sizes of ``small_run`` (make variables). Returns a result
+    record whose status holds the wall time and what the report says."""
     work = plan.work / "nih"
     name = f"make all DATA=nih, NIH-shaped release, {plan.size}x{plan.size}, GAN ~{gan_seconds:g} s"
     py = sys.executable
@@ -257,7 +258,7 @@ def make_all_nih(plan: Plan, gan_seconds: float, gan_img_per_s: float | None, pa
              [py, "tests/nih_release.py", "weights", work / "weights"],
              ["make", "--no-print-directory", "all", "DATA=nih", f"NIH_DIR={work / 'nih'}", f"DATA_DIR={work / 'data'}",
               f"OUTPUTS={work / 'outputs'}", f"SIZE={plan.size}", f"CLF_SIZE={plan.resnet_size}", f"KIMG={kimg}",
-              "CLF_EPOCHS=2", "SEEDS=2", "N_SYNTH=64", f"DEVICE={plan.device}",
+              *[f"{k}={v}" for k, v in small_run.items()], f"DEVICE={plan.device}",
               f"INCEPTION_WEIGHTS={work / 'weights' / 'inception-random.pt'}",
               f"GAN_ARGS=--ckpt-every 1000{'' if plan.base is None else f' --base {plan.base}'}"
               f"{'' if plan.batch is None else f' --batch {plan.batch}'}"]]
@@ -337,10 +338,14 @@ def write_records(path: str, results: list[dict]) -> None:
 
 
 # Defaults per mode: on a GPU, the real sizes and each tool's own batch and networks; tiny, for the CPU and tests.
+# make_all: the make variables of the last step's run besides its sizes (tiny: only that the chain works, quickly;
+# `make nih-smoke` runs the same path further).
 FULL = {"seconds": 10.0, "warmup": 3, "size": 256, "small": 64, "resnet_size": 224, "batch": None, "base": None,
-        "gan_seconds": 120, "patients": 120, "out": DOC}
+        "gan_seconds": 120, "patients": 120, "out": DOC,
+        "make_all": {"CLF_EPOCHS": 2, "SEEDS": 2, "N_SYNTH": 64}}
 TINY = {"seconds": 0.2, "warmup": 1, "size": 32, "small": 32, "resnet_size": 32, "batch": 4, "base": 8,
-        "gan_seconds": 5, "patients": 40, "out": ROOT / "build" / "gpu-check.md"}
+        "gan_seconds": 1, "patients": 24, "out": ROOT / "build" / "gpu-check.md",
+        "make_all": {"CLF_EPOCHS": 1, "SEEDS": 2, "N_SYNTH": 8}}
 
 
 def main(device: str = "auto", tiny: bool | None = None, seconds: float | None = None, warmup: int | None = None,
@@ -361,8 +366,8 @@ def main(device: str = "auto", tiny: bool | None = None, seconds: float | None =
             and Inception batch (default: sample.py's 256 and fid_is's 64).
         base: base filter count of the GAN and U-Net (default: each recipe's; tiny 8).
         make_all: last, `make all DATA=nih` on a NIH-shaped release at --size (--nomake-all: not).
-        gan_seconds: that run's GAN training time, turned into KIMG by the measured rate (default 120; tiny 5).
-        patients: that release's patients, 1-4 images each (default 120; tiny 40).
+        gan_seconds: that run's GAN training time, turned into KIMG by the measured rate (default 120; tiny 1).
+        patients: that release's patients, 1-4 images each (default 120; tiny 24).
         out: markdown file to update (default docs/benchmarks.md on a GPU, build/gpu-check.md tiny; "" writes
             nothing).
         json: also write the raw measurements (a list of {name, img_per_s, peak_mem_mb, status}) to this file.
@@ -393,7 +398,7 @@ def main(device: str = "auto", tiny: bool | None = None, seconds: float | None =
             # the GAN's rate as train_dcgan runs it: bf16 + channels-last on CUDA, fp32 on the CPU
             gan_rate = next((r["img_per_s"] for r in (results[2], results[0]) if r["img_per_s"]), None)
             results.append(make_all_nih(plan, gan_seconds or defaults["gan_seconds"], gan_rate,
-                                        patients or defaults["patients"]))
+                                        patients or defaults["patients"], defaults["make_all"]))
             console.print(f"{results[-1]['name']}: {results[-1]['status']}")
     table = show_table("GPU readiness", ["measurement", "img/s", "peak GPU memory (MiB)", "status"],
                        [cells(r) for r in results])
