@@ -314,11 +314,11 @@ nih-smoke: $(STAMP)  ## make download and make all DATA=nih (then efficiency, ts
 	$(PY) tests/nih_release.py write $(NIH_SMOKE)/release --patients 60 \
 		$(if $(wildcard $(HERE)../shared/data/nih-fullres/*.png),--real $(HERE)../shared/data/nih-fullres)
 	$(PY) tests/nih_release.py weights $(NIH_SMOKE)/weights
-	@$(PY) tests/nih_release.py serve $(NIH_SMOKE)/release --port-file $(NIH_SMOKE)/port --max-seconds 120 & \
-	for _ in $$(seq 100); do [ -s $(NIH_SMOKE)/port ] && break; sleep 0.1; done; \
+	@$(PY) tests/nih_release.py serve $(NIH_SMOKE)/release --port-file $(NIH_SMOKE)/port --max-seconds 300 & server=$$!; \
+	for _ in $$(seq 300); do [ -s $(NIH_SMOKE)/port ] && break; sleep 0.1; done; \
 	mirror=http://127.0.0.1:$$(cat $(NIH_SMOKE)/port); echo "nih-smoke: the release is served at $$mirror"; \
 	$(MAKE) --no-print-directory download NIH_DIR=$(NIH_SMOKE)/nih MIRROR=$$mirror; status=$$?; \
-	kill %1 2>/dev/null; exit $$status
+	kill $$server 2>/dev/null; exit $$status
 	test "$$(ls $(NIH_SMOKE)/nih/images_0*.tar.gz | wc -l)" = 12 && test -s $(NIH_SMOKE)/nih/test_list.txt
 	$(MAKE) --no-print-directory -n all $(NIH_SMOKE_VARS) > $(NIH_SMOKE)/dry-run.txt
 	$(PY) tests/check_make_commands.py $(NIH_SMOKE)/dry-run.txt
