@@ -77,7 +77,7 @@ def test_nothing_outside_the_table_branches_on_a_recipe_name():
 
 def test_the_makefile_reads_the_table(monkeypatch):
     monkeypatch.setitem(RECIPES, "tiny", TINY)
-    assert recipes.make_table().split() == ["seed:per-class", "improved:conditional", "limited:conditional",
+    assert recipes.make_table().split() == ["seed:per-class", "improved:conditional", "limited:conditional:default",
                                             "diffusion:conditional", "diffusion-ddpm:conditional",
                                             "tiny:conditional"]
     out = subprocess.run(["make", "-n", "gan", "RECIPE=seed"], cwd=ROOT, capture_output=True, text=True, check=True)
