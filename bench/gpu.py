@@ -245,8 +245,9 @@ def rows(plan: Plan) -> list[Row]:
 
 def make_all_nih(plan: Plan, gan_seconds: float, gan_img_per_s: float | None, patients: int, small_run: dict) -> dict:
     """`make all DATA=nih` to REPORT.md on a NIH-shaped release (tests/nih_release.py: 1024x1024 phantom PNGs in the
-    12 archives, the csv and the official lists, written into NIH_DIR as `make download` leaves it) at ``plan.size``, with the GAN trained for
-    about ``gan_seconds`` (KIMG from the measured training rate) and ResNet-18 at ``plan.resnet_size``, random
+    12 archives, the csv and the official lists, written into NIH_DIR as `make download` leaves it) at
+    ``plan.size``, with the GAN trained for about ``gan_seconds`` (KIMG from the measured training rate) and
+    ResNet-18 at ``plan.resnet_size``, random
     Inception weights, and the classifier and sampling sizes of ``small_run`` (make variables). Returns a result
     record whose status holds the wall time and what the report says."""
     work = plan.work / "nih"
@@ -276,8 +277,8 @@ def make_all_nih(plan: Plan, gan_seconds: float, gan_img_per_s: float | None, pa
     report = (work / "outputs" / "REPORT.md").read_text()
     summary = json.loads((work / "outputs" / "gan" / "limited" / "summary.json").read_text())
     return {"name": name, "img_per_s": summary.get("img_per_s"), "peak_mem_mb": None,
-            "status": f"ok: REPORT.md in {seconds:.0f} s (GAN {summary['kimg']:.1f} kimg in {summary['seconds']:.0f} s; "
-                      f"official split: {'official lists' in report})"}
+            "status": f"ok: REPORT.md in {seconds:.0f} s (GAN {summary['kimg']:.1f} kimg in "
+                      f"{summary['seconds']:.0f} s; official split: {'official lists' in report})"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,8 +308,8 @@ def describe(plan: Plan, total_s: float) -> str:
     return f"""Throughput of each stage of the pipeline on {where}: untrained networks on phantom images
 (`cxrgan.data.phantoms`), as throughput does not depend on the weights. Each row: an untimed warm-up (training:
 {plan.warmup} step(s); sampling and features: one batch) for cuDNN's algorithm search and torch.compile's
-compilation, then at least {plan.seconds:g} s timed; img/s = images processed / time, the GPU synchronised at both ends. Peak memory:
-`torch.cuda.max_memory_allocated` during the row (weights, optimiser state, activations), reset before each row.
+compilation, then at least {plan.seconds:g} s timed; img/s = images processed / time, the GPU synchronised at both
+ends. Peak memory: `torch.cuda.max_memory_allocated` during the row (weights, optimiser state, activations), reset before each row.
 
 - GAN and diffusion training: train_dcgan's networks and step (`build_networks`, `Step` / `DenoisingStep`: for
   `limited` a D step, a G step, the EMA, ADA and LeCam), batch {batch}, base filters {plan.base or "the recipe's"},

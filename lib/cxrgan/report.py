@@ -156,8 +156,9 @@ def _n_train(run: ClassifierRun) -> str:
 
 SPLIT_METHODS = {
     "official": "NIH's official lists: `test_list.txt` is the test split and `train_val_list.txt` is split by "
-                "patient into train and validation, so the test images are those of the ChestX-ray14 literature's "
-                "test set (restricted here to the two classes, and balanced when the dataset was built so)",
+                "patient into train and validation. With the lists NIH ships, the test images are those of the "
+                "ChestX-ray14 literature's test set, so the numbers are comparable with its results (restricted "
+                "here to the two classes, and balanced when the dataset was built so)",
     "patient": "by patient at random (seeded; no patient in two splits); the test split is not the literature's "
                "official one",
 }
