@@ -309,7 +309,8 @@ def describe(plan: Plan, total_s: float) -> str:
 (`cxrgan.data.phantoms`), as throughput does not depend on the weights. Each row: an untimed warm-up (training:
 {plan.warmup} step(s); sampling and features: one batch) for cuDNN's algorithm search and torch.compile's
 compilation, then at least {plan.seconds:g} s timed; img/s = images processed / time, the GPU synchronised at both
-ends. Peak memory: `torch.cuda.max_memory_allocated` during the row (weights, optimiser state, activations), reset before each row.
+ends. Peak memory: `torch.cuda.max_memory_allocated` during the row (weights, optimiser state, activations), reset
+before each row.
 
 - GAN and diffusion training: train_dcgan's networks and step (`build_networks`, `Step` / `DenoisingStep`: for
   `limited` a D step, a G step, the EMA, ADA and LeCam), batch {batch}, base filters {plan.base or "the recipe's"},
