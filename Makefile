@@ -102,8 +102,8 @@ GAN_RUNS := $(GAN_DIR)/$(RECIPE)
 else
 $(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/gan/recipes.py), not '$(RECIPE)')
 endif
-# torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch)
-TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
+# torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch; --standalone: a free port of its own)
+TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
 # the training length: EPOCHS, or KIMG (thousands of images shown), or the recipe's own default (20 epochs for both)
 TRAIN_ARGS = --overwrite --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $(EPOCHS) )$(if $(KIMG),--kimg $(KIMG) )--seed $(SEED) \
 	--device $(DEVICE) $(GAN_ARGS)
@@ -136,7 +136,7 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 # neither the dataset nor the real-data classifier. Stamps are written only when make is asked to build (not for
 # `make`, help, test, clean, or a dry run -n / question -q, which compare against them as they are).
 NOT_BUILDING := $(or $(findstring n,$(firstword -$(MAKEFLAGS))),$(findstring q,$(firstword -$(MAKEFLAGS))),$(if \
-	$(filter-out help setup test smoke bench docker clean download,$(or $(MAKECMDGOALS),help)),,yes))
+	$(filter-out help setup test smoke nih-smoke gpu-check bench docker clean download,$(or $(MAKECMDGOALS),help)),,yes))
 args_stamp = $(strip $(eval _new := $(strip $(2)))$(eval _old := $(strip $(if $(wildcard $(1)),$(file < $(1)))))$(if \
 	$(or $(NOT_BUILDING),$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|))),,$(shell \
 	mkdir -p $(dir $(1)))$(file > $(1),$(_new)))$(1))
@@ -315,7 +315,8 @@ nih-smoke: $(STAMP)  ## make download and make all DATA=nih (then efficiency, ts
 		$(if $(wildcard $(HERE)../shared/data/nih-fullres/*.png),--real $(HERE)../shared/data/nih-fullres)
 	$(PY) tests/nih_release.py weights $(NIH_SMOKE)/weights
 	@$(PY) tests/nih_release.py serve $(NIH_SMOKE)/release --port-file $(NIH_SMOKE)/port --max-seconds 300 & server=$$!; \
-	for _ in $$(seq 300); do [ -s $(NIH_SMOKE)/port ] && break; sleep 0.1; done; \
+	trap 'kill $$server 2>/dev/null' EXIT; \
+	for _ in $$(seq 300); do [ -s $(NIH_SMOKE)/port ] || ! kill -0 $$server 2>/dev/null && break; sleep 0.1; done; \
 	mirror=http://127.0.0.1:$$(cat $(NIH_SMOKE)/port); echo "nih-smoke: the release is served at $$mirror"; \
 	$(MAKE) --no-print-directory download NIH_DIR=$(NIH_SMOKE)/nih MIRROR=$$mirror; status=$$?; \
 	kill $$server 2>/dev/null; exit $$status
@@ -331,7 +332,7 @@ nih-smoke: $(STAMP)  ## make download and make all DATA=nih (then efficiency, ts
 	grep -q 'real + synthetic (diffusion)' $(NIH_SMOKE)/outputs/REPORT.md && grep -q 'Data efficiency' $(NIH_SMOKE)/outputs/REPORT.md \
 		&& grep -q 'synthetic only (TSTR)' $(NIH_SMOKE)/outputs/REPORT.md
 	$(MAKE) --no-print-directory gan $(NIH_SMOKE_VARS) NPROC=2 OUTPUTS=$(NIH_SMOKE)/outputs-nproc2
-	test -s $(NIH_SMOKE)/outputs-nproc2/gan/limited/summary.json
+	test -s $(NIH_SMOKE)/outputs-nproc2/gan/$(DEFAULT_RECIPE)/summary.json
 	@echo "nih-smoke: download, make all DATA=nih (official split), efficiency, tstr, RECIPE=diffusion and NPROC=2 passed"
 
 gpu-check: $(STAMP)  ## on one CUDA GPU (about 8 min): img/s and peak memory of every stage, then make all DATA=nih at 256x256 with 2 min of GAN training, into docs/benchmarks.md; tiny on a CPU (into build/gpu-check.md)

@@ -37,7 +37,7 @@ from cxrgan.data.datasetfile import DEFAULT_CLASSES
 from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset, to_model_input
 from cxrgan.gan.models import build_models, generate, is_diffusion, model_description
-from cxrgan.gan.recipes import RECIPES
+from cxrgan.gan.recipes import DEFAULT_RECIPE, RECIPES
 from cxrgan.gan.sample import SampleConfig
 from cxrgan.gan.train import DenoisingStep, GanConfig, Step, TrainState, build_networks, load_training_images
 from cxrgan.metrics.evaluate import QualityConfig
@@ -274,11 +274,14 @@ def make_all_nih(plan: Plan, gan_seconds: float, gan_img_per_s: float | None, pa
                 return {"name": name, "img_per_s": None, "peak_mem_mb": None,
                         "status": f"failed: {Path(str(cmd[1])).name} exited {r.returncode}: ...{tail[-300:]}"}
     seconds = time.perf_counter() - t0
-    report = (work / "outputs" / "REPORT.md").read_text()
-    summary = json.loads((work / "outputs" / "gan" / "limited" / "summary.json").read_text())
+    try:  # make succeeded; what it wrote says how the run went
+        report = (work / "outputs" / "REPORT.md").read_text()
+        summary = json.loads((work / "outputs" / "gan" / DEFAULT_RECIPE / "summary.json").read_text())
+        gan = f"GAN {summary['kimg']:.1f} kimg in {summary.get('seconds', float('nan')):.0f} s"
+    except (OSError, KeyError, ValueError) as e:
+        return {"name": name, "img_per_s": None, "peak_mem_mb": None, "status": f"failed: {one_line(e)}"}
     return {"name": name, "img_per_s": summary.get("img_per_s"), "peak_mem_mb": None,
-            "status": f"ok: REPORT.md in {seconds:.0f} s (GAN {summary['kimg']:.1f} kimg in "
-                      f"{summary['seconds']:.0f} s; official split: {'official lists' in report})"}
+            "status": f"ok: REPORT.md in {seconds:.0f} s ({gan}; official split: {'official lists' in report})"}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -154,7 +154,9 @@ def serve(folder: str, port_file: str, max_seconds: float = 3600) -> None:
     write the port to ``port_file``, and stop after ``max_seconds``."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=folder))
     threading.Timer(max_seconds, server.shutdown).start()
-    Path(port_file).write_text(f"{server.server_address[1]}\n")
+    tmp = Path(f"{port_file}.tmp")  # whole or absent: the waiting side reads it as soon as it exists
+    tmp.write_text(f"{server.server_address[1]}\n")
+    tmp.rename(port_file)
     server.serve_forever()
 
 

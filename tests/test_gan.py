@@ -141,7 +141,7 @@ def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
     assert steps == list(range(1, saved["step"] + 1))  # no duplicated or missing rows
 
 
-@pytest.mark.parametrize("killed_after", ["ckpt-000001.pt", "ckpt-000002.pt"])
+@pytest.mark.parametrize("killed_after", ["ckpt-000001.pt", "ckpt-000003.pt"])  # no last.pt yet; the last epoch
 def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically(phantoms, tmp_path, killed_after):
     """The process dies at the instant after ckpt-EEEEEE.pt is written and before last.pt (fault injection, not
     timing luck); the same command, --overwrite included as make passes it, continues from that checkpoint."""
@@ -163,6 +163,7 @@ def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically
     assert r.returncode == 0, r.stderr
     said = "".join((r.stdout + r.stderr).split())  # rich wraps long paths
     assert f"resuming{killed / killed_after}atepoch{epoch}" in said
+    assert (killed / "summary.json").is_file()  # finished, as make checks
     a, b = _weights(straight / "last.pt"), _weights(killed / "last.pt")
     for key in ("generator", "discriminator", "ema"):
         for name in a[key]:

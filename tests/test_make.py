@@ -46,7 +46,7 @@ def test_data_nih_defaults_follow_the_study(tmp_path):
     assert "--official-split" not in dry_run(tmp_path, "all", "DATA=nih", "SPLIT=random")
     assert "--synthetic-ratio 0.5" in dry_run(tmp_path, "all", "DATA=nih", "SYNTH_RATIO=0.5")
     assert "--synthetic-ratio 1 " in dry_run(tmp_path, "all")  # the laptop default: as many as the real images
-    assert "torchrun --nproc_per_node=4 tools/train_dcgan.py" in dry_run(tmp_path, "all", "DATA=nih", "NPROC=4")
+    assert "torchrun --standalone --nproc_per_node=4 tools/train_dcgan.py" in dry_run(tmp_path, "all", "DATA=nih", "NPROC=4")
     r = subprocess.run(["make", "-n", "all", "DATA=nih", "SPLIT=lists"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "SPLIT must be official or random" in r.stderr
 

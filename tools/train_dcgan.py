@@ -18,7 +18,7 @@ def train_dcgan(cfg: GanConfig, call_args: dict):
     "diffusion" (EDM) and "diffusion-ddpm" (DDPM, sampled by DDIM) are not GANs but denoising diffusion models
     trained by the same loop (tools/train_diffusion.py says more). Each epoch writes ckpt-EEEEEE.pt (keeping
     --keep), last.pt, grid-EEEEEE.png, losses.csv and losses.png (grids and plots every --ckpt-every epochs). An
-    interrupted run continues from last.pt.
+    interrupted run continues from the newest checkpoint that loads (last.pt, or a later ckpt-EEEEEE.pt).
     Multi-GPU / multi-process: torchrun --nproc_per_node=N tools/train_dcgan.py ... (--batch is the global batch).
     """
     with cli.progress_bars() as progress:

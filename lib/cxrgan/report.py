@@ -176,7 +176,7 @@ def data_section(runs: list[ClassifierRun]) -> str:
     except (UserError, OSError) as e:
         lines.append(f"Dataset `{path}`: not readable now ({e}).")
     else:
-        method = info.attrs.get("split_method", "?")
+        method = info.attrs.get("split_method", "not recorded in the dataset")
         counts = "; ".join(f"{split} {sum(per.values())} ({', '.join(f'{c} {n}' for c, n in per.items())})"
                            for split, per in info.counts.items())
         lines.append(f"Dataset `{path}`: {info.size}×{info.size}, {counts}. Split: "

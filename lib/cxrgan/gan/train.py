@@ -13,6 +13,7 @@ import copy
 import csv
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from ..cli import ProgressFn, console, no_progress
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
 from ..errors import UserError
-from ..fileio import check_free_space, check_writable, write_json_atomic
+from ..fileio import atomic_output, check_free_space, check_writable, write_json_atomic
 from ..figures import plot_losses, save_grid
 from . import checkpoint
 from .augment import AdaptiveP, ada_augment, diff_augment, parse_policy
@@ -353,6 +354,9 @@ def resume(cfg: GanConfig, nets: Networks, data_gen: torch.Generator, identity: 
                   "reseeded, so the continuation is not bit-identical")
         if rt.main:
             _note(f"resuming {last} at epoch {state.epoch} (step {state.step})")
+            if last != out / "last.pt":  # last.pt is older or absent: what sampling reads must be this checkpoint
+                with atomic_output(out / "last.pt") as tmp:
+                    shutil.copyfile(last, tmp)
     else:
         state = TrainState()
         earlier = (out / "last.pt").is_file() or checkpoint.epoch_checkpoints(out)
