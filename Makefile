@@ -333,6 +333,7 @@ nih-smoke: $(STAMP)  ## make download and make all DATA=nih (then efficiency, ts
 		&& grep -q 'synthetic only (TSTR)' $(NIH_SMOKE)/outputs/REPORT.md
 	$(MAKE) --no-print-directory gan $(NIH_SMOKE_VARS) NPROC=2 OUTPUTS=$(NIH_SMOKE)/outputs-nproc2
 	test -s $(NIH_SMOKE)/outputs-nproc2/gan/$(DEFAULT_RECIPE)/summary.json
+	rm -rf $(NIH_SMOKE)  # about 1.3 GB, most of it classifier checkpoints; a failed run keeps it to look at
 	@echo "nih-smoke: download, make all DATA=nih (official split), efficiency, tstr, RECIPE=diffusion and NPROC=2 passed"
 
 gpu-check: $(STAMP)  ## on one CUDA GPU (about 8 min): img/s and peak memory of every stage, then make all DATA=nih at 256x256 with 2 min of GAN training, into docs/benchmarks.md; tiny on a CPU (into build/gpu-check.md)
