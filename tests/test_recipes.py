@@ -102,3 +102,12 @@ def test_make_efficiency_retrains_the_gan_per_fraction_unless_told_to_reuse():
     assert "--recipe limited --real-fraction" not in reuse
     per_class = dry("RECIPE=seed")
     assert "--recipe seed --cls 0 --real-fraction 0.25" in per_class
+
+
+def test_the_help_lists_every_recipe_of_the_table_with_its_base():
+    from cxrgan.gan.recipes import DEFAULT_RECIPE
+    from cxrgan.gan.train import OPTIONS_HELP
+
+    recipe_line = next(line for line in OPTIONS_HELP.splitlines() if line.strip().startswith("recipe:"))
+    assert all(name in recipe_line for name in RECIPES) and f"{DEFAULT_RECIPE} (train_dcgan's default)" in recipe_line
+    assert all(f"{name} {r.base}" in OPTIONS_HELP for name, r in RECIPES.items())

@@ -88,7 +88,6 @@ CHUNK = 1 << 20
 MAX_BACKOFF_S = 30.0
 USER_AGENT = "cxrgan-download/1 (Python urllib)"
 OK_STATUSES = ("downloaded", "resumed", "skipped", "verified")
-_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _MD5_LINE = re.compile(r"^([0-9a-fA-F]{32}) [ *](.+)$")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 

@@ -45,7 +45,7 @@ OPTIONS_HELP = """
     Args:
         data: dataset file (tools/make_hdf5.py or tools/make_phantoms.py); its train split is used.
         out: folder for checkpoints and figures (default outputs/gan).
-        recipe: limited (train_dcgan's default), improved, seed or diffusion (lib/cxrgan/gan/recipes.py).
+        recipe: RECIPE_LIST (lib/cxrgan/gan/recipes.py).
         cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
         real_fraction: train on a patient-level fraction of the train split (the low-data regime; the same
             patients as train_resnet --real-fraction with the same --subset-seed, so a GAN per fraction sees only
@@ -61,7 +61,7 @@ OPTIONS_HELP = """
             (without it such a run is refused, so nothing is lost by accident).
         channels: 1 (gray, default) or 3 (gray replicated to RGB, as in the study).
         latent: latent dimension (default 100).
-        base: base filter count of both networks (64 in every recipe).
+        base: base filter count of both networks (the recipe's: BASE_LIST).
         lr_g: generator learning rate (seed 2e-4, improved 4e-4).
         lr_d: discriminator learning rate (seed 1e-4, improved 4e-4).
         beta1: Adam beta1 (seed 0.5, improved 0.0).
@@ -92,7 +92,9 @@ OPTIONS_HELP = """
         ada_kimg: p can move from 0 to 1 within this many thousand images (limited 100).
         r1_gamma: weight of the R1 gradient penalty on real images, applied every 16 D steps (default off).
         lecam: weight of the LeCam regulariser (limited 0.3, others off).
-    """
+    """.replace("RECIPE_LIST", ", ".join(f"{name} (train_dcgan's default)" if name == DEFAULT_RECIPE else name
+                                      for name in RECIPES)) \
+    .replace("BASE_LIST", ", ".join(f"{name} {r.base}" for name, r in RECIPES.items()))  # from the recipe table
 
 LOSS_COLUMNS = ["epoch", "step", "kimg", "loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds", "augment_p"]
 
