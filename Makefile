@@ -8,12 +8,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# The recipe table (lib/cxrgan/gan/recipes.py, read without torch) says whether a recipe is one conditional model
+# The recipe table (lib/cxrgan/generative/recipes.py, read without torch) says whether a recipe is one conditional model
 # (outputs/gan/NAME) or one model per class (outputs/gan/NAME-c0, NAME-c1), and which one is the default (the same
 # as train_dcgan's: one source for both).
 HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 RECIPE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
-	from cxrgan.gan.recipes import make_table; print(make_table())')
+	from cxrgan.generative.recipes import make_table; print(make_table())')
 ifeq ($(RECIPE_TABLE),)
 $(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Python 3.10+ interpreter)
 endif
@@ -100,7 +100,7 @@ GAN_RUNS := $(GAN_DIR)/$(RECIPE)-c0 $(GAN_DIR)/$(RECIPE)-c1
 else ifeq ($(call recipe_kind,$(RECIPE)),conditional)
 GAN_RUNS := $(GAN_DIR)/$(RECIPE)
 else
-$(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/gan/recipes.py), not '$(RECIPE)')
+$(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/generative/recipes.py), not '$(RECIPE)')
 endif
 # torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch; --standalone: a free port of its own)
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from _common import ROOT, arm_cells, console, record_start, show_table, write_section
-from cxrgan.gan.edm import SOLVERS
-from cxrgan.gan.sample import resolve_generators, sample_to_file
+from cxrgan.generative.edm import SOLVERS
+from cxrgan.generative.sample import resolve_generators, sample_to_file
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
 from gan_ablation import METRICS, continue_run, real_reference, train_for
 from gan_quality import NIH64, nih64_splits
@@ -267,7 +267,7 @@ class at 64x64 (`sample.py --steps S --solver SOLVER`){scored}:
                                              "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
     body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training
 time per seed (seeds {seeds}), one CPU thread per run, two runs side by side, as the GAN runs had. The diffusion
-models (`diffusion`: the U-Net of `lib/cxrgan/gan/edm.py` at base 16 in EDM's preconditioning and loss;
+models (`diffusion`: the U-Net of `lib/cxrgan/generative/edm.py` at base 16 in EDM's preconditioning and loss;
 `diffusion-ddpm`: the same U-Net as an epsilon-predicting DDPM; both 10% label dropout, 2 kimg EMA) are scored on
 their final EMA weights (diffusion snapshots would cost more than training at this budget) at guidance 1 and equal
 network calls per image (EDM's Heun sampler, DDIM); the GAN rows are the ablation's `limited` runs (best.pt by

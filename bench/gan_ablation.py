@@ -28,9 +28,9 @@ import torch
 
 from _common import console, record_start, show_table, write_section
 from cxrgan.classify.train import ClassifierConfig, run
-from cxrgan.gan.recipes import RECIPES
-from cxrgan.gan.sample import resolve_generators, sample_to_file
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.recipes import RECIPES
+from cxrgan.generative.sample import resolve_generators, sample_to_file
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
 from gan_quality import NIH64, nih64_splits
 

@@ -5,7 +5,7 @@ Steps, all with the project's own code:
    protocol, one seed) whose penultimate layer is the feature space, as in the "Synthetic data" section;
 2. train_dcgan for ``kimg`` thousand images shown, a metric snapshot every ``snapshot_kimg``: validation KID,
    precision, recall, pixel diversity, and the discriminator's mean logit on training, validation and generated
-   images (gan/snapshots.py);
+   images (generative/snapshots.py);
 3. at the end, the same measures for the raw generator beside its EMA, and the real-vs-real reference (real test
    images in place of generated ones), which is what a generator that covers the distribution would score.
 
@@ -28,10 +28,10 @@ import torch
 from _common import ROOT, console, record_start, show_table, write_section
 from cxrgan.classify.train import ClassifierConfig, run
 from cxrgan.figures import plt, save_figure
-from cxrgan.gan.checkpoint import load_generator
-from cxrgan.gan.models import build_models
-from cxrgan.gan.snapshots import Snapshots
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.checkpoint import load_generator
+from cxrgan.generative.models import build_models
+from cxrgan.generative.snapshots import Snapshots
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.metrics.audit import pixel_vectors
 from cxrgan.metrics.evaluate import ImageSets, QualityConfig, set_metrics
 from cxrgan.metrics.features import feature_net

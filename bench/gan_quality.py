@@ -18,10 +18,10 @@ import torch
 
 from _common import record_start, ROOT, show_table, write_section
 from cxrgan.figures import save_grid
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.data.reader import H5ImageDataset
-from cxrgan.gan.sample import resolve_generators, sample_to_file
+from cxrgan.generative.sample import resolve_generators, sample_to_file
 from swd import swd
 
 NIH64 = ROOT.parent / "shared" / "data" / "nih64"

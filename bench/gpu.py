@@ -36,10 +36,10 @@ from cxrgan.classify.train import ClassifierConfig
 from cxrgan.data.datasetfile import DEFAULT_CLASSES
 from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset, to_model_input
-from cxrgan.gan.models import build_models, generate, is_diffusion, model_description
-from cxrgan.gan.recipes import DEFAULT_RECIPE, RECIPES
-from cxrgan.gan.sample import SampleConfig
-from cxrgan.gan.train import DenoisingStep, GanConfig, Step, TrainState, build_networks, load_training_images
+from cxrgan.generative.models import build_models, generate, is_diffusion, model_description
+from cxrgan.generative.recipes import DEFAULT_RECIPE, RECIPES
+from cxrgan.generative.sample import SampleConfig
+from cxrgan.generative.train import DenoisingStep, GanConfig, Step, TrainState, build_networks, load_training_images
 from cxrgan.metrics.evaluate import QualityConfig
 from cxrgan.metrics.features import feature_net
 from cxrgan.metrics.inception import random_weights

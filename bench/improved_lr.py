@@ -14,9 +14,9 @@ import torch
 
 from _common import record_start, show_table, write_section
 from gan_quality import NIH64, nih64_splits
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.data.reader import H5ImageDataset
-from cxrgan.gan.sample import resolve_generators, sample_to_file
+from cxrgan.generative.sample import resolve_generators, sample_to_file
 from swd import swd
 
 PAIRS = ((2e-4, 2e-4), (1e-4, 4e-4), (2e-4, 1e-4), (4e-4, 4e-4))

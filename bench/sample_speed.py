@@ -12,8 +12,8 @@ import torch
 from torchvision.utils import save_image
 
 from _common import record_start, show_table, write_section
-from cxrgan.gan.dcgan import Generator
-from cxrgan.gan.sample import LoadedGenerator, latents, sample_to_file
+from cxrgan.generative.dcgan import Generator
+from cxrgan.generative.sample import LoadedGenerator, latents, sample_to_file
 
 
 def main(n: int = 500, size: int = 64, batch: int = 256, out: str = None):

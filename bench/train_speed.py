@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from _common import record_start, fullres_pngs, show_table, write_section
-from cxrgan.gan.dcgan import Discriminator, Generator
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.dcgan import Discriminator, Generator
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.data.ingest import IngestConfig, build_dataset
 
 

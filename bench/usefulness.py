@@ -33,9 +33,9 @@ from _common import ROOT, arm_cells, console, record_start, show_table, write_se
 from cxrgan.classify.train import ClassifierConfig, run
 from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.data.reader import H5ImageDataset
-from cxrgan.gan.recipes import RECIPES
-from cxrgan.gan.sample import resolve_generators, sample_to_file
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.recipes import RECIPES
+from cxrgan.generative.sample import resolve_generators, sample_to_file
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.report import ClassifierRun, efficiency_figure
 from gan_ablation import train_for
 

@@ -79,9 +79,9 @@ def world(tmp_path_factory):
     generate(data, n=64, size=32, seed=0)
     data64 = w / "ph64.h5"
     generate(data64, n=24, size=64, seed=0)
-    from cxrgan.gan.train import GanConfig, train
+    from cxrgan.generative.train import GanConfig, train
     train(GanConfig(data=str(data), out=str(w / "gan"), recipe="improved", epochs=1, **TINY_GAN))
-    from cxrgan.gan.sample import sample_to_file, resolve_generators
+    from cxrgan.generative.sample import sample_to_file, resolve_generators
     gens = resolve_generators(str(w / "gan"), w / "gan", [0, 1], torch.device("cpu"))
     sample_to_file(w / "synthetic.h5", gens, 8, 0, torch.device("cpu"))
     from cxrgan.classify.train import ClassifierConfig, run

@@ -1,4 +1,4 @@
-"""The diffusion recipes (gan/edm.py: EDM, and DDPM sampled by DDIM) on tiny phantoms: the denoiser learns, training
+"""The diffusion recipes (generative/edm.py: EDM, and DDPM sampled by DDIM) on tiny phantoms: the denoiser learns, training
 resumes exactly, sampling is deterministic, guidance 0 is the unconditional model, and sample.py writes the same
 samples contract as for GANs."""
 
@@ -15,10 +15,10 @@ import torch
 
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.data.reader import H5ImageDataset, to_model_input
-from cxrgan.gan.edm import (DDPM_T, DDPMGenerator, Denoiser, EDMGenerator, EpsDenoiser, ddim_sample, ddim_schedule,
+from cxrgan.generative.edm import (DDPM_T, DDPMGenerator, Denoiser, EDMGenerator, EpsDenoiser, ddim_sample, ddim_schedule,
                             ddpm_loss, ddpm_sigmas, edm_loss, heun_sample, ode_sample, sigma_schedule, SOLVERS)
-from cxrgan.gan.sample import resolve_generators, sample_to_file
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.sample import resolve_generators, sample_to_file
+from cxrgan.generative.train import GanConfig, train
 from conftest import ROOT, run_tool
 
 TINY = dict(batch=8, base=8, grid=4, device="cpu")

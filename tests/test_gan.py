@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import cxrgan.gan.train as gantrain
+import cxrgan.generative.train as gantrain
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.errors import UserError
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.train import GanConfig, train
 from cxrgan.data.reader import H5ImageDataset
 from conftest import ROOT, TINY_GAN, kill_9_then_rerun, run_tool
 
@@ -145,7 +145,7 @@ def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
 def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically(phantoms, tmp_path, killed_after):
     """The process dies at the instant after ckpt-EEEEEE.pt is written and before last.pt (fault injection, not
     timing luck); the same command, --overwrite included as make passes it, continues from that checkpoint."""
-    from cxrgan.gan.checkpoint import KILL_AFTER_WRITING
+    from cxrgan.generative.checkpoint import KILL_AFTER_WRITING
 
     def command(out):
         return [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms, "--out", out, "--recipe",
@@ -288,7 +288,7 @@ def test_real_fraction_trains_on_the_classifiers_patients_and_the_samples_say_so
 
 def test_sampling_refuses_a_class_its_checkpoint_never_saw(trained, tmp_path):
     from cxrgan import torchfile
-    from cxrgan.gan.sample import resolve_generators
+    from cxrgan.generative.sample import resolve_generators
 
     saved = torch.load(trained / "improved" / "last.pt", weights_only=True)
     saved["dataset"]["class_counts"] = [saved["dataset"]["n_train"], 0]

@@ -13,11 +13,11 @@ def _imported_after(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module,never", [
-    ("cxrgan.gan.sample", {"cxrgan.gan.train"}),  # sampling needs the networks and checkpoints, not the trainer
-    ("cxrgan.classify.train", {"cxrgan.gan", "cxrgan.metrics"}),  # the classifier knows nothing of GANs
-    ("cxrgan.metrics.evaluate", {"cxrgan.gan", "cxrgan.classify.train"}),
-    ("cxrgan.data.ingest", {"torch", "cxrgan.gan", "cxrgan.classify", "cxrgan.metrics"}),
-    ("cxrgan.gan.recipes", {"torch", "numpy"}),  # the Makefile reads the recipe table with the system python
+    ("cxrgan.generative.sample", {"cxrgan.generative.train"}),  # sampling needs the networks and checkpoints, not the trainer
+    ("cxrgan.classify.train", {"cxrgan.generative", "cxrgan.metrics"}),  # the classifier knows nothing of GANs
+    ("cxrgan.metrics.evaluate", {"cxrgan.generative", "cxrgan.classify.train"}),
+    ("cxrgan.data.ingest", {"torch", "cxrgan.generative", "cxrgan.classify", "cxrgan.metrics"}),
+    ("cxrgan.generative.recipes", {"torch", "numpy"}),  # the Makefile reads the recipe table with the system python
 ])
 def test_stages_import_only_what_they_need(module, never):
     loaded = _imported_after(module)

@@ -11,8 +11,8 @@ import pytest
 from check_make_commands import check
 from conftest import ROOT
 from cxrgan.data.ingest import IngestConfig, build_dataset
-from cxrgan.gan.recipes import DEFAULT_RECIPE
-from cxrgan.gan.train import GanConfig
+from cxrgan.generative.recipes import DEFAULT_RECIPE
+from cxrgan.generative.train import GanConfig
 from nih_release import write as write_release
 
 

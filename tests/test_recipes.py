@@ -1,4 +1,4 @@
-"""The recipe table: a recipe is one row (gan/recipes.py), and nothing else in the library looks at its name."""
+"""The recipe table: a recipe is one row (generative/recipes.py), and nothing else in the library looks at its name."""
 
 import ast
 import csv
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from cxrgan.data.reader import H5ImageDataset
-from cxrgan.gan import recipes
-from cxrgan.gan.checkpoint import load_generator
-from cxrgan.gan.models import LOSSES, NETWORKS
-from cxrgan.gan.recipes import RECIPES, Recipe
-from cxrgan.gan.sample import sample_to_file
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative import recipes
+from cxrgan.generative.checkpoint import load_generator
+from cxrgan.generative.models import LOSSES, NETWORKS
+from cxrgan.generative.recipes import RECIPES, Recipe
+from cxrgan.generative.sample import sample_to_file
+from cxrgan.generative.train import GanConfig, train
 from conftest import ROOT
 
 # A recipe that exists only in this test: conditional networks, BCE, translation only, a short EMA, its own
@@ -105,8 +105,8 @@ def test_make_efficiency_retrains_the_gan_per_fraction_unless_told_to_reuse():
 
 
 def test_the_help_lists_every_recipe_of_the_table_with_its_base():
-    from cxrgan.gan.recipes import DEFAULT_RECIPE
-    from cxrgan.gan.train import OPTIONS_HELP
+    from cxrgan.generative.recipes import DEFAULT_RECIPE
+    from cxrgan.generative.train import OPTIONS_HELP
 
     recipe_line = next(line for line in OPTIONS_HELP.splitlines() if line.strip().startswith("recipe:"))
     assert all(name in recipe_line for name in RECIPES) and f"{DEFAULT_RECIPE} (train_dcgan's default)" in recipe_line

@@ -10,9 +10,9 @@ import torch
 from cxrgan.classify import model as classifier
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.errors import UserError
-from cxrgan.gan.sample import resolve_generators
-from cxrgan.gan.snapshots import COLUMNS
-from cxrgan.gan.train import GanConfig, train
+from cxrgan.generative.sample import resolve_generators
+from cxrgan.generative.snapshots import COLUMNS
+from cxrgan.generative.train import GanConfig, train
 from conftest import ROOT, TINY_GAN, kill_9_then_rerun
 
 

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from cxrgan import cli, runtime
-from cxrgan.gan.sample import SampleConfig, resolve_generators, sample_to_file
+from cxrgan.generative.sample import SampleConfig, resolve_generators, sample_to_file
 
 
 def sample(cfg: SampleConfig, call_args: dict):

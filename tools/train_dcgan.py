@@ -2,13 +2,13 @@
 """Train a GAN (or the diffusion recipe) on the train split of a cxrgan dataset."""
 
 from cxrgan import cli
-from cxrgan.gan.train import OPTIONS_HELP, GanConfig, result_line, train
+from cxrgan.generative.train import OPTIONS_HELP, GanConfig, result_line, train
 
 
 def train_dcgan(cfg: GanConfig, call_args: dict):
     """Train a GAN and write checkpoints, fixed-noise grids and loss curves to --out.
 
-    Recipes (lib/cxrgan/gan/recipes.py; any option below left unset takes the recipe's value): "seed" is the
+    Recipes (lib/cxrgan/generative/recipes.py; any option below left unset takes the recipe's value): "seed" is the
     reference study, faithfully: DCGAN, latent 100, 64 base filters, BCE, Adam lr_G 2e-4 / lr_D 1e-4, betas
     (0.5, 0.999), the generator stepped twice per discriminator step, batch 32, 20 epochs, one model per class
     (--cls). "improved" is one class-conditional model for all classes: projection discriminator with spectral

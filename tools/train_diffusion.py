@@ -4,7 +4,7 @@
 from dataclasses import dataclass
 
 from cxrgan import cli
-from cxrgan.gan.train import OPTIONS_HELP, GanConfig, result_line, train
+from cxrgan.generative.train import OPTIONS_HELP, GanConfig, result_line, train
 
 
 @dataclass
@@ -18,7 +18,7 @@ class DiffusionConfig(GanConfig):
 def train_diffusion(cfg: DiffusionConfig, call_args: dict):
     """Train a class-conditional diffusion model and write checkpoints, fixed-noise grids and loss curves to --out.
 
-    The model (lib/cxrgan/gan/edm.py): a compact U-Net (residual blocks, attention at 16x16 and below, noise-level
+    The model (lib/cxrgan/generative/edm.py): a compact U-Net (residual blocks, attention at 16x16 and below, noise-level
     and class embeddings) in EDM's preconditioning (Karras et al. 2022), trained on EDM's weighted denoising loss with
     10% of the labels dropped for classifier-free guidance, and an EMA of its weights used for sampling. No
     augmentation (it would be learnt as part of the images; never flips). Sampling (sample.py, --steps, --guidance)

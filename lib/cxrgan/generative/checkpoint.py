@@ -126,11 +126,11 @@ def check_resumable(saved: dict, config: dict, dataset_sha256: str, path: Path) 
 class LoadedGenerator:
     path: Path
     generator: torch.nn.Module
-    model: dict  # the checkpoint's model description (gan.models.model_description)
+    model: dict  # the checkpoint's model description (generative.models.model_description)
     weights: str  # "ema" or "generator"
     recipe: str
     epoch: int
-    dataset: dict = field(default_factory=dict)  # the checkpoint's training data (gan.train.TrainingImages.identity)
+    dataset: dict = field(default_factory=dict)  # the checkpoint's training data (generative.train.TrainingImages.identity)
 
     @property
     def classes_covered(self) -> list[int]:

@@ -1,4 +1,4 @@
-"""train_dcgan: one plain training loop for every recipe in ``gan.recipes``.
+"""train_dcgan: one plain training loop for every recipe in ``generative.recipes``.
 
 Single process or data-parallel under ``torchrun`` (DistributedDataParallel; nccl on GPU, gloo on CPU; rank 0
 alone writes). Sections, in the order a run goes through them: the configuration, the training images, the
@@ -45,7 +45,7 @@ OPTIONS_HELP = """
     Args:
         data: dataset file (tools/make_hdf5.py or tools/make_phantoms.py); its train split is used.
         out: folder for checkpoints and figures (default outputs/gan).
-        recipe: RECIPE_LIST (lib/cxrgan/gan/recipes.py).
+        recipe: RECIPE_LIST (lib/cxrgan/generative/recipes.py).
         cls: with --recipe seed, the class this model learns (0 No Finding, 1 Infiltration).
         real_fraction: train on a patient-level fraction of the train split (the low-data regime; the same
             patients as train_resnet --real-fraction with the same --subset-seed, so a GAN per fraction sees only
@@ -133,7 +133,7 @@ class GanConfig:
     grid: int = 16  # fixed-noise images per class in each grid
     compile: bool = False
     kimg: float | None = None  # training length in thousands of real images shown (rounded up to whole epochs)
-    snapshot_kimg: float = 0  # metric snapshots every this many kimg (0: none); see gan/snapshots.py
+    snapshot_kimg: float = 0  # metric snapshots every this many kimg (0: none); see generative/snapshots.py
     snapshot_n: int = 500  # generated images per snapshot
     snapshot_features: str | None = None  # classifier:CKPT or inception; None: pixel and discriminator columns only
     select_snapshot: bool = False  # keep the snapshot with the lowest validation KID as best.pt
@@ -601,7 +601,7 @@ class Step:
 
 
 class DenoisingStep:
-    """The diffusion recipes' step: one update of the denoiser on its denoising loss (gan.edm). Reported
+    """The diffusion recipes' step: one update of the denoiser on its denoising loss (generative.edm). Reported
     in the loss columns as loss_g; the discriminator columns stay 0."""
 
     ada = lecam = None

@@ -1,7 +1,7 @@
 """The GAN recipes: one row each, holding everything that defines a recipe.
 
-A row names its network family (``gan.models.NETWORKS``), whether it is one class-conditional model or one model
-per class, its loss (``gan.models.LOSSES``), its augmentation policy, its generator EMA and its default
+A row names its network family (``generative.models.NETWORKS``), whether it is one class-conditional model or one model
+per class, its loss (``generative.models.LOSSES``), its augmentation policy, its generator EMA and its default
 hyper-parameters; train_dcgan fills every option the user leaves unset from the row. Nothing else in the code
 looks at a recipe's name, so a new recipe is a new row here (plus a network module when it needs new networks),
 as in stylegan2-ada's ``cfg_specs``. This module imports nothing heavy: the Makefile reads it without torch.
@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True)
 class Recipe:
-    networks: str  # a family of gan.models.NETWORKS: which generator and discriminator
+    networks: str  # a family of generative.models.NETWORKS: which generator and discriminator
     conditional: bool  # True: one model learns every class (labels go into G and D); False: one model per --cls
-    loss: str  # a row of gan.models.LOSSES
-    augment: str  # DiffAugment policy (gan.augment.POLICIES, comma-separated) or "none"
+    loss: str  # a row of generative.models.LOSSES
+    augment: str  # DiffAugment policy (generative.augment.POLICIES, comma-separated) or "none"
     ema_kimg: float  # half-life of the generator's moving average in thousands of images; 0: no EMA
     epochs: int  # default training length, unless kimg is set
     lr_g: float
@@ -26,7 +26,7 @@ class Recipe:
     beta2: float
     g_steps: int  # generator steps per discriminator step
     kimg: float | None = None  # default training length in thousands of real images shown (then epochs is unused)
-    ada_target: float | None = None  # adaptive augmentation (gan.augment.ada_augment) toward this r_t; None: off
+    ada_target: float | None = None  # adaptive augmentation (generative.augment.ada_augment) toward this r_t; None: off
     ada_kimg: float = 100  # how fast ADA's p may move: from 0 to 1 in this many thousand images
     base: int = 64  # base filter count of both networks
     r1_gamma: float = 0.0  # weight of the lazy R1 penalty on real images (every R1_INTERVAL steps); 0: off
@@ -56,7 +56,7 @@ RECIPES: dict[str, Recipe] = {
     "limited": Recipe(networks="cgan", conditional=True, loss="hinge", augment="none", ema_kimg=5.0, epochs=20,
                       lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, g_steps=1, kimg=150, ada_target=0.6,
                       ada_kimg=100, base=64, lecam=0.3),
-    # Not a GAN: a class-conditional denoising diffusion model (gan.edm: a compact U-Net in EDM's preconditioning,
+    # Not a GAN: a class-conditional denoising diffusion model (generative.edm: a compact U-Net in EDM's preconditioning,
     # classifier-free guidance, sampled with EDM's deterministic Heun sampler) trained by the same loop, so it has the
     # same checkpoints, resume, snapshots and samples. lr_g is the denoiser's learning rate; lr_d is unused.
     "diffusion": Recipe(networks="edm", conditional=True, loss="denoising", augment="none", ema_kimg=2.0,

@@ -99,7 +99,7 @@ def _no_adversary(*_):
 
 
 # "denoising": not an adversarial loss but the diffusion recipe's objective (EDM's weighted denoising loss,
-# gan.edm.edm_loss); train_dcgan then takes a DenoisingStep instead of the adversarial Step.
+# generative.edm.edm_loss); train_dcgan then takes a DenoisingStep instead of the adversarial Step.
 LOSSES: dict[str, Loss] = {"bce": Loss(bce_d, bce_g), "hinge": Loss(hinge_d, hinge_g),
                            "denoising": Loss(_no_adversary, _no_adversary)}
 

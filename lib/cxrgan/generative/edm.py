@@ -17,7 +17,7 @@ label by it with probability ``p_uncond``; sampling combines D(x; c) and D(x; no
 sharper classes at some cost in diversity.
 
 ``EDMGenerator(z, labels)`` turns standard normal latents (one per pixel: ``latent = size * size``) into images in
-[-1, 1] by running the sampler, so sample.py and ``gan.models.generate`` use it like any GAN generator.
+[-1, 1] by running the sampler, so sample.py and ``generative.models.generate`` use it like any GAN generator.
 """
 
 from __future__ import annotations
