@@ -1,4 +1,4 @@
-"""The diffusion recipes (generative/edm.py: EDM, and DDPM sampled by DDIM) on tiny phantoms: the denoiser learns, training
+"""The diffusion recipes (generative/unet.py, diffusion.py: EDM, and DDPM sampled by DDIM) on tiny phantoms: the denoiser learns, training
 resumes exactly, sampling is deterministic, guidance 0 is the unconditional model, and sample.py writes the same
 samples contract as for GANs."""
 
@@ -15,8 +15,10 @@ import torch
 
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, read_info
 from cxrgan.data.reader import H5ImageDataset, to_model_input
-from cxrgan.generative.edm import (DDPM_T, DDPMGenerator, Denoiser, EDMGenerator, EpsDenoiser, ddim_sample, ddim_schedule,
-                            ddpm_loss, ddpm_sigmas, edm_loss, heun_sample, ode_sample, sigma_schedule, SOLVERS)
+from cxrgan.generative.diffusion import (DDPM_T, SOLVERS, ddim_sample, ddim_schedule, ddpm_loss, ddpm_sigmas, edm_loss,
+                                        heun_sample, ode_sample, sigma_schedule)
+from cxrgan.generative.objectives import OBJECTIVES
+from cxrgan.generative.unet import Denoiser, EpsDenoiser
 from cxrgan.generative.sample import resolve_generators, sample_to_file
 from cxrgan.generative.train import GanConfig, train
 from conftest import ROOT, run_tool
@@ -57,13 +59,15 @@ def test_resume_gives_identical_weights(phantoms, tmp_path):
     train(GanConfig(data=str(phantoms), out=str(resumed), recipe="diffusion", epochs=2, **TINY))
     a = torch.load(straight / "last.pt", weights_only=True)
     b = torch.load(resumed / "last.pt", weights_only=True)
-    assert a["model"]["kind"] == "edm" and a["discriminator"] == {} and a["opt_d"] is None
-    for key in ("generator", "ema"):
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert a["model"]["kind"] == "edm" and a["objective"] == "denoising" and list(a["networks"]) == ["denoiser"]
+    assert list(a["optimizers"]) == ["denoiser"]  # no stand-in discriminator, no second optimiser
+    for weights_a, weights_b in ((a["networks"]["denoiser"], b["networks"]["denoiser"]), (a["ema"], b["ema"])):
+        for name in weights_a:
+            assert torch.equal(weights_a[name], weights_b[name]), name
     rows = list(csv.DictReader(open(resumed / "losses.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, a["step"] + 1))
-    assert all(float(r["loss_g"]) > 0 and float(r["loss_d"]) == 0 for r in rows)
+    assert list(rows[0]) == ["epoch", "step", "kimg", "loss", "img_per_s", "seconds"]
+    assert all(float(r["loss"]) > 0 for r in rows)
 
 
 def test_kill_9_mid_run_then_resume_is_bit_identical(phantoms, tmp_path):
@@ -85,9 +89,9 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(phantoms, tmp_path):
         assert r.returncode == 0, r.stderr
     a, b = (torch.load(out / "last.pt", weights_only=True) for out in (killed, straight))
     assert a["epoch"] == b["epoch"] == 4 and a["config"]["recipe"] == "diffusion"
-    for key in ("generator", "ema"):
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name, was_running)
+    for weights_a, weights_b in ((a["networks"]["denoiser"], b["networks"]["denoiser"]), (a["ema"], b["ema"])):
+        for name in weights_a:
+            assert torch.equal(weights_a[name], weights_b[name]), (name, was_running)
     steps = [int(row["step"]) for row in csv.DictReader(open(killed / "losses.csv"))]
     assert steps == list(range(1, a["step"] + 1))
 
@@ -182,22 +186,23 @@ def test_one_ddim_step_is_the_ddim_update():
     assert torch.allclose(out.double(), x0_at_0, atol=1e-3)
 
 
-def test_ddpm_generator_samples_with_one_call_per_step():
+MODEL = {"size": 8, "channels": 1, "n_classes": 2}
+
+
+def test_the_ddpm_sampler_makes_one_network_call_per_step():
     calls = []
-    g = DDPMGenerator(8, 64, base=8).eval()
-    forward = g.denoiser.net.forward
-    g.denoiser.net.forward = lambda *a: calls.append(1) or forward(*a)
-    g.steps = 5
+    net = EpsDenoiser(8, base=8).eval()
+    forward = net.net.forward
+    net.net.forward = lambda *a: calls.append(1) or forward(*a)
+    sample = OBJECTIVES["denoising"].sampler(net, {**MODEL, "formulation": "ddpm"}, steps=5)
     with torch.no_grad():
-        assert g(torch.randn(2, 64), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
+        assert sample(torch.randn(2, 64), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
     assert len(calls) == 5
 
 
-def test_schedule_and_generator_shapes():
+def test_schedule_shapes():
     s = sigma_schedule(5)
     assert s[0] == 80 and abs(s[-2] - 0.002) < 1e-9 and s[-1] == 0 and bool((s[:-1] > s[1:]).all())
-    with pytest.raises(ValueError, match="one value per pixel"):
-        EDMGenerator(32, 100, base=8)
 
 
 def test_sample_cli_takes_steps_guidance_and_solver(diffusion_run, tmp_path):
@@ -292,17 +297,17 @@ def test_ddpm_recipe_trains_and_samples_through_the_same_tools(phantoms, tmp_pat
 
 def test_channels_last_sampling_matches_the_plain_layout():
     torch.manual_seed(0)
-    g = EDMGenerator(16, 256, base=8).eval()
-    for p in g.parameters():
+    net = Denoiser(16, base=8).eval()
+    for p in net.parameters():
         p.data.add_(torch.randn_like(p) * 0.05)
     z, y = torch.randn(4, 256), torch.tensor([0, 1, 0, 1])
     x, sigma = torch.randn(4, 1, 16, 16), torch.full((4,), 0.7)
-    g.steps = 3
+    model = {"size": 16, "channels": 1, "n_classes": 2, "formulation": "edm"}
     with torch.no_grad():
-        plain, plain_d = g(z, y), g.denoiser(x, sigma, y)
-        g.for_sampling(3, 1.0, cpu=True)
-        fast, fast_d = g(z, y), g.denoiser(x.contiguous(memory_format=torch.channels_last), sigma, y)
-    conv = next(m for m in g.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
-    assert g.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+        plain, plain_d = OBJECTIVES["denoising"].sampler(net, model, steps=3)(z, y), net(x, sigma, y)
+        fast_sampler = OBJECTIVES["denoising"].sampler(net, model, steps=3, channels_last=True)
+        fast, fast_d = fast_sampler(z, y), net(x.contiguous(memory_format=torch.channels_last), sigma, y)
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert plain_d.std() > 0.1 and torch.allclose(plain_d, fast_d, atol=1e-4)  # unclamped denoiser outputs
     assert torch.allclose(plain, fast, atol=1e-3)

@@ -18,6 +18,11 @@ from cxrgan.data.reader import H5ImageDataset
 from conftest import ROOT, TINY_GAN, kill_9_then_rerun, run_tool
 
 
+def weights(saved: dict) -> dict:
+    """A checkpoint's weights by part, with its EMA as "ema" when it has one."""
+    return {**saved["networks"], **({"ema": saved["ema"]} if saved.get("ema") is not None else {})}
+
+
 
 
 def _weights(path):
@@ -25,7 +30,7 @@ def _weights(path):
     return saved
 
 
-@pytest.mark.parametrize("recipe,cls", [("seed", 1), ("improved", None)])
+@pytest.mark.parametrize("recipe,cls", [("study-dcgan", 1), ("improved", None)])
 def test_both_recipes_train_and_write_everything(phantoms, tmp_path, recipe, cls):
     out = tmp_path / recipe
     result = train(GanConfig(data=str(phantoms), out=str(out), recipe=recipe, cls=cls, epochs=2, **TINY_GAN))
@@ -36,7 +41,7 @@ def test_both_recipes_train_and_write_everything(phantoms, tmp_path, recipe, cls
     saved = _weights(out / "last.pt")
     assert saved["epoch"] == 2 and saved["config"]["recipe"] == recipe and saved["dataset"]["size"] == 32
     assert (saved["ema"] is not None) == (recipe == "improved")
-    assert saved["config"]["g_steps"] == (2 if recipe == "seed" else 1)
+    assert saved["config"]["g_steps"] == (2 if recipe == "study-dcgan" else 1)
     rows = list(csv.DictReader(open(out / "losses.csv")))
     assert len(rows) == result["step"] and all(np.isfinite(float(r["loss_d"])) for r in rows)
     n_train = saved["dataset"]["n_train"]
@@ -48,7 +53,7 @@ def test_keep_prunes_old_checkpoints(phantoms, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["ckpt-000003.pt", "last.pt"]
 
 
-@pytest.mark.parametrize("recipe,cls", [("seed", 0), ("improved", None)])
+@pytest.mark.parametrize("recipe,cls", [("study-dcgan", 0), ("improved", None)])
 def test_resume_gives_identical_weights(phantoms, tmp_path, recipe, cls):
     straight, resumed = tmp_path / "a", tmp_path / "b"
     train(GanConfig(data=str(phantoms), out=str(straight), recipe=recipe, cls=cls, epochs=2, **TINY_GAN))
@@ -56,9 +61,10 @@ def test_resume_gives_identical_weights(phantoms, tmp_path, recipe, cls):
     train(GanConfig(data=str(phantoms), out=str(resumed), recipe=recipe, cls=cls, epochs=2, **TINY_GAN))
     a, b = _weights(straight / "last.pt"), _weights(resumed / "last.pt")
     for key in ("generator", "discriminator") + (("ema",) if recipe == "improved" else ()):
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name)
-    assert a["opt_g"]["state"][0]["exp_avg"].equal(b["opt_g"]["state"][0]["exp_avg"])
+        for name in weights(a)[key]:
+            assert torch.equal(weights(a)[key][name], weights(b)[key][name]), (key, name)
+    assert a["optimizers"]["generator"]["state"][0]["exp_avg"].equal(
+        b["optimizers"]["generator"]["state"][0]["exp_avg"])
     rows = list(csv.DictReader(open(resumed / "losses.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, a["step"] + 1))
 
@@ -83,9 +89,9 @@ def test_resuming_applies_the_new_learning_rates_it_records(phantoms, tmp_path):
     train(GanConfig(**{**cfg, "epochs": 2, "lr_g": 1e-5, "lr_d": 3e-5, "beta2": 0.9}))
     saved = _weights(tmp_path / "last.pt")
     assert saved["config"]["lr_g"] == 1e-5 and saved["config"]["lr_d"] == 3e-5
-    assert [g["lr"] for g in saved["opt_g"]["param_groups"]] == [1e-5]  # trained with what it records
-    assert [g["lr"] for g in saved["opt_d"]["param_groups"]] == [3e-5]
-    assert saved["opt_g"]["param_groups"][0]["betas"][1] == 0.9
+    assert [g["lr"] for g in saved["optimizers"]["generator"]["param_groups"]] == [1e-5]  # trained with what it records
+    assert [g["lr"] for g in saved["optimizers"]["discriminator"]["param_groups"]] == [3e-5]
+    assert saved["optimizers"]["generator"]["param_groups"][0]["betas"][1] == 0.9
 
 
 def test_with_overwrite_a_run_with_other_settings_starts_over_and_an_interrupted_one_resumes(phantoms, tmp_path):
@@ -96,8 +102,9 @@ def test_with_overwrite_a_run_with_other_settings_starts_over_and_an_interrupted
     result = train(GanConfig(**{**cfg, "seed": 1}))  # another seed shapes the result: a fresh run
     assert result["trained"] and result["epochs"] == 1
     again = _weights(tmp_path / "last.pt")
-    assert again["config"]["seed"] == 1 and not torch.equal(again["generator"][next(iter(first["generator"]))],
-                                                            first["generator"][next(iter(first["generator"]))])
+    name = next(iter(first["networks"]["generator"]))
+    assert again["config"]["seed"] == 1 and not torch.equal(weights(again)["generator"][name],
+                                                            weights(first)["generator"][name])
 
 
 def test_a_class_without_training_images_is_refused_not_sampled(tmp_path):
@@ -166,8 +173,8 @@ def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically
     assert (killed / "summary.json").is_file()  # finished, as make checks
     a, b = _weights(straight / "last.pt"), _weights(killed / "last.pt")
     for key in ("generator", "discriminator", "ema"):
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name)
+        for name in weights(a)[key]:
+            assert torch.equal(weights(a)[key][name], weights(b)[key][name]), (key, name)
     steps = [int(row["step"]) for row in csv.DictReader(open(killed / "losses.csv"))]
     assert steps == list(range(1, a["step"] + 1))
 
@@ -302,8 +309,8 @@ def test_a_checkpoint_edited_after_writing_is_refused(trained, tmp_path):
     from cxrgan import torchfile
 
     saved = torch.load(trained / "improved" / "last.pt", weights_only=True)
-    name = next(iter(saved["generator"]))
-    saved["generator"][name] = saved["generator"][name] + 1e-3  # one weight changed, the stored digest kept
+    name = next(iter(saved["networks"]["generator"]))
+    saved["networks"]["generator"][name] = saved["networks"]["generator"][name] + 1e-3  # one weight changed, the stored digest kept
     torch.save(saved, tmp_path / "edited.pt")
     with pytest.raises(UserError, match="modified after it was written"):
         torchfile.load(tmp_path / "edited.pt")

@@ -2,7 +2,10 @@
 
 import ast
 import csv
+import dataclasses
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +15,19 @@ import torch
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.generative import recipes
 from cxrgan.generative.checkpoint import load_generator
-from cxrgan.generative.models import LOSSES, NETWORKS
-from cxrgan.generative.recipes import RECIPES, Recipe
+from cxrgan.generative.adversarial import LOSSES
+from cxrgan.generative.diffusion import FORMULATIONS
+from cxrgan.generative.networks import NETWORKS
+from cxrgan.generative.objectives import OBJECTIVES
+from cxrgan.generative.recipes import RECIPES, Adversarial, Recipe
 from cxrgan.generative.sample import sample_to_file
 from cxrgan.generative.train import GanConfig, train
 from conftest import ROOT
 
 # A recipe that exists only in this test: conditional networks, BCE, translation only, a short EMA, its own
 # learning rates. Registering it is the one change needed to train and sample it.
-TINY = Recipe(networks="cgan", conditional=True, loss="bce", augment="translation", ema_kimg=0.01,
-              epochs=1, lr_g=1e-3, lr_d=5e-4, beta1=0.5, beta2=0.9, g_steps=1)
+TINY = Recipe(networks="cgan", conditional=True, ema_kimg=0.01, epochs=1, lr_g=1e-3, beta1=0.5, beta2=0.9,
+              settings=Adversarial(loss="bce", augment="translation", lr_d=5e-4, g_steps=1))
 
 
 
@@ -36,7 +42,7 @@ def test_a_test_only_recipe_registered_in_the_table_trains_one_step_and_samples(
     cfg = saved["config"]
     assert (cfg["recipe"], cfg["loss"], cfg["augment"], cfg["lr_g"], cfg["lr_d"], cfg["beta1"], cfg["ema_kimg"]) == \
         ("tiny", "bce", "translation", 1e-3, 5e-4, 0.5, 0.01)  # every unset option came from the row
-    assert saved["model"]["kind"] == "cgan" and saved["ema"] is not None
+    assert saved["model"]["kind"] == "cgan" and saved["objective"] == "adversarial" and saved["ema"] is not None
     rows = list(csv.DictReader(open(out / "losses.csv")))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["loss_d"]))
     g = load_generator(out / "last.pt")
@@ -47,15 +53,19 @@ def test_a_test_only_recipe_registered_in_the_table_trains_one_step_and_samples(
 
 def test_a_per_class_row_requires_cls(phantoms, tmp_path, monkeypatch):
     from cxrgan.errors import UserError
-    monkeypatch.setitem(RECIPES, "tiny-per-class", Recipe(**{**TINY.__dict__, "networks": "dcgan",
-                                                             "conditional": False}))
+    monkeypatch.setitem(RECIPES, "tiny-per-class", dataclasses.replace(TINY, networks="dcgan", conditional=False))
     with pytest.raises(UserError, match="--recipe tiny-per-class trains one model per class"):
         GanConfig(data=str(phantoms), recipe="tiny-per-class").resolved()
 
 
-def test_every_row_names_known_networks_and_losses():
+def test_every_row_names_known_networks_objective_and_settings():
     for name, r in RECIPES.items():
-        assert r.networks in NETWORKS and r.loss in LOSSES, name
+        assert r.networks in NETWORKS and r.objective in OBJECTIVES, name
+        assert OBJECTIVES[r.objective].sampled in NETWORKS[r.networks], name  # its networks have the part it samples
+        if r.objective == "adversarial":
+            assert r.settings.loss in LOSSES and set(NETWORKS[r.networks]) == {"generator", "discriminator"}, name
+        else:
+            assert r.settings.formulation in FORMULATIONS, name
 
 
 def _comparisons_with_recipe_names(path: Path) -> list[str]:
@@ -77,13 +87,13 @@ def test_nothing_outside_the_table_branches_on_a_recipe_name():
 
 def test_the_makefile_reads_the_table(monkeypatch):
     monkeypatch.setitem(RECIPES, "tiny", TINY)
-    assert recipes.make_table().split() == ["seed:per-class", "improved:conditional", "limited:conditional:default",
-                                            "diffusion:conditional", "diffusion-ddpm:conditional",
-                                            "tiny:conditional"]
+    assert recipes.make_table().split() == ["study-dcgan:per-class", "improved:conditional",
+                                            "limited:conditional:default", "diffusion:conditional",
+                                            "diffusion-ddpm:conditional", "tiny:conditional", "seed:per-class"]
     out = subprocess.run(["make", "-n", "gan", "RECIPE=seed"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "--recipe seed --cls 0" in out.stdout and "--recipe seed --cls 1" in out.stdout
     bad = subprocess.run(["make", "-n", "gan", "RECIPE=nope"], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode != 0 and "RECIPE must be one of: seed improved limited" in bad.stderr
+    assert bad.returncode != 0 and "RECIPE must be one of: study-dcgan improved limited" in bad.stderr
 
 
 def test_make_efficiency_retrains_the_gan_per_fraction_unless_told_to_reuse():
@@ -108,6 +118,17 @@ def test_the_help_lists_every_recipe_of_the_table_with_its_base():
     from cxrgan.generative.recipes import DEFAULT_RECIPE
     from cxrgan.generative.train import OPTIONS_HELP
 
-    recipe_line = next(line for line in OPTIONS_HELP.splitlines() if line.strip().startswith("recipe:"))
-    assert all(name in recipe_line for name in RECIPES) and f"{DEFAULT_RECIPE} (train_dcgan's default)" in recipe_line
-    assert all(f"{name} {r.base}" in OPTIONS_HELP for name, r in RECIPES.items())
+    help_text = " ".join(OPTIONS_HELP.split())
+    recipe_help = help_text[help_text.index("recipe: "):help_text.index(" cls: ")]
+    assert all(name in recipe_help for name in RECIPES) and f"{DEFAULT_RECIPE} (the default)" in recipe_help
+    assert "seed is study-dcgan's old name" in recipe_help
+    assert all(f"{name} {r.base}" in help_text for name, r in RECIPES.items())
+    lr_d_help = help_text[help_text.index("lr_d: "):help_text.index(" beta1: ")]
+    assert all((f"{name} {r.settings.lr_d}" in lr_d_help) == (r.objective == "adversarial")
+               for name, r in RECIPES.items())  # a diffusion recipe has no discriminator
+
+
+def test_the_tool_help_lists_every_recipe():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "train_dcgan.py"), "--help"], capture_output=True,
+                       text=True, env={**os.environ, "PAGER": "cat"})
+    assert r.returncode == 0 and all(name in r.stdout for name in RECIPES), r.stdout[-2000:]

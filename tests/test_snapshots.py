@@ -11,7 +11,8 @@ from cxrgan.classify import model as classifier
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.errors import UserError
 from cxrgan.generative.sample import resolve_generators
-from cxrgan.generative.snapshots import COLUMNS
+from cxrgan.generative.objectives import OBJECTIVES
+from cxrgan.generative.snapshots import columns
 from cxrgan.generative.train import GanConfig, train
 from conftest import ROOT, TINY_GAN, kill_9_then_rerun
 
@@ -56,7 +57,8 @@ def test_snapshots_write_metrics_and_keep_the_best_by_validation_kid(phantoms96,
     train(GanConfig(data=str(phantoms96), out=str(out), recipe="improved", epochs=4, snapshot_kimg=0.05,
                     snapshot_n=40, snapshot_features=features, select_snapshot=True, **TINY_GAN))
     rows = _rows(out / "metrics.csv")
-    assert list(rows[0]) == COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # 64 images per epoch
+    assert list(rows[0]) == columns(OBJECTIVES["adversarial"].snapshot_columns)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # 64 images per epoch
     for r in rows:
         assert 0 <= float(r["recall"]) <= 1 and float(r["pixel_diversity"]) > 0 and float(r["kid"]) == float(r["kid"])
         assert int(r["n_fake"]) == 40 and -1 <= float(r["rt_train"]) <= 1

@@ -38,10 +38,11 @@ def save_grid(path: str | Path, panels: dict[str, np.ndarray], title: str = "", 
     save_figure(fig, path)
 
 
-def plot_losses(csv_path: str | Path, png_path: str | Path, columns=("loss_d", "loss_g"), x="kimg",
-                ylabel: str = "loss") -> None:
-    """Curves of ``columns`` from a training CSV (raw, and a moving average over ~2% of the rows)."""
+def plot_losses(csv_path: str | Path, png_path: str | Path, columns=None, x="kimg", ylabel: str = "loss") -> None:
+    """Curves of ``columns`` (default: every ``loss*`` column) from a training CSV (raw, and a moving average over
+    ~2% of the rows)."""
     df = pd.read_csv(csv_path)
+    columns = [c for c in df if c.startswith("loss")] if columns is None else columns
     fig, ax = plt.subplots(figsize=(7, 4))
     window = max(1, len(df) // 50)
     for col in columns:

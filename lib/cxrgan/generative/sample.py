@@ -1,4 +1,5 @@
-"""sample: trained GAN checkpoints -> a samples file (docs/dataset-format.md, schema cxrgan-samples/1)."""
+"""sample: trained checkpoints (GANs, diffusion models) -> a samples file (docs/dataset-format.md, schema
+cxrgan-samples/1)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from ..errors import UserError
 from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file
 from . import checkpoint
 from .checkpoint import LoadedGenerator, load_generator
-from .edm import SOLVERS
-from .models import generate, is_diffusion
+from .diffusion import SOLVERS
+from .networks import generate
 
 
 @dataclass
@@ -36,7 +37,7 @@ class SampleConfig:
     overwrite: bool = False
     steps: int = 18  # diffusion checkpoints: sampler steps (EDM's Heun: 2 * steps - 1 network calls; DDIM: steps)
     guidance: float = 1.0  # diffusion checkpoints: classifier-free guidance scale (1: plain conditional)
-    solver: str | None = None  # diffusion checkpoints: heun, euler or dpm++2m (edm.SOLVERS); None: the recipe's own
+    solver: str | None = None  # diffusion checkpoints: heun, euler or dpm++2m (diffusion.SOLVERS); None: its own
 
     def validate(self) -> "SampleConfig":
         options.whole_number(self, "n", hint=" (images per class)")
@@ -99,8 +100,8 @@ def resolve_generators(ckpt_arg: str | None, root: str | Path, wanted: list[int]
     if missing:
         where = f"--ckpt {ckpt_arg}" if ckpt_arg else f"{root}/"
         raise UserError(f"no checkpoint in {where} generates class {missing[0]} (none was trained on images of "
-                        f"it); train one that is (--recipe seed --cls {missing[0]}, or a conditional recipe on data "
-                        "with every class) or choose another --cls")
+                        f"it); train one that is (--recipe study-dcgan --cls {missing[0]}, or a conditional recipe "
+                        "on data with every class) or choose another --cls")
     sizes = {(g.model["size"], tuple(g.model["classes"])) for g in chosen.values()}
     if len(sizes) > 1:
         raise UserError(f"the chosen checkpoints disagree on image size or classes ({sorted(sizes)}); pass --ckpt")
@@ -131,13 +132,12 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
                    truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
                    progress: ProgressFn = no_progress, steps: int = 18, guidance: float = 1.0,
                    solver: str | None = None) -> dict:
-    """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes. Diffusion
-    generators sample with ``steps`` steps of their sampler's ODE ``solver`` (None: the recipe's own) and
+    """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes. Models with a
+    sampler (diffusion) sample with ``steps`` steps of its ODE ``solver`` (None: the formulation's own) and
     classifier-free ``guidance`` (GANs ignore all three)."""
-    diffusion = sorted({c for c, g in gens.items() if is_diffusion(g.model["kind"])})
-    for c in diffusion:
-        gens[c].generator.for_sampling(steps, guidance, cpu=torch.device(device).type == "cpu", solver=solver)
-    solvers = sorted({gens[c].generator.solver for c in diffusion})
+    cpu = torch.device(device).type == "cpu"
+    samplers = {id(g): g.sampler(steps, guidance, solver, channels_last=cpu) for g in gens.values()}
+    records = [r for r in (g.sampler_record(steps, guidance, solver) for g in gens.values()) if r is not None]
     any_g = next(iter(gens.values()))
     classes, size = any_g.model["classes"], any_g.model["size"]
     wanted = sorted(gens)
@@ -150,7 +150,7 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
             z = latents(n, g.model["latent"], seed, c, truncation)
             y = torch.full((n,), c, dtype=torch.long)
             for i in range(0, n, batch):
-                images = generate(g.generator, z[i:i + batch], y[i:i + batch], device, batch)
+                images = generate(g.network, samplers[id(g)], z[i:i + batch], y[i:i + batch], device, batch)
                 names = [f"synthetic_{_slug(classes[c])}_{i + k:06d}.png" for k in range(len(images))]
                 writer.add_batch("synthetic", [c] * len(images), names, images)
                 if png_dir:
@@ -163,7 +163,15 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
             checkpoints=checkpoints, checkpoint_sha256=[sha256_file(p) for p in checkpoints],
             recipe=sorted({g.recipe for g in gens.values()}), weights=sorted({g.weights for g in gens.values()}),
             epochs=[gens[c].epoch for c in wanted], training_data=training_data(gens.values()), args=call_args or {},
-            sampler={"steps": steps, "guidance": float(guidance), "solver": ",".join(solvers)} if diffusion else "none")
+            sampler=_sampler_attr(records))
+
+
+def _sampler_attr(records: list[dict]):
+    """The samples file's record of the sampler settings: "none" for GANs."""
+    if not records:
+        return "none"
+    return {"steps": records[0]["steps"], "guidance": records[0]["guidance"],
+            "solver": ",".join(sorted({r["solver"] for r in records}))}
 
 
 def training_data(gens) -> list[dict]:

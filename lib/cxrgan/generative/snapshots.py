@@ -7,10 +7,11 @@ Every N thousand images shown, the generator being trained (its EMA when it has 
   (``classifier:CKPT``, a train_resnet model: domain features; or ``inception``); empty without features;
 - ``pixel_diversity``: median pairwise pixel distance among the generated images over the same among the
   validation images (feature-free; a collapsed generator scores far below 1);
-- the discriminator's view, without augmentation: mean logit on training images (``d_train``), on validation
-  images it never saw (``d_val``) and on generated ones (``d_fake``), and the share of positive logits on training
-  and validation images (``rt_train``, ``rt_val``; ADA's overfitting heuristic). A discriminator that memorises
-  the training images scores them far above unseen real ones: ``d_train`` pulls away from ``d_val``.
+- what the objective adds (``objectives``: its ``snapshot_columns``). A GAN adds the discriminator's view, without
+  augmentation: mean logit on training images (``d_train``), on validation images it never saw (``d_val``) and on
+  generated ones (``d_fake``), and the share of positive logits on training and validation images (``rt_train``,
+  ``rt_val``; ADA's overfitting heuristic). A discriminator that memorises the training images scores them far
+  above unseen real ones: ``d_train`` pulls away from ``d_val``.
 
 The validation split is used, never test, so ``--select-snapshot`` (keep the snapshot with the lowest KID as
 ``best.pt``) does not peek at the images the final numbers are computed on.
@@ -24,14 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.reader import H5ImageDataset, to_model_input
+from ..data.reader import H5ImageDataset
 from ..metrics.audit import pixel_vectors
 from ..metrics.evaluate import ImageSets, QualityConfig, set_metrics
-from .models import generate
+from .networks import Sampler, generate
 
-COLUMNS = ["epoch", "step", "kimg", "kid", "precision", "recall", "pixel_diversity", "d_train", "d_val", "d_fake",
-           "rt_train", "rt_val", "n_fake", "n_val"]
+FIRST_COLUMNS = ["epoch", "step", "kimg", "kid", "precision", "recall", "pixel_diversity"]
+LAST_COLUMNS = ["n_fake", "n_val"]
 D_IMAGES = 256  # real training / validation / generated images the discriminator statistics are taken over
+
+
+def columns(objective_columns=()) -> list[str]:
+    """metrics.csv's columns: the common ones with the objective's (``snapshot_columns``) before the counts."""
+    return [*FIRST_COLUMNS, *objective_columns, *LAST_COLUMNS]
 
 
 class Snapshots:
@@ -45,7 +51,7 @@ class Snapshots:
         if len(self.val_images) < 2:
             raise ValueError(f"the validation split of {data} has {len(self.val_images)} image(s)"
                              f"{'' if cls is None else f' of class {cls}'}; snapshots need at least 2")
-        self.device, self.batch = device, batch
+        self.device, self.batch, self.d_images = device, batch, D_IMAGES
         classes, counts = np.unique(self.val_labels, return_counts=True)
         per_class = np.floor(n * counts / counts.sum()).astype(int)
         per_class[: n - per_class.sum()] += 1  # the rounding remainder, so the counts add up to n
@@ -74,23 +80,11 @@ class Snapshots:
             self._z = torch.randn(len(self.labels), dim, generator=torch.Generator().manual_seed(self.seed * 7919 + 17))
         return self._z
 
-    @torch.no_grad()
-    def _d_logits(self, D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, channels: int) -> np.ndarray:
-        was_training = D.training
-        D.eval()
-        out = []
-        for i in range(0, len(images), self.batch):
-            x = to_model_input(images[i:i + self.batch].to(self.device))
-            if channels == 3:
-                x = x.expand(-1, 3, -1, -1)
-            out.append(D(x, labels[i:i + self.batch].to(self.device)).float().cpu())
-        D.train(was_training)
-        return torch.cat(out).numpy()
-
-    def measure(self, G: torch.nn.Module, D: torch.nn.Module, latent: int, channels: int) -> dict:
-        """One row of metrics.csv (without the counters), for the sampling generator G and the discriminator D."""
-        fake = generate(G, self.latents(latent), self.labels, self.device, self.batch)
-        row = {"n_fake": len(fake), "n_val": len(self.val_images)}
+    def measure(self, network: torch.nn.Module, sampler: Sampler, latent: int) -> dict:
+        """The common columns of a metrics.csv row (without the counters), for images ``sampler`` makes with
+        ``network``; the images themselves under ``images`` (for the objective's columns)."""
+        fake = generate(network, sampler, self.latents(latent), self.labels, self.device, self.batch)
+        row = {"n_fake": len(fake), "n_val": len(self.val_images), "images": fake}
         fake_pixels = pixel_vectors(fake, self.side)
         empty = np.zeros((0, 0))
         if self.net is not None:
@@ -102,24 +96,17 @@ class Snapshots:
         row["pixel_diversity"] = m["pixel_diversity"]
         if self.net is not None:
             row.update(kid=m["kid_mean"], precision=m["precision"], recall=m["recall"])
-        if not any(True for _ in D.parameters()):  # no discriminator (the diffusion recipe): its columns stay empty
-            return row
-        d_train = self._d_logits(D, self.d_train_images, self.d_train_labels, channels)
-        d_val = self._d_logits(D, self.d_val_images, self.d_val_labels, channels)
-        d_fake = self._d_logits(D, torch.from_numpy(fake[:D_IMAGES]), self.labels[:D_IMAGES], channels)
-        row.update(d_train=float(d_train.mean()), d_val=float(d_val.mean()), d_fake=float(d_fake.mean()),
-                   rt_train=float(np.sign(d_train).mean()), rt_val=float(np.sign(d_val).mean()))
         return row
 
 
-def append(path: Path, row: dict) -> None:
+def append(path: Path, row: dict, objective_columns=()) -> None:
     """One row of ``metrics.csv`` (the header first when the file is new); missing values stay empty."""
-    new = not path.exists()
+    new, names = not path.exists(), columns(objective_columns)
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
+        w = csv.DictWriter(f, names)
         if new:
             w.writeheader()
-        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in names})
 
 
 def read(path: Path) -> list[dict]:
