@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _common import DOC, ROOT, console, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import DOC, ROOT, console, record_start, show_table, write_section  # noqa: E402
 from cxrgan import runtime
 from cxrgan.classify import model as classifier
 from cxrgan.classify.train import ClassifierConfig

@@ -5,6 +5,7 @@ The same images in both: the 18 real 1024x1024 NIH radiographs reduced to 256x25
 repeated to ~500, written once as PNG files (PIL defaults) and once as a cxrgan HDF5 file (DatasetWriter).
 """
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from _common import best_time, fullres_pngs, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import best_time, fullres_pngs, record_start, show_table, write_section  # noqa: E402
 from cxrgan.data.datasetfile import DatasetWriter
 from cxrgan.data.imaging import decode
 from cxrgan.data.reader import H5ImageDataset, to_tensor

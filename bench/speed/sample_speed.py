@@ -3,6 +3,7 @@ way (generate, then save every image as its own PNG with torchvision's save_imag
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ import fire
 import torch
 from torchvision.utils import save_image
 
-from _common import record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import record_start, show_table, write_section  # noqa: E402
 from cxrgan.generative.dcgan import Generator
 from cxrgan.generative.sample import LoadedGenerator, latents, sample_to_file
 
