@@ -40,7 +40,8 @@ _HEADER = """# Benchmarks
 
 Speed, size and quality measurements, written by the scripts in `bench/` (`make bench` runs the speed ones in
 `bench/speed/`; the quality and usefulness studies in `bench/experiments/` take longer and are run by hand, e.g.
-`python bench/experiments/improved_lr.py`, `python bench/experiments/gan_quality.py`).
+`python bench/experiments/improved_lr.py`, `python bench/experiments/gan_quality.py`). The experiments keep their
+work folders under `$CXRGAN_BENCH_DIR` (default `build/bench`) unless `--workdir` names one.
 Each section is replaced when its script runs again; the command, machine and date under each table say
 where its numbers come from. Rates are images per second from the best (shortest) of repeated runs: the
 machine these were measured on is small and shared, and the best run is the one least disturbed by other work
