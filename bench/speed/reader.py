@@ -126,8 +126,8 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
                f"{' by ' + '; '.join(same) if same else ''}; against the faster PNG configuration "
                f"({best_png:,.0f} img/s), **{'met' if best else 'NOT met'}**{' by ' + '; '.join(best) if best else ''}")
     body = f"""{n} images (the {len(base)} real 1024x1024 NIH radiographs reduced to 256x256 by
-`cxrgan.data.imaging.decode`, repeated), stored once as PNG files (PIL defaults) and once as a cxrgan HDF5 file written by `DatasetWriter`
-(gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images are {n / 128:.1f}x
+`cxrgan.data.imaging.decode`, repeated), stored once as PNG files (PIL defaults) and once as a cxrgan HDF5 file
+written by `DatasetWriter` (gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images are {n / 128:.1f}x
 HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 tensors in
 [-1, 1] (`cxrgan.data.reader.to_tensor`) and int labels through `DataLoader(batch_size=32, shuffle=True)`
 (`persistent_workers` when num_workers > 0), with {threads} torch thread(s) in the main process as in the
@@ -145,7 +145,8 @@ How to read a batch from the file (no DataLoader; the same shuffled batches of 3
 fancy-index read per batch (`ds[indices]`) runs at {fancy:,.0f} img/s, the same images read one `ds[i]` at a
 time at {single:,.0f} img/s; h5py/HDF5 selection of many rows of this chunked layout is the slow part, so
 `read_uint8` reads image by image. Streaming is bounded by inflating one chunk per image (the compression section's
-gzip-1 read rate, per core), a small multiple of PNG's decode rate, not ten times: only the in-memory copy can reach 10x.
+gzip-1 read rate, per core), a small multiple of PNG's decode rate, not ten times: only the in-memory copy can
+reach 10x.
 
 Target from the issue, HDF5 reader ≥ {TARGET:.0f}x the PNG loader: {verdict}."""
     write_section("reader", "Reader throughput (HDF5 vs PNG folder)", body, out)
