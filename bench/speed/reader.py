@@ -127,8 +127,8 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
                f"({best_png:,.0f} img/s), **{'met' if best else 'NOT met'}**{' by ' + '; '.join(best) if best else ''}")
     body = f"""{n} images (the {len(base)} real 1024x1024 NIH radiographs reduced to 256x256 by
 `cxrgan.data.imaging.decode`, repeated), stored once as PNG files (PIL defaults) and once as a cxrgan HDF5 file
-written by `DatasetWriter` (gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images are {n / 128:.1f}x
-HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 tensors in
+written by `DatasetWriter` (gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images
+are {n / 128:.1f}x HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 tensors in
 [-1, 1] (`cxrgan.data.reader.to_tensor`) and int labels through `DataLoader(batch_size=32, shuffle=True)`
 (`persistent_workers` when num_workers > 0), with {threads} torch thread(s) in the main process as in the
 workers (several threads per process on a small, shared machine make every tensor op wait on a descheduled
