@@ -1,5 +1,5 @@
-"""bench/speed/gpu.py in its tiny CPU mode: every measurement that can run on the CPU runs and gives a rate, the CUDA-only
-ones say so, and the section lands in the markdown file asked for."""
+"""bench/speed/gpu.py in its tiny CPU mode: every measurement that can run on the CPU runs and gives a rate, the
+CUDA-only ones say so, and the section lands in the markdown file asked for."""
 
 import json
 import math

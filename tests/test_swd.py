@@ -24,7 +24,8 @@ def test_swd_orders_sets_by_difference():
     same = np.clip(base + rng.normal(0, 20, (200, 32, 32)), 0, 255).astype(np.uint8)
     noisier = np.clip(base + rng.normal(0, 60, (200, 32, 32)), 0, 255).astype(np.uint8)
     other = rng.integers(0, 256, (200, 32, 32)).astype(np.uint8)
-    a, b, c = (swd(real, s, patches_per_image=16, projections=64, repeats=1)["swd_mean"] for s in (same, noisier, other))
+    a, b, c = (swd(real, s, patches_per_image=16, projections=64, repeats=1)["swd_mean"]
+               for s in (same, noisier, other))
     assert a < b < c
 
 
