@@ -9,6 +9,7 @@ training image in pixel space against the real test images' nearest training ima
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def _train_timed(cfg: GanConfig) -> float:
 def train_and_sample(work: Path, data: Path, epochs: int, n: int, seed: int) -> tuple[dict, dict]:
     """The seed recipe for ``epochs``, the improved one for the same training time; ``n`` samples per class of
     each (WORK/seed.h5, WORK/improved.h5). Returns the samples and the training record."""
+    for run in ("seed-c0", "seed-c1", "improved"):  # equal wall-clock is measured afresh: an earlier run would resume
+        shutil.rmtree(work / run, ignore_errors=True)
     seed_time = sum(_train_timed(GanConfig(data=str(data), out=str(work / f"seed-c{c}"), recipe="seed", cls=c,
                                            epochs=epochs, seed=seed, device="cpu")) for c in (0, 1))
     improved_time, improved_epochs = 0.0, 0
