@@ -49,13 +49,14 @@ def main(src: str = str(NIH64), seconds: float = 150, n: int = 500, seeds: int =
     work = work_dir(workdir, "lr")
     data, splits = nih64_splits(work, src)
     real = list(splits.values())
+    runs = work / f"{seconds:g}s"  # cached results are per budget: another --seconds trains its own runs
     results = {}
     for lr_g, lr_d in PAIRS:
-        results[(lr_g, lr_d)] = [run_one(data, work / f"lr-{lr_g:g}-{lr_d:g}", lr_g, lr_d, 0, seconds, n, real)]
+        results[(lr_g, lr_d)] = [run_one(data, runs / f"lr-{lr_g:g}-{lr_d:g}", lr_g, lr_d, 0, seconds, n, real)]
     best = sorted(results, key=lambda p: np.mean(results[p][0]["swd"]))[:confirm]
     for pair in best:
         for seed in range(1, seeds):
-            results[pair].append(run_one(data, work / f"lr-{pair[0]:g}-{pair[1]:g}-s{seed}", *pair, seed,
+            results[pair].append(run_one(data, runs / f"lr-{pair[0]:g}-{pair[1]:g}-s{seed}", *pair, seed,
                                          seconds, n, real))
     rows = []
     for (lr_g, lr_d), runs in results.items():
