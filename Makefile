@@ -337,15 +337,15 @@ nih-smoke: $(STAMP)  ## make download and make all DATA=nih (then efficiency, ts
 	@echo "nih-smoke: download, make all DATA=nih (official split), efficiency, tstr, RECIPE=diffusion and NPROC=2 passed"
 
 gpu-check: $(STAMP)  ## on one CUDA GPU (about 8 min): img/s and peak memory of every stage, then make all DATA=nih at 256x256 with 2 min of GAN training, into docs/benchmarks.md; tiny on a CPU (into build/gpu-check.md)
-	$(PY) bench/gpu.py --device $(DEVICE) $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
+	$(PY) bench/speed/gpu.py --device $(DEVICE) $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
 
 bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/benchmarks.md
-	$(PY) bench/compression.py
-	$(PY) bench/ingest.py
-	$(PY) bench/reader.py
-	$(PY) bench/train_speed.py
-	$(PY) bench/sample_speed.py
-	$(PY) bench/fid_speed.py
+	$(PY) bench/speed/compression.py
+	$(PY) bench/speed/ingest.py
+	$(PY) bench/speed/reader.py
+	$(PY) bench/speed/train_speed.py
+	$(PY) bench/speed/sample_speed.py
+	$(PY) bench/speed/fid_speed.py
 
 docker:  ## build the CUDA image, tagged cxrgan
 	docker build -f docker/Dockerfile -t cxrgan .

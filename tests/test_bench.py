@@ -1,15 +1,23 @@
-"""bench/ helpers that decide what a benchmark's numbers mean: equal training time, continued runs, table cells."""
+"""bench/: the shared helpers that decide what a benchmark's numbers mean (equal training time, continued runs, table
+cells, work folders), and the layout of bench/speed and bench/experiments."""
 
+import ast
+import importlib.util
 import json
+import subprocess
 import sys
 
+import fire
 import pytest
 
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-import _common  # noqa: E402
-import gan_ablation  # noqa: E402
+import common  # noqa: E402
+
+BENCH = ROOT / "bench"
+SCRIPTS = sorted((BENCH / "speed").glob("*.py")) + sorted((BENCH / "experiments").glob("*.py"))
+MAX_LINES = 90  # the longest function allowed in bench/
 
 
 def test_train_for_stops_within_half_an_epoch_of_the_budget(monkeypatch):
@@ -24,8 +32,8 @@ def test_train_for_stops_within_half_an_epoch_of_the_budget(monkeypatch):
         done["epochs"] = cfg.epochs
         return {"epochs": cfg.epochs, "seconds": 7.0 * new, "kimg": cfg.epochs / 10}
 
-    monkeypatch.setattr(gan_ablation, "train", fake_train)
-    result = gan_ablation.train_for({"data": "x", "out": "y"}, minutes=10, chunk=5)
+    monkeypatch.setattr("cxrgan.generative.train.train", fake_train)  # train_for imports it when called
+    result = common.train_for({"data": "x", "out": "y"}, minutes=10, chunk=5)
     assert abs(result["seconds"] - 600) <= 3.5
     assert done["epochs"] == 30 + round(600 / 7)
     assert result["kimg"] == done["epochs"] / 10
@@ -37,23 +45,79 @@ def test_continue_run_copies_the_training_state_but_not_the_scores(tmp_path):
     for name in ("last.pt", "losses.csv", "metrics.csv", "best.pt", "samples.h5", "fid_is.json"):
         (source / name).write_text(name)
     (source / "scores.json").write_text(json.dumps({"seconds": 2100.5}))
-    assert gan_ablation.continue_run(source, target) == 2100.5
+    assert common.continue_run(source, target) == 2100.5
     assert sorted(p.name for p in target.iterdir()) == ["best.pt", "last.pt", "losses.csv", "metrics.csv"]
     (target / "last.pt").write_text("trained further")  # a second call (a restarted benchmark) keeps the progress
-    gan_ablation.continue_run(source, target)
+    common.continue_run(source, target)
     assert (target / "last.pt").read_text() == "trained further"
 
 
 def test_continue_run_refuses_an_unfinished_source(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(SystemExit, match="no scores.json"):
-        gan_ablation.continue_run(tmp_path / "run", tmp_path / "longer")
+        common.continue_run(tmp_path / "run", tmp_path / "longer")
 
 
 def test_arm_cells_lists_each_compared_arm_in_order():
     summary = {"auroc": 0.7451, "auroc_ci95": [0.641, 0.826], "comparisons": [
         {"baseline": "/w/fraction-1/real+augmentation", "delta_auroc": 0.0, "ci95": [-0.098, 0.098], "p_value": 1.0},
         {"baseline": "/w/fraction-1/real", "delta_auroc": -0.0264, "ci95": [-0.151, 0.099], "p_value": 0.63}]}
-    assert _common.arm_cells(summary) == ["0.745 [0.641, 0.826]", "-0.026 [-0.151, +0.099]", "–",
+    assert common.arm_cells(summary) == ["0.745 [0.641, 0.826]", "-0.026 [-0.151, +0.099]", "–",
                                           "+0.000 [-0.098, +0.098]"]
-    assert _common.arm_cells(summary, p_values=True, missing="")[1:3] == ["-0.026 [-0.151, +0.099] p 0.63", ""]
+    assert common.arm_cells(summary, p_values=True, missing="")[1:3] == ["-0.026 [-0.151, +0.099] p 0.63", ""]
+
+
+def test_work_folders_come_from_the_option_or_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(common.WORK_ENV, raising=False)
+    assert common.work_dir(None, "quality") == ROOT / "build" / "bench" / "quality"
+    monkeypatch.setenv(common.WORK_ENV, str(tmp_path))
+    assert common.work_dir(None, "quality") == tmp_path / "quality"
+    assert common.work_dir(str(tmp_path / "mine"), "quality") == tmp_path / "mine"
+
+
+def test_bench_layout():
+    """No hard-coded scratch folders, scripts never import each other (what they share is in common.py), and no
+    function in bench/ is longer than MAX_LINES."""
+    files = sorted(BENCH.rglob("*.py"))
+    assert {p.parent.name for p in SCRIPTS} == {"speed", "experiments"} and len(SCRIPTS) >= 14
+    assert [p.name for p in BENCH.glob("*.py")] == ["common.py"]  # the one shared module; scripts sit in folders
+    scripts = {p.stem for p in SCRIPTS}
+    for path in files:
+        text = path.read_text()
+        assert "/tmp/scratch" not in text, path
+        tree = ast.parse(text)
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & scripts, (path, imported & scripts)
+        long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_LINES]
+        assert not long, (path, long)
+
+
+def _fire_component(path, monkeypatch):
+    """The script imported as a module (not run), and what its ``fire.Fire(...)`` line hands to python-fire."""
+    spec = importlib.util.spec_from_file_location(f"bench_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # (dataclasses look their module up while it runs)
+    spec.loader.exec_module(module)
+    calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
+             and ast.unparse(n.func) == "fire.Fire"]
+    assert len(calls) == 1, path
+    return eval(compile(ast.Expression(calls[0].args[0]), str(path), "eval"), vars(module))
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_imports_and_its_help_starts(path, capsys, monkeypatch):
+    with pytest.raises(fire.core.FireExit) as stop:
+        fire.Fire(_fire_component(path, monkeypatch), command=["--help"], name=path.name)
+    assert stop.value.code == 0
+    shown = capsys.readouterr()
+    assert "NAME" in shown.out + shown.err  # (python-fire writes a function's help to stderr)
+
+
+def test_a_script_runs_from_the_repository_root():
+    """As make bench runs them: `python bench/speed/X.py` finds common.py without any setup."""
+    r = subprocess.run([sys.executable, "bench/speed/compression.py", "--help"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "NAME" in r.stdout + r.stderr

@@ -1,5 +1,5 @@
-"""bench/gpu.py in its tiny CPU mode: every measurement that can run on the CPU runs and gives a rate, the CUDA-only
-ones say so, and the section lands in the markdown file asked for."""
+"""bench/speed/gpu.py in its tiny CPU mode: every measurement that can run on the CPU runs and gives a rate, the
+CUDA-only ones say so, and the section lands in the markdown file asked for."""
 
 import json
 import math
@@ -14,7 +14,7 @@ CUDA_ONLY = ("bf16", "compile")  # rows that only run on CUDA (bf16 autocast, to
 def test_gpu_bench_runs_tiny_on_the_cpu(tmp_path):
     md, records = tmp_path / "bench.md", tmp_path / "gpu.json"
     # (its last step, make all DATA=nih, runs in `make gpu-check`, which `make test` runs)
-    args = ["bench/gpu.py", "--device", "cpu", "--tiny", "--nomake-all", "--out", str(md), "--json", str(records)]
+    args = ["bench/speed/gpu.py", "--device", "cpu", "--tiny", "--nomake-all", "--out", str(md), "--json", str(records)]
     r = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 

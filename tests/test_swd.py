@@ -1,16 +1,14 @@
-"""bench/swd.py: the sliced Wasserstein distance the GAN benchmarks rank recipes by (not a fid_is metric)."""
+"""bench/common.py's sliced Wasserstein distance, which the GAN experiments rank recipes by (not a fid_is metric)."""
 
-import importlib.util
+import sys
 
 import numpy as np
 import torch
 
 from conftest import ROOT
 
-_spec = importlib.util.spec_from_file_location("bench_swd", ROOT / "bench" / "swd.py")
-_swd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_swd)
-laplacian_pyramid, swd = _swd.laplacian_pyramid, _swd.swd
+sys.path.insert(0, str(ROOT / "bench"))
+from common import laplacian_pyramid, swd  # noqa: E402
 
 
 def test_pyramid_has_one_band_per_level():
@@ -26,7 +24,8 @@ def test_swd_orders_sets_by_difference():
     same = np.clip(base + rng.normal(0, 20, (200, 32, 32)), 0, 255).astype(np.uint8)
     noisier = np.clip(base + rng.normal(0, 60, (200, 32, 32)), 0, 255).astype(np.uint8)
     other = rng.integers(0, 256, (200, 32, 32)).astype(np.uint8)
-    a, b, c = (swd(real, s, patches_per_image=16, projections=64, repeats=1)["swd_mean"] for s in (same, noisier, other))
+    a, b, c = (swd(real, s, patches_per_image=16, projections=64, repeats=1)["swd_mean"]
+               for s in (same, noisier, other))
     assert a < b < c
 
 

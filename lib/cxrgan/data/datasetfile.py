@@ -26,7 +26,7 @@ SAMPLES_SCHEMA = "cxrgan-samples/1"  # generated images: one split "synthetic", 
 SPLITS = ("train", "val", "test")
 DEFAULT_CLASSES = ("No Finding", "Infiltration")
 # gzip level 1: the same ratio as level 9 on radiographs and the fastest to write; readable by any HDF5 tool
-# (measured in bench/compression.py, see docs/benchmarks.md).
+# (measured in bench/speed/compression.py, see docs/benchmarks.md).
 GZIP_LEVEL = 1
 STR = h5py.string_dtype("utf-8")
 

@@ -71,7 +71,8 @@ RECIPES: dict[str, Recipe] = {
     "study-dcgan": Recipe(networks="dcgan", conditional=False, ema_kimg=0.0, epochs=20, lr_g=2e-4, beta1=0.5,
                           beta2=0.999, settings=Adversarial(loss="bce", augment="none", lr_d=1e-4, g_steps=2)),
     # One class-conditional model, spectral norm + projection D, hinge loss, DiffAugment, EMA generator.
-    # Learning rates: the best of four (lr_G, lr_D) pairs on NIH 64x64 at equal wall-clock (bench/improved_lr.py).
+    # Learning rates: the best of four (lr_G, lr_D) pairs on NIH 64x64 at equal wall-clock
+    # (bench/experiments/improved_lr.py).
     "improved": Recipe(networks="cgan", conditional=True, ema_kimg=1.0, epochs=20, lr_g=4e-4, beta1=0.0, beta2=0.99,
                        settings=Adversarial(loss="hinge", augment="translation,cutout,brightness,contrast", lr_d=4e-4,
                                             g_steps=1)),

@@ -3,6 +3,7 @@ way (generate, then save every image as its own PNG with torchvision's save_imag
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ import fire
 import torch
 from torchvision.utils import save_image
 
-from _common import record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import record_start, show_table, write_section  # noqa: E402
 from cxrgan.generative.dcgan import Generator
 from cxrgan.generative.sample import LoadedGenerator, latents, sample_to_file
 
@@ -26,7 +28,7 @@ def main(n: int = 500, size: int = 64, batch: int = 256, out: str = None):
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "g.pt"
         torch.save({"generator": G.state_dict()}, ckpt)  # sample_to_file records the checkpoint's hash
-        gens = {0: LoadedGenerator(ckpt, G, model, "generator", "seed", 0)}
+        gens = {0: LoadedGenerator(ckpt, G, model, "adversarial", "generator", "study-dcgan", 0)}
         t0 = time.perf_counter()
         sample_to_file(Path(tmp) / "s.h5", gens, n, 0, torch.device("cpu"), batch)
         ours = time.perf_counter() - t0

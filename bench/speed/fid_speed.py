@@ -2,8 +2,9 @@
 the same images with the same Inception weights, both on the CPU, both as fresh processes (start-up counts).
 
 Only speed is measured: the "real" and "generated" sets are two sets of generated images (1,000 from each GAN
-recipe of bench/gan_quality.py), and the weights are random (variance-preserving init, as in tests/test_evaluate.py),
-so the metric values mean nothing; they are printed side by side only to show both tools did the same work.
+recipe of bench/experiments/gan_quality.py), and the weights are random (variance-preserving init, as in
+tests/test_evaluate.py), so the metric values mean nothing; they are printed side by side only to show both tools
+did the same work.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 import fire
 import torch
 
-from _common import ROOT, _cpu_seconds, console, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import ROOT, console, cpu_seconds, record_start, show_table, work_dir, write_section  # noqa: E402
 from cxrgan.metrics.inception import random_weights
 
 # torch-fidelity's side, run as `python -c THEIRS REAL FAKE WEIGHTS BATCH KID_SUBSET_SIZE SEED OUT`: the images as
@@ -58,37 +60,21 @@ KEYS = [("FID", "fid", "frechet_inception_distance"), ("KID mean", "kid_mean", "
 
 def timed(cmd: list[str], log: Path) -> tuple[float, float]:
     """Wall seconds of a fresh process running ``cmd``, and the share of the CPUs other work used meanwhile."""
-    busy0, own0 = _cpu_seconds()
+    busy0, own0 = cpu_seconds()
     t0 = time.perf_counter()
     with open(log, "w") as f:
         r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "120"})
     seconds = time.perf_counter() - t0
-    busy1, own1 = _cpu_seconds()
+    busy1, own1 = cpu_seconds()
     if r.returncode:
         sys.exit(f"{cmd[:3]} failed (exit {r.returncode}); see {log}:\n{log.read_text()[-3000:]}")
     other = max(0.0, ((busy1 - busy0) - (own1 - own0)) / (seconds * os.cpu_count()))
     return seconds, other
 
 
-def main(workdir: str = "/tmp/scratch/quality", repeat: int = 2, batch: int = 64, kid_subset_size: int = 1000,
-         seed: int = 2020, out: str = None):
-    """Time both tools ``repeat`` times, interleaved (ours, theirs, ours, theirs, ...), and write the "fid-speed"
-    section of docs/benchmarks.md.
-
-    Args:
-        workdir: bench/gan_quality.py's work folder: seed.h5 ("real") and improved.h5 ("generated").
-        repeat: runs of each tool.
-        batch: images per network call, both tools.
-        kid_subset_size: KID subset size, both tools.
-        seed: seed of the KID subsets and IS shuffle, both tools.
-        out: markdown file to update (default docs/benchmarks.md; "" writes nothing).
-    """
-    record_start()
-    work = Path(workdir)
-    real, fake = f"{work / 'seed.h5'}:synthetic", f"{work / 'improved.h5'}:synthetic"
-    for ref in (real, fake):
-        if not Path(ref.rsplit(":", 1)[0]).is_file():
-            sys.exit(f"{ref.rsplit(':', 1)[0]} missing: run `python bench/gan_quality.py --workdir {work}` first")
+def run_both(real: str, fake: str, repeat: int, batch: int, kid_subset_size: int, seed: int) -> tuple:
+    """Both tools ``repeat`` times, interleaved, on the same random Inception weights. Returns the timed runs
+    (ours s, its other load, theirs s, its other load) and each tool's result files."""
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -116,6 +102,43 @@ def main(workdir: str = "/tmp/scratch/quality", repeat: int = 2, batch: int = 64
             runs.append((o, o_load, t, t_load))
         ours = [json.loads((tmp / f"ours{k}.json").read_text()) for k in range(repeat)]
         theirs = [json.loads((tmp / f"theirs{k}.json").read_text()) for k in range(repeat)]
+    return runs, ours, theirs
+
+
+def agreement(ours: list[dict], theirs: list[dict]) -> str:
+    """Each metric of both tools' first run, their relative difference, and whether every repeat gave the same."""
+    rows = []
+    for label, ok, tk in KEYS:
+        a, b = ours[0][ok], theirs[0][tk]
+        rel = abs(a - b) / max(abs(b), 1e-12)
+        same = all(o[ok] == ours[0][ok] for o in ours) and all(t[tk] == theirs[0][tk] for t in theirs)
+        rows.append([label, f"{a:.6g}", f"{b:.6g}", f"{rel:.1e}", "yes" if same else "no"])
+    return show_table("same numbers?", ["metric", "fid_is.py", "torch-fidelity", "relative difference",
+                                        "identical over repeats"], rows)
+
+
+def main(workdir: str = None, repeat: int = 2, batch: int = 64, kid_subset_size: int = 1000,
+         seed: int = 2020, out: str = None):
+    """Time both tools ``repeat`` times, interleaved (ours, theirs, ours, theirs, ...), and write the "fid-speed"
+    section of docs/benchmarks.md.
+
+    Args:
+        workdir: bench/experiments/gan_quality.py's work folder: seed.h5 ("real") and improved.h5 ("generated");
+            default: the benchmarks' work folder "quality" (see common.work_dir).
+        repeat: runs of each tool.
+        batch: images per network call, both tools.
+        kid_subset_size: KID subset size, both tools.
+        seed: seed of the KID subsets and IS shuffle, both tools.
+        out: markdown file to update (default docs/benchmarks.md; "" writes nothing).
+    """
+    record_start()
+    work = work_dir(workdir, "quality")
+    real, fake = f"{work / 'seed.h5'}:synthetic", f"{work / 'improved.h5'}:synthetic"
+    for ref in (real, fake):
+        if not Path(ref.rsplit(":", 1)[0]).is_file():
+            sys.exit(f"{ref.rsplit(':', 1)[0]} missing: run `python bench/experiments/gan_quality.py --workdir {work}` "
+                     "first")
+    runs, ours, theirs = run_both(real, fake, repeat, batch, kid_subset_size, seed)
     cfg = ours[0]["config"]
     if cfg["cache"] != "" or cfg["audit"] or cfg["per_class"]:  # the flags must have meant what the text says
         sys.exit(f"fid_is.py ran with cache={cfg['cache']!r}, audit={cfg['audit']}, per_class={cfg['per_class']}")
@@ -129,14 +152,7 @@ def main(workdir: str = "/tmp/scratch/quality", repeat: int = 2, batch: int = 64
     table = show_table("fid_is.py vs torch-fidelity", ["run", "fid_is.py s", "img/s", "other load",
                                                         "torch-fidelity s", "img/s", "other load",
                                                         "ratio ours/theirs"], rows)
-    agree_rows = []
-    for label, ok, tk in KEYS:
-        a, b = ours[0][ok], theirs[0][tk]
-        rel = abs(a - b) / max(abs(b), 1e-12)
-        same = all(o[ok] == ours[0][ok] for o in ours) and all(t[tk] == theirs[0][tk] for t in theirs)
-        agree_rows.append([label, f"{a:.6g}", f"{b:.6g}", f"{rel:.1e}", "yes" if same else "no"])
-    agree = show_table("same numbers?", ["metric", "fid_is.py", "torch-fidelity", "relative difference",
-                                         "identical over repeats"], agree_rows)
+    agree = agreement(ours, theirs)
     console.print(f"FID: fid_is.py {ours[0]['fid']:.6f}, torch-fidelity {theirs[0]['frechet_inception_distance']:.6f}")
     m = min(ours[0]["n_real"], ours[0]["n_fake"])
     whole_sets = (f"""

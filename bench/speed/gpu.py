@@ -29,17 +29,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _common import DOC, ROOT, console, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import DOC, ROOT, console, record_start, show_table, write_section  # noqa: E402
 from cxrgan import runtime
 from cxrgan.classify import model as classifier
 from cxrgan.classify.train import ClassifierConfig
 from cxrgan.data.datasetfile import DEFAULT_CLASSES
 from cxrgan.data.phantoms import generate as make_phantoms
 from cxrgan.data.reader import H5ImageDataset, to_model_input
-from cxrgan.generative.models import build_models, generate, is_diffusion, model_description
+from cxrgan.generative import networks
+from cxrgan.generative.networks import generate, model_description
+from cxrgan.generative.objectives import OBJECTIVES
 from cxrgan.generative.recipes import DEFAULT_RECIPE, RECIPES
 from cxrgan.generative.sample import SampleConfig
-from cxrgan.generative.train import DenoisingStep, GanConfig, Step, TrainState, build_networks, load_training_images
+from cxrgan.generative.train import GanConfig, build_networks, load_training_images
 from cxrgan.metrics.evaluate import QualityConfig
 from cxrgan.metrics.features import feature_net
 from cxrgan.metrics.inception import random_weights
@@ -146,9 +149,10 @@ def gan_config(plan: Plan, recipe: str, size: int, compile: bool = False) -> Gan
 
 def gan_model(cfg: GanConfig, size: int) -> dict:
     """The networks train_dcgan builds for ``cfg`` at ``size`` (a diffusion model's latent: one value per pixel)."""
-    networks = RECIPES[cfg.recipe].networks
-    latent = size * size * cfg.channels if is_diffusion(networks) else cfg.latent
-    return model_description(networks, size, latent, cfg.base, cfg.channels, list(DEFAULT_CLASSES), cfg.cls)
+    recipe = RECIPES[cfg.recipe]
+    objective = OBJECTIVES[recipe.objective]
+    return model_description(recipe.networks, size, objective.latent(cfg, size), cfg.base, cfg.channels,
+                             list(DEFAULT_CLASSES), cfg.cls, **objective.model_extras(recipe.settings))
 
 
 def gan_training(plan: Plan, recipe: str, size: int, bf16: bool = True, channels_last: bool = True,
@@ -158,15 +162,21 @@ def gan_training(plan: Plan, recipe: str, size: int, bf16: bool = True, channels
     cfg = gan_config(plan, recipe, size, compile)
     rt = SwitchableRuntime(plan.device, bf16=bf16, channels_last=channels_last)
     data = load_training_images(cfg)
-    nets = build_networks(cfg, gan_model(cfg, size), rt)
-    G, D = (torch.compile(nets.G), torch.compile(nets.D)) if compile else (nets.G, nets.D)  # as train_dcgan does
-    step = DenoisingStep(cfg, rt, nets, G) if cfg.loss == "denoising" else Step(cfg, rt, nets, G, D, cfg.batch)
+    recipe, model = RECIPES[cfg.recipe], gan_model(cfg, size)
+    objective = OBJECTIVES[recipe.objective]
+    cfg.latent = model["latent"]
+    nets = build_networks(cfg, model, objective, rt)
+    trained = {part: torch.compile(m) for part, m in nets.modules.items()} if compile else dict(nets.modules)
+    step = objective.step(cfg, rt, nets.modules, trained, nets.optimizers, cfg.batch, None, model, recipe.settings)
     images, labels = data.images.to(rt.device), data.labels.to(rt.device)
-    state, order = TrainState(), torch.Generator().manual_seed(0)
+    order, steps = torch.Generator().manual_seed(0), [0]
 
     def one_step() -> int:
         idx = torch.randint(len(images), (cfg.batch,), generator=order).to(rt.device)
-        step(step.real_batch(images[idx]), labels[idx], state)  # returns the losses as floats: waits for the GPU
+        x = to_model_input(images[idx])
+        x = rt.layout(x.expand(-1, 3, -1, -1) if cfg.channels == 3 else x)
+        step(x, labels[idx], steps[0])  # returns the losses as floats: waits for the GPU
+        steps[0] += 1
         return cfg.batch
 
     return rate(one_step, plan)
@@ -202,14 +212,15 @@ def sampling(plan: Plan, recipe: str, size: int) -> float:
     into uint8 images on the host, without writing the HDF5 file."""
     cfg, defaults = gan_config(plan, recipe, size), SampleConfig()
     model = gan_model(cfg, size)
+    objective = OBJECTIVES[RECIPES[cfg.recipe].objective]
     torch.manual_seed(0)
-    G = build_models(model)[0].to(plan.device).eval()
-    if is_diffusion(model["kind"]):
-        G.for_sampling(defaults.steps, defaults.guidance, cpu=plan.device.type == "cpu")
+    network = networks.build(model)[objective.sampled].to(plan.device).eval()
+    sampler = objective.sampler(network, model, defaults.steps, defaults.guidance, defaults.solver,
+                                channels_last=plan.device.type == "cpu")
     z = torch.randn(plan.sample_batch, model["latent"])
     y = torch.arange(plan.sample_batch) % model["n_classes"]
     # one untimed batch: a diffusion batch is already 2 * steps - 1 network calls
-    return rate(lambda: len(generate(G, z, y, plan.device, plan.sample_batch)), plan, warmup=1)
+    return rate(lambda: len(generate(network, sampler, z, y, plan.device, plan.sample_batch)), plan, warmup=1)
 
 
 def inception_features(plan: Plan) -> float:
@@ -315,7 +326,7 @@ compilation, then at least {plan.seconds:g} s timed; img/s = images processed / 
 ends. Peak memory: `torch.cuda.max_memory_allocated` during the row (weights, optimiser state, activations), reset
 before each row.
 
-- GAN and diffusion training: train_dcgan's networks and step (`build_networks`, `Step` / `DenoisingStep`: for
+- GAN and diffusion training: train_dcgan's networks and step (`build_networks`, the objective's step: for
   `limited` a D step, a G step, the EMA, ADA and LeCam), batch {batch}, base filters {plan.base or "the recipe's"},
   on random batches of the training images held on the device; no checkpoints or grids. On CUDA train_dcgan always
   runs bf16 autocast and channels-last (`cxrgan.runtime`), so the diffusion rows do too; the limited GAN's fp32 and

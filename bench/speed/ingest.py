@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from _common import ROOT, best_time, fullres_pngs, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import ROOT, best_time, fullres_pngs, record_start, show_table, write_section  # noqa: E402
 from cxrgan import cli
 from cxrgan.data.ingest import IngestConfig, build_dataset
 

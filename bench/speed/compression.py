@@ -5,6 +5,7 @@ The 18 real 1024x1024 NIH radiographs are reduced to 256x256 by cxrgan.data.imag
 repeated to a few hundred images. Every option stores each image in its own chunk, as datasetfile.py does.
 """
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from _common import best_time, fullres_pngs, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import best_time, fullres_pngs, record_start, show_table, write_section  # noqa: E402
 from cxrgan.data.datasetfile import GZIP_LEVEL, compress_image
 from cxrgan.data.imaging import decode
 

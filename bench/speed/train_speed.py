@@ -4,6 +4,7 @@ workers) with the same DCGAN, loss, optimisers, G:D step ratio and batch, on the
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from _common import record_start, fullres_pngs, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import record_start, fullres_pngs, show_table, write_section  # noqa: E402
 from cxrgan.generative.dcgan import Discriminator, Generator
 from cxrgan.generative.train import GanConfig, train
 from cxrgan.data.ingest import IngestConfig, build_dataset

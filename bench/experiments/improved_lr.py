@@ -5,19 +5,18 @@ same wall-clock on real NIH 64x64 images and scored by SWD (lower is better) of 
 from __future__ import annotations
 
 import json
-import tempfile
+import sys
 from pathlib import Path
 
 import fire
 import numpy as np
 import torch
 
-from _common import record_start, show_table, write_section
-from gan_quality import NIH64, nih64_splits
-from cxrgan.generative.train import GanConfig, train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import NIH64, nih64_splits, record_start, show_table, swd, work_dir, write_section  # noqa: E402
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.generative.sample import resolve_generators, sample_to_file
-from swd import swd
+from cxrgan.generative.train import GanConfig, train
 
 PAIRS = ((2e-4, 2e-4), (1e-4, 4e-4), (2e-4, 1e-4), (4e-4, 4e-4))
 
@@ -44,20 +43,21 @@ def run_one(data: Path, run: Path, lr_g: float, lr_d: float, seed: int, seconds:
 
 def main(src: str = str(NIH64), seconds: float = 150, n: int = 500, seeds: int = 2, confirm: int = 2,
          workdir: str = None, out: str = None):
-    """Sweep the pairs with seed 0, re-run the best ``confirm`` pairs with seeds 1..seeds-1, write the table."""
+    """Sweep the pairs with seed 0, re-run the best ``confirm`` pairs with seeds 1..seeds-1, write the table.
+    ``workdir`` (default: the benchmarks' work folder "lr", see common.work_dir) caches each run's result."""
     record_start()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(workdir or tmp)
-        data, splits = nih64_splits(work, src)
-        real = list(splits.values())
-        results = {}
-        for lr_g, lr_d in PAIRS:
-            results[(lr_g, lr_d)] = [run_one(data, work / f"lr-{lr_g:g}-{lr_d:g}", lr_g, lr_d, 0, seconds, n, real)]
-        best = sorted(results, key=lambda p: np.mean(results[p][0]["swd"]))[:confirm]
-        for pair in best:
-            for seed in range(1, seeds):
-                results[pair].append(run_one(data, work / f"lr-{pair[0]:g}-{pair[1]:g}-s{seed}", *pair, seed,
-                                             seconds, n, real))
+    work = work_dir(workdir, "lr")
+    data, splits = nih64_splits(work, src)
+    real = list(splits.values())
+    runs = work / f"{seconds:g}s"  # cached results are per budget: another --seconds trains its own runs
+    results = {}
+    for lr_g, lr_d in PAIRS:
+        results[(lr_g, lr_d)] = [run_one(data, runs / f"lr-{lr_g:g}-{lr_d:g}", lr_g, lr_d, 0, seconds, n, real)]
+    best = sorted(results, key=lambda p: np.mean(results[p][0]["swd"]))[:confirm]
+    for pair in best:
+        for seed in range(1, seeds):
+            results[pair].append(run_one(data, runs / f"lr-{pair[0]:g}-{pair[1]:g}-s{seed}", *pair, seed,
+                                         seconds, n, real))
     rows = []
     for (lr_g, lr_d), runs in results.items():
         per_seed = [np.mean(r["swd"]) for r in runs]

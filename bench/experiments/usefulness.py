@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,15 +30,16 @@ import fire
 import numpy as np
 import torch
 
-from _common import ROOT, arm_cells, console, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import (ROOT, arm_cells, as_list, log, record_start, show_table, train_for, work_dir,  # noqa: E402
+                    write_section)
 from cxrgan.classify.train import ClassifierConfig, run
 from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.data.reader import H5ImageDataset
-from cxrgan.generative.recipes import RECIPES
+from cxrgan.generative.recipes import DEFAULT_RECIPE, RECIPES
 from cxrgan.generative.sample import resolve_generators, sample_to_file
 from cxrgan.generative.train import GanConfig, train
 from cxrgan.report import ClassifierRun, efficiency_figure
-from gan_ablation import train_for
 
 ARMS = {  # name -> train_resnet options besides data, fraction and seeds
     "real": {},
@@ -45,10 +47,6 @@ ARMS = {  # name -> train_resnet options besides data, fraction and seeds
     "real + augmentation": {"control": "augment"},
     "real + synthetic": {"synthetic": True},
 }
-
-
-def _log(msg: str) -> None:
-    console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
 
 
 def _slug(name: str) -> str:
@@ -61,7 +59,7 @@ def synthetic_for(work: Path, data: Path, fraction: float, recipe: str, kimg: fl
     out = work / f"fraction-{fraction:g}" / "synthetic.h5"
     if out.is_file():
         return out
-    _log(f"fraction {fraction:g}: training the {recipe} GAN on that fraction's patients")
+    log(f"fraction {fraction:g}: training the {recipe} GAN on that fraction's patients")
     base = work / f"fraction-{fraction:g}" / "gan"
     runs = [(base, None)] if RECIPES[recipe].conditional else [(Path(f"{base}-c{c}"), c) for c in (0, 1)]
     for run_dir, cls in runs:
@@ -86,7 +84,7 @@ def classify(work: Path, data: Path, fraction: float, arm: str, synthetic: Path,
     if arm != "real":  # compare with real and, for the synthetic arm, with both controls
         others = ["real"] if arm != "real + synthetic" else [a for a in ARMS if a != arm]
         opts["baseline"] = ",".join(str(out.parent / _slug(a)) for a in others)
-    _log(f"fraction {fraction:g}, {arm}: {common['seeds']} seeds")
+    log(f"fraction {fraction:g}, {arm}: {common['seeds']} seeds")
     t0 = time.perf_counter()
     s = run(ClassifierConfig(overwrite=True, data=str(data), out=str(out), real_fraction=fraction, device="cpu",
                              **common, **opts))
@@ -106,19 +104,10 @@ def borrow_controls(work: Path, source: Path, fractions: list[float]) -> None:
             (work / name).symlink_to((source / name).resolve())
 
 
-def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.5,1", seeds: int = 5,
-         epochs: int = 15, patience: int = 5, n: int = 500, workdir: str = "/tmp/scratch/usefulness",
-         reuse: bool = True, gan_args: dict = None, out: str = None, figure: str = None, minutes: float = None,
-         controls_from: str = None, synthetic: str = None, section: str = "usefulness",
-         title: str = "Usefulness against control arms and the data-efficiency curve (nih-mini)"):
-    """Everything above; ``kimg`` None trains the recipe's default length, ``minutes`` instead trains for that much
-    training time; ``gan_args`` adds train_dcgan options; ``controls_from`` reuses another work folder's control
-    arms (and data file); ``synthetic`` takes an existing samples file (of a generator trained on the real
-    training split only, real fraction 1) instead of training one; ``section``/``title`` name the section written."""
-    record_start()
-    work = Path(workdir)
+def prepare(work: Path, fracs: list[float], controls_from: str | None, synthetic: str | None, reuse: bool) -> Path:
+    """The work folder: borrowed control arms, a given samples file, the data file (built once). Returns the
+    data file."""
     work.mkdir(parents=True, exist_ok=True)
-    fracs = [float(f) for f in (fractions if isinstance(fractions, (tuple, list)) else str(fractions).split(","))]
     if controls_from:
         if not reuse:  # the borrowed arms are links: retraining them would overwrite the other folder's runs
             raise SystemExit("--controls-from reuses that folder's control arms; it cannot be combined with "
@@ -135,12 +124,11 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
     if not data.is_file():
         build_dataset(IngestConfig(src=str(ROOT / "data" / "nih-mini"), out=str(data), size=64, balance=False,
                                    workers=1, seed=0))
-    common = dict(epochs=epochs, seeds=seeds, size=64, patience=patience)
-    results, t_start = {}, time.perf_counter()
-    for f in fracs:
-        samples = synthetic_for(work, data, f, recipe, kimg, n, gan_args or {}, minutes)
-        for arm in ARMS:
-            results[(f, arm)] = classify(work, data, f, arm, samples, common, reuse)
+    return data
+
+
+def table_rows(results: dict) -> tuple[list[list[str]], list[str]]:
+    """The table's rows (fraction, arm, images, AUROC, sd, Δ cells) and a verdict line per synthetic comparison."""
     rows, verdicts = [], []
     for (f, arm), s in results.items():
         ps = s["per_seed"][0]
@@ -154,6 +142,31 @@ def main(recipe: str = "improved", kimg: float = None, fractions: str = "0.25,0.
                 word = "beats" if lo_d > 0 else "loses to" if hi_d < 0 else "does not beat"
                 verdicts.append(f"- fraction {f:g}: synthetic {word} {other.replace('+', ' + ')} (ΔAUROC "
                                 f"{p['delta_auroc']:+.3f}, 95% CI {lo_d:+.3f} to {hi_d:+.3f})")
+    return rows, verdicts
+
+
+def main(recipe: str = DEFAULT_RECIPE, kimg: float = None, fractions: str = "0.25,0.5,1", seeds: int = 5,
+         epochs: int = 15, patience: int = 5, n: int = 500, workdir: str = None,
+         reuse: bool = True, gan_args: dict = None, out: str = None, figure: str = None, minutes: float = None,
+         controls_from: str = None, synthetic: str = None, section: str = "usefulness",
+         title: str = "Usefulness against control arms and the data-efficiency curve (nih-mini)"):
+    """Everything above; ``kimg`` None trains the recipe's default length, ``minutes`` instead trains for that much
+    training time; ``gan_args`` adds train_dcgan options; ``controls_from`` reuses another work folder's control
+    arms (and data file); ``synthetic`` takes an existing samples file (of a generator trained on the real
+    training split only, real fraction 1) instead of training one; ``section``/``title`` name the section written.
+    ``workdir``: the benchmarks' work folder "usefulness" unless given (see common.work_dir); ``recipe``: the
+    library's default recipe unless given."""
+    record_start()
+    work = work_dir(workdir, "usefulness")
+    fracs = as_list(fractions, float)
+    data = prepare(work, fracs, controls_from, synthetic, reuse)
+    common = dict(epochs=epochs, seeds=seeds, size=64, patience=patience)
+    results, t_start = {}, time.perf_counter()
+    for f in fracs:
+        samples = synthetic_for(work, data, f, recipe, kimg, n, gan_args or {}, minutes)
+        for arm in ARMS:
+            results[(f, arm)] = classify(work, data, f, arm, samples, common, reuse)
+    rows, verdicts = table_rows(results)
     table = show_table("usefulness", ["real fraction", "arm", "train images (real + extra)",
                                       "test AUROC [95% seed-aware CI]", "sd over seeds", "Δ vs real",
                                       "Δ vs oversampling", "Δ vs augmentation"], rows)

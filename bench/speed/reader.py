@@ -5,6 +5,7 @@ The same images in both: the 18 real 1024x1024 NIH radiographs reduced to 256x25
 repeated to ~500, written once as PNG files (PIL defaults) and once as a cxrgan HDF5 file (DatasetWriter).
 """
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from _common import best_time, fullres_pngs, record_start, show_table, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import best_time, fullres_pngs, record_start, show_table, write_section  # noqa: E402
 from cxrgan.data.datasetfile import DatasetWriter
 from cxrgan.data.imaging import decode
 from cxrgan.data.reader import H5ImageDataset, to_tensor
@@ -58,23 +60,10 @@ def h5_batch_reads(dataset: H5ImageDataset, batches: list[np.ndarray]) -> tuple[
     return fancy, single
 
 
-def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: str = None):
-    """Time PNG-folder and HDF5 (streaming and in-memory) datasets through a DataLoader.
-
-    Args:
-        n: images (the 18 real radiographs repeated; 256x256). Keep it well above 128, the images HDF5's
-            default 8 MiB chunk cache holds, or streaming reads come from that cache.
-        epochs: timed epochs per configuration after one warm-up epoch; the best epoch is reported.
-        threads: torch intra-op threads in the main process (DataLoader workers always use 1).
-        src: folder of full-resolution PNGs (default ../shared/data/nih-fullres).
-        out: the markdown file whose 'reader' section is replaced (default docs/benchmarks.md); "" to only print.
-    """
-    record_start()
-    torch.manual_seed(0)
-    torch.set_num_threads(threads)
-    base = [decode(p, 256).image for p in fullres_pngs(src)]
-    images = [base[i % len(base)] for i in range(n)]
-    labels = np.arange(n) % 2
+def measure(images: list[np.ndarray], labels: np.ndarray, epochs: int) -> tuple[list, float, float, float]:
+    """Every loader configuration on the same images, stored as PNG files and as one HDF5 file: (dataset,
+    num_workers, img/s, warm-up epoch s) each; the in-memory copy's load seconds; batch read rates from the file."""
+    n = len(images)
     results = []  # (dataset, num_workers, img/s, warm-up epoch s)
     with tempfile.TemporaryDirectory() as tmp:
         pngs = [Path(tmp) / f"{i:05d}.png" for i in range(n)]
@@ -102,7 +91,27 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
         add("H5ImageDataset streaming, batch_loader", H5ImageDataset(h5, "train"), 2, batched=True)
         batches = [np.sort(b) for b in np.array_split(np.random.default_rng(0).permutation(n), n // 32)]
         fancy, single = h5_batch_reads(H5ImageDataset(h5, "train"), batches)
+    return results, load, fancy, single
 
+
+def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: str = None):
+    """Time PNG-folder and HDF5 (streaming and in-memory) datasets through a DataLoader.
+
+    Args:
+        n: images (the 18 real radiographs repeated; 256x256). Keep it well above 128, the images HDF5's
+            default 8 MiB chunk cache holds, or streaming reads come from that cache.
+        epochs: timed epochs per configuration after one warm-up epoch; the best epoch is reported.
+        threads: torch intra-op threads in the main process (DataLoader workers always use 1).
+        src: folder of full-resolution PNGs (default ../shared/data/nih-fullres).
+        out: the markdown file whose 'reader' section is replaced (default docs/benchmarks.md); "" to only print.
+    """
+    record_start()
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    base = [decode(p, 256).image for p in fullres_pngs(src)]
+    images = [base[i % len(base)] for i in range(n)]
+    labels = np.arange(n) % 2
+    results, load, fancy, single = measure(images, labels, epochs)
     png = {w: rate for name, w, rate, _ in results if name.startswith("PNG")}
     best_png = max(png.values())
     rows = [[name, w, f"{rate:,.0f}", f"{rate / png[w]:.1f}x", f"{rate / best_png:.1f}x", f"{first:.2f}"]
@@ -116,10 +125,10 @@ def main(n: int = 500, epochs: int = 3, threads: int = 1, src: str = None, out: 
     verdict = (f"against the PNG loader with the same num_workers, **{'met' if same else 'NOT met'}**"
                f"{' by ' + '; '.join(same) if same else ''}; against the faster PNG configuration "
                f"({best_png:,.0f} img/s), **{'met' if best else 'NOT met'}**{' by ' + '; '.join(best) if best else ''}")
-    body = f"""{n} images (the {len(base)} real 1024x1024 NIH radiographs reduced to 256x256 by `cxrgan.data.imaging.decode`,
-repeated), stored once as PNG files (PIL defaults) and once as a cxrgan HDF5 file written by `DatasetWriter`
-(gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images are {n / 128:.1f}x
-HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 tensors in
+    body = f"""{n} images (the {len(base)} real 1024x1024 NIH radiographs reduced to 256x256 by
+`cxrgan.data.imaging.decode`, repeated), stored once as PNG files (PIL defaults) and once as a cxrgan HDF5 file
+written by `DatasetWriter` (gzip-1, one image per chunk), both in the page cache; decompressed, the {n} images
+are {n / 128:.1f}x HDF5's default 8 MiB chunk cache. Each dataset yields `(1, 256, 256)` float32 tensors in
 [-1, 1] (`cxrgan.data.reader.to_tensor`) and int labels through `DataLoader(batch_size=32, shuffle=True)`
 (`persistent_workers` when num_workers > 0), with {threads} torch thread(s) in the main process as in the
 workers (several threads per process on a small, shared machine make every tensor op wait on a descheduled
@@ -135,8 +144,9 @@ uint8 copy of the split loaded into memory at construction (a one-time load of {
 How to read a batch from the file (no DataLoader; the same shuffled batches of 32, sorted): one h5py
 fancy-index read per batch (`ds[indices]`) runs at {fancy:,.0f} img/s, the same images read one `ds[i]` at a
 time at {single:,.0f} img/s; h5py/HDF5 selection of many rows of this chunked layout is the slow part, so
-`read_uint8` reads image by image. Streaming is bounded by inflating one chunk per image (the compression section's gzip-1 read
-rate, per core), a small multiple of PNG's decode rate, not ten times: only the in-memory copy can reach 10x.
+`read_uint8` reads image by image. Streaming is bounded by inflating one chunk per image (the compression section's
+gzip-1 read rate, per core), a small multiple of PNG's decode rate, not ten times: only the in-memory copy can
+reach 10x.
 
 Target from the issue, HDF5 reader ≥ {TARGET:.0f}x the PNG loader: {verdict}."""
     write_section("reader", "Reader throughput (HDF5 vs PNG folder)", body, out)

@@ -1,8 +1,8 @@
 """The diffusion recipe against the best GAN recipe at equal training time on NIH 64x64: image metrics per class,
 the memorisation audit, and sampling speed.
 
-Each GAN seed of the ablation (bench/gan_ablation.py, same work folder, same splits, same real-data classifier)
-trained for a fixed wall-clock; the diffusion model gets the same time per seed, then its EMA weights sample
+Each GAN seed of the ablation (bench/experiments/gan_ablation.py, same work folder, same splits, same real-data
+classifier) trained for a fixed wall-clock; the diffusion model gets the same time per seed, then its EMA weights sample
 ``n`` images per class with EDM's Heun sampler, scored exactly as the ablation scores a GAN: fid_is's KID,
 precision/recall (k = 3) and pixel diversity against the real test split in the real-data ResNet-18's features, the
 shift-tolerant near-copy count and the median distance to the nearest training image against held-out real images.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,18 +24,15 @@ import fire
 import numpy as np
 import torch
 
-from _common import ROOT, arm_cells, console, record_start, show_table, write_section
-from cxrgan.generative.edm import SOLVERS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
+from common import (NIH64, ROOT, arm_cells, as_list, bench_dir, continue_run, log, metric_cells,  # noqa: E402
+                    nih64_splits, real_classifier, record_start, reference_rows, show_table, train_for, work_dir,
+                    write_section)
+from cxrgan.generative.diffusion import SOLVERS
 from cxrgan.generative.sample import resolve_generators, sample_to_file
 from cxrgan.metrics.evaluate import QualityConfig, evaluate
-from gan_ablation import METRICS, continue_run, real_reference, train_for
-from gan_quality import NIH64, nih64_splits
 
-GAN_RUN = "limited-with-the-improved-recipe-s-networks"  # the ablation's folder of today's `limited` recipe
-
-
-def _log(msg: str) -> None:
-    console.print(f"[{time.strftime('%H:%M:%S')}] {msg}")
+GAN_RUN = "limited"  # the ablation's folder of the `limited` recipe
 
 
 def score(run_dir: Path, data: Path, features: str, n: int, seed: int, steps: int, ckpt: Path | None = None) -> dict:
@@ -58,7 +56,7 @@ def network_calls(recipe: str, steps: int, solver: str | None = None) -> int:
 
 
 def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int = None,
-                    workdir: str = "/tmp/scratch/diagnosis", recipe: str = "diffusion", tag: str = "",
+                    workdir: str = None, recipe: str = "diffusion", tag: str = "",
                     fast_steps: int = 0, continue_tag: str = None) -> None:
     """One seed: train a diffusion recipe for ``minutes`` of training time, sample, score (scores.json). ``steps``
     defaults to 35 network calls per image for either recipe (EDM's Heun 18 steps, DDIM 35); ``fast_steps`` also
@@ -66,13 +64,13 @@ def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int
     ``continue_tag``: start from the finished run of that tag (e.g. ``-35min``) and train ``minutes`` more; the
     record counts both runs' training time."""
     steps = steps or (35 if recipe == "diffusion-ddpm" else 18)
-    work = Path(workdir)
-    data, _ = nih64_splits(work, str(NIH64), 0)
-    features = f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}"
+    work = work_dir(workdir, "diagnosis")
+    data, _ = nih64_splits(work, NIH64, 0)
+    features = f"classifier:{real_classifier(work)}"
     run_dir = work / "ablation" / f"{recipe}{tag}-s{seed}"
     source = work / "ablation" / f"{recipe}{continue_tag}-s{seed}"
     before = 0.0 if continue_tag is None else continue_run(source, run_dir)
-    _log(f"{recipe}, seed {seed}: {minutes} min of training")
+    log(f"{recipe}, seed {seed}: {minutes} min of training")
     # grids (and epoch checkpoints) every 20 epochs: a diffusion grid costs 19 network calls per image
     trained = train_for(dict(data=str(data), out=str(run_dir), recipe=recipe, seed=seed, device="cpu",
                              ckpt_every=20), minutes, chunk=20)
@@ -85,7 +83,7 @@ def train_and_score(minutes: float = 14, seed: int = 0, n: int = 500, steps: int
                           **score(run_dir, data, features, n, seed, fast_steps)}
     record.update(score(run_dir, data, features, n, seed, steps))
     (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
-    _log(f"{recipe}, seed {seed}: scored")
+    log(f"{recipe}, seed {seed}: scored")
 
 
 def training_time(losses_csv: Path, step: int) -> float:
@@ -103,12 +101,12 @@ def training_time(losses_csv: Path, step: int) -> float:
 
 
 def score_checkpoint(seed: int = 0, recipe: str = "diffusion-ddpm", checkpoint: str = "ckpt-000040.pt",
-                     n: int = 500, steps: int = None, workdir: str = "/tmp/scratch/diagnosis") -> None:
+                     n: int = 500, steps: int = None, workdir: str = None) -> None:
     """Score an epoch checkpoint of a trained run instead of its last one (scores.json), with the training time
     up to it: for equal training time when train_for's last chunk overshot the budget."""
     steps = steps or (35 if recipe == "diffusion-ddpm" else 18)
-    work = Path(workdir)
-    data, _ = nih64_splits(work, str(NIH64), 0)
+    work = work_dir(workdir, "diagnosis")
+    data, _ = nih64_splits(work, NIH64, 0)
     run_dir = work / "ablation" / f"{recipe}-s{seed}"
     ckpt = run_dir / checkpoint
     saved = torch.load(ckpt, weights_only=True, map_location="cpu")
@@ -116,33 +114,32 @@ def score_checkpoint(seed: int = 0, recipe: str = "diffusion-ddpm", checkpoint: 
     kimg = saved["nimg"] / 1000 if "nimg" in saved else None
     record = {"seed": seed, "recipe": recipe, "calls": network_calls(recipe, steps), "checkpoint": checkpoint,
               "kimg": kimg, "seconds": seconds, "img_per_s": 1000 * kimg / seconds if kimg else None, "steps": steps,
-              **score(run_dir, data, f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}", n, seed, steps,
-                      ckpt)}
+              **score(run_dir, data, f"classifier:{real_classifier(work)}", n, seed, steps, ckpt)}
     (run_dir / "scores.json").write_text(json.dumps(record, indent=2))
-    _log(f"{recipe}, seed {seed}: {checkpoint} scored ({kimg} kimg, {seconds:.0f} s of training)")
+    log(f"{recipe}, seed {seed}: {checkpoint} scored ({kimg} kimg, {seconds:.0f} s of training)")
 
 
 def sampling_speed(steps: str = "10,18", n: int = 500, threads: int = 2,
-                   workdir: str = "/tmp/scratch/diagnosis", tag: str = "", quality: bool = False) -> list[dict]:
+                   workdir: str = None, tag: str = "", quality: bool = False) -> list[dict]:
     """Seconds to sample ``n`` images per class at 64x64 from the seed-0 diffusion run, per entry of ``steps``:
     a step count (Heun) or SOLVER:STEPS (e.g. dpm++2m:15). With ``quality``, each sample is also scored as
     the main table scores (same seed, features and test split), after the clock stops."""
     torch.set_num_threads(threads)
-    work = Path(workdir)
+    work = work_dir(workdir, "diagnosis")
     run_dir = work / "ablation" / f"diffusion{tag}-s0"
     gens = resolve_generators(str(run_dir), run_dir, [0, 1], torch.device("cpu"))
     out = []
-    for spec in (steps if isinstance(steps, (tuple, list)) else str(steps).split(",")):
+    for spec in as_list(steps, str):
         solver, _, count = str(spec).rpartition(":")
         solver, count = solver or "heun", int(count)
         t0 = time.perf_counter()
         sample_to_file(work / "speed.h5", gens, n, 0, torch.device("cpu"), steps=count, solver=solver)
         row = {"solver": solver, "steps": count, "calls": SOLVERS[solver](count), "seconds": time.perf_counter() - t0}
-        _log(f"{n} per class, {solver} at {count} steps: {row['seconds']:.0f} s")
+        log(f"{n} per class, {solver} at {count} steps: {row['seconds']:.0f} s")
         if quality:
-            data, _ = nih64_splits(work, str(NIH64), 0)
+            data, _ = nih64_splits(work, NIH64, 0)
             m = evaluate(QualityConfig(overwrite=True, real=f"{data}:test", fake=str(work / "speed.h5"),
-                                       features=f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}",
+                                       features=f"classifier:{real_classifier(work)}",
                                        out=str(work / "speed-fid_is.json"), cache="", seed=0, device="cpu",
                                        audit=False))
             row["per_class"] = m["per_class"]
@@ -156,10 +153,11 @@ def _mean_of(runs: list[dict], key: str) -> str:
 
 
 def usefulness_rows(workdirs: dict[str, str]) -> list[list[str]]:
-    """ΔAUROC of each recipe's synthetic arm (bench/usefulness.py at real fraction 1) against the other arms."""
+    """ΔAUROC of each recipe's synthetic arm (bench/experiments/usefulness.py at real fraction 1) against the other
+    arms. A relative work folder is one under the benchmarks' folder (common.bench_dir)."""
     rows = []
     for recipe, workdir in workdirs.items():
-        path = Path(workdir) / "fraction-1" / "real+synthetic" / "metrics.json"
+        path = bench_dir() / workdir / "fraction-1" / "real+synthetic" / "metrics.json"
         if not path.is_file():
             continue
         rows.append([recipe, *arm_cells(json.loads(path.read_text()))])
@@ -183,30 +181,16 @@ def samples_figure(work: Path, data: Path, folders: dict[str, str], path: Path, 
     save_grid(path, panels, "NIH 64x64: real test images and seed-0 samples (first 16 per class)", cols=4)
 
 
-USEFULNESS = {"limited (GAN), 16 kimg, equal training time": "/tmp/scratch/usefulness",
-              "limited (GAN), 33.6 kimg (35 min)": "/tmp/scratch/usefulness-gan35",
-              "diffusion (EDM), 14 min": "/tmp/scratch/usefulness-diffusion"}
+# bench/experiments/usefulness.py's work folders (under common.bench_dir) of the earlier runs
+USEFULNESS = {"limited (GAN), 16 kimg, equal training time": "usefulness",
+              "limited (GAN), 33.6 kimg (35 min)": "usefulness-gan35",
+              "diffusion (EDM), 14 min": "usefulness-diffusion"}
 
 
-def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
-         workdir: str = "/tmp/scratch/diagnosis", out: str = None, note: str = "", tag: str = "",
-         gan_run: str = GAN_RUN, useful: dict = None, section: str = "diffusion", speed_quality: bool = False,
-         title: str = "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", reference: bool = False):
-    """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
-    diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC (bench/usefulness.py).
-
-    ``tag`` picks the diffusion runs trained with that tag, ``gan_run`` the ablation folder of the GAN they are set
-    against, ``useful`` maps a row name to a bench/usefulness.py work folder; ``speed_steps`` entries are step
-    counts (Heun) or SOLVER:STEPS (none: no speed table), and ``speed_quality`` scores each of them too (seed 0);
-    ``reference`` adds rows scoring the real training images in place of generated ones (what a generator that
-    reproduced its training set would get)."""
-    record_start()
-    work = Path(workdir)
-    data, real = nih64_splits(work, str(NIH64), 0)
-    seed_list = [int(s) for s in (seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(","))]
-
+def collect_runs(work: Path, seeds: list[int], tag: str, gan_run: str) -> dict[str, list[dict]]:
+    """The scores.json records of each row group that has runs: EDM, DDPM, EDM's fast sample, the GAN."""
     def scores(folder: str) -> list[dict]:
-        return [json.loads(p.read_text()) for s in seed_list
+        return [json.loads(p.read_text()) for s in seeds
                 if (p := work / "ablation" / f"{folder}-s{s}" / "scores.json").is_file()]
 
     edm = scores(f"diffusion{tag}")
@@ -219,52 +203,76 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
         r["to_train"] = m["audit_pixels"]["synthetic_to_train_median"]
         audit = m["audit_pixels"]  # fid_is files of that time name the held-out split's median test_to_train
         r["held_out_to_train"] = audit.get("held_out_to_train_median", audit.get("test_to_train_median"))
+    return runs
+
+
+def quality_rows(runs: dict[str, list[dict]], classes) -> list[list[str]]:
     rows = []
     for name, rs in runs.items():
         calls = "–" if "GAN" in name else "/".join(sorted({
             str(r.get("calls") or network_calls("diffusion-ddpm" if "ddpm" in name else "diffusion", r["steps"]))
             for r in rs}))
-        for c in real["train"].classes:
-            cells = []
-            for key in METRICS:
-                v = np.array([r["per_class"][c][key] for r in rs if r["per_class"][c][key] is not None], float)
-                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+        for c in classes:
             rows.append([name, c, str(len(rs)), f"{np.mean([r['kimg'] for r in rs]):.1f}",
-                         f"{np.mean([r['img_per_s'] for r in rs]):.1f}", calls, *cells,
+                         f"{np.mean([r['img_per_s'] for r in rs]):.1f}", calls, *metric_cells(rs, c),
                          f"{np.mean([r['near_copies'] for r in rs]):.1f}",
                          f"{_mean_of(rs, 'to_train')} / {_mean_of(rs, 'held_out_to_train')}"])
-    if reference:
-        ref = real_reference(data, f"classifier:{work / 'eval' / 'real' / 'model-seed0.pt'}", work)["per_class"]
-        rows += [[f"real training images ({ref[c]['n_fake']}), the reference", c, "–", "–", "–", "–",
-                  *(f"{ref[c][k]:.3f}" if ref[c][k] is not None else "–" for k in METRICS), "–", "–"]
-                 for c in real["train"].classes]
-    table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s",
-                                            "network calls per image", "KID", "precision", "recall",
-                                            "pixel diversity", "near copies (pixels)",
-                                            "median distance to train: generated / held-out real"], rows)
-    speed = sampling_speed(speed_steps, 500, threads, workdir, tag, quality=speed_quality) if speed_steps else []
-    classes = real["train"].classes
+    return rows
+
+
+def speed_text(speed: list[dict], classes, threads: int, scored: bool) -> str:
+    """The sampling-speed paragraph and table (empty without measurements)."""
+    if not speed:
+        return ""
 
     def quality(s: dict) -> list[str]:
         if "per_class" not in s:
             return ["–"] * len(classes)
         return [f"{s['per_class'][c]['precision']:.2f} / {s['per_class'][c]['recall']:.2f}" for c in classes]
 
-    speed_table = show_table("sampling speed", ["solver", "steps", "network calls per image", "seconds for 2 x 500",
-                                                "images per second",
-                                                *(f"{c}: precision / recall" for c in classes)],
-                             [[s["solver"], str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}",
-                               f"{1000 / s['seconds']:.1f}", *quality(s)] for s in speed])
-    scored = "; precision / recall of each sample against the test split as in the main table" if speed_quality else ""
-    speed_text = "" if not speed else f"""Sampling speed of `diffusion` (seed 0), {threads} CPU threads, 500 images per
-class at 64x64 (`sample.py --steps S --solver SOLVER`){scored}:
+    table = show_table("sampling speed", ["solver", "steps", "network calls per image", "seconds for 2 x 500",
+                                          "images per second", *(f"{c}: precision / recall" for c in classes)],
+                       [[s["solver"], str(s["steps"]), str(s["calls"]), f"{s['seconds']:.0f}",
+                         f"{1000 / s['seconds']:.1f}", *quality(s)] for s in speed])
+    how = "; precision / recall of each sample against the test split as in the main table" if scored else ""
+    return f"""Sampling speed of `diffusion` (seed 0), {threads} CPU threads, 500 images per
+class at 64x64 (`sample.py --steps S --solver SOLVER`){how}:
 
-{speed_table}
+{table}
 
 """
-    useful = usefulness_rows(useful or USEFULNESS)
+
+
+def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", threads: int = 2,
+         workdir: str = None, out: str = None, note: str = "", tag: str = "",
+         gan_run: str = GAN_RUN, useful: dict = None, section: str = "diffusion", speed_quality: bool = False,
+         title: str = "Diffusion recipe vs the limited GAN (NIH 64x64, equal training time)", reference: bool = False):
+    """Write the section from the seeds' scores.json (train them first with train_and_score, in parallel; the
+    diffusion-ddpm rows appear when its runs exist), and the usefulness work folders' ΔAUROC
+    (bench/experiments/usefulness.py).
+
+    ``tag`` picks the diffusion runs trained with that tag, ``gan_run`` the ablation folder of the GAN they are set
+    against, ``useful`` maps a row name to a usefulness work folder (relative: under common.bench_dir);
+    ``speed_steps`` entries are step counts (Heun) or SOLVER:STEPS (none: no speed table), and ``speed_quality``
+    scores each of them too (seed 0); ``reference`` adds rows scoring the real training images in place of
+    generated ones (what a generator that reproduced its training set would get). ``workdir``: the benchmarks' work
+    folder "diagnosis" unless given."""
+    record_start()
+    work = work_dir(workdir, "diagnosis")
+    data, real = nih64_splits(work, NIH64, 0)
+    classes = real["train"].classes
+    rows = quality_rows(collect_runs(work, as_list(seeds), tag, gan_run), classes)
+    if reference:
+        rows += reference_rows(data, f"classifier:{real_classifier(work)}", work, classes, before=4, after=2)
+    table = show_table("diffusion vs GAN", ["recipe", "class", "seeds", "kimg in budget", "train img/s",
+                                            "network calls per image", "KID", "precision", "recall",
+                                            "pixel diversity", "near copies (pixels)",
+                                            "median distance to train: generated / held-out real"], rows)
+    speed = sampling_speed(speed_steps, 500, threads, str(work), tag, quality=speed_quality) if speed_steps else []
+    speed_part = speed_text(speed, classes, threads, speed_quality)
     useful_table = show_table("usefulness", ["synthetic arm's recipe", "test AUROC [95% seed-aware CI]",
-                                             "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"], useful)
+                                             "Δ vs real", "Δ vs oversampling", "Δ vs augmentation"],
+                              usefulness_rows(useful or USEFULNESS))
     body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training
 time per seed (seeds {seeds}), one CPU thread per run, two runs side by side, as the GAN runs had. The diffusion
 models (`diffusion`: the U-Net of `lib/cxrgan/generative/edm.py` at base 16 in EDM's preconditioning and loss;
@@ -278,10 +286,10 @@ much closer than held-out would mean copying). {note}
 
 {table}
 
-{speed_text}Usefulness (bench/usefulness.py on the shipped nih-mini subset, real fraction 1, 5 classifier seeds,
-seed-aware 95% intervals; the control arms are shared; every synthetic arm's generator was trained on the same
-training patients, for the budget its row names; nih-mini's splits are nih64's, image for image): ΔAUROC of real +
-synthetic against each arm.
+{speed_part}Usefulness (bench/experiments/usefulness.py on the shipped nih-mini subset, real fraction 1,
+5 classifier seeds, seed-aware 95% intervals; the control arms are shared; every synthetic arm's generator was
+trained on the same training patients, for the budget its row names; nih-mini's splits are nih64's, image for
+image): ΔAUROC of real + synthetic against each arm.
 
 {useful_table}
 """
