@@ -311,3 +311,42 @@ def test_channels_last_sampling_matches_the_plain_layout():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert plain_d.std() > 0.1 and torch.allclose(plain_d, fast_d, atol=1e-4)  # unclamped denoiser outputs
     assert torch.allclose(plain, fast, atol=1e-3)
+
+
+def _as_legacy(saved: dict) -> dict:
+    """A checkpoint as cxrgan wrote it before the objectives table (format cxrgan-gan/1): the denoiser as a GAN's
+    generator (under ``denoiser.``) beside an empty discriminator, and GAN options in its config."""
+    prefixed = {f"denoiser.{k}": v for k, v in saved["networks"]["denoiser"].items()}
+    ema = {f"denoiser.{k}": v for k, v in saved["ema"].items()}
+    model = {k: v for k, v in saved["model"].items() if k != "formulation"}
+    config = {**saved["config"], "loss": "denoising", "augment": "none", "lr_d": 2e-4, "g_steps": 1,
+              "ada_target": None, "ada_kimg": 100, "r1_gamma": 0.0, "lecam": 0.0}
+    rest = {k: v for k, v in saved.items() if k not in ("networks", "ema", "optimizers", "objective",
+                                                         "objective_state", "format", "tensors_sha256")}
+    return {**rest, "format": "cxrgan-gan/1", "model": model, "config": config, "generator": prefixed,
+            "discriminator": {}, "ema": ema, "opt_g": saved["optimizers"]["denoiser"], "opt_d": None, "ada": None,
+            "lecam": None}
+
+
+def test_a_checkpoint_of_the_old_format_samples_and_resumes_as_before(diffusion_run, phantoms, tmp_path):
+    from cxrgan import torchfile
+    from cxrgan.errors import UserError
+    from cxrgan.generative.checkpoint import load
+    from cxrgan.generative.checkpoint import load_generator
+
+    saved = torch.load(diffusion_run / "last.pt", weights_only=True)
+    old_run = tmp_path / "old"
+    old_run.mkdir()
+    torchfile.save(_as_legacy(saved), old_run / "last.pt")
+    upgraded = load(old_run / "last.pt")
+    assert upgraded["objective"] == "denoising" and upgraded["model"]["formulation"] == "edm"
+    new, old = load_generator(diffusion_run / "last.pt"), load_generator(old_run / "last.pt")
+    z, y = torch.randn(2, new.model["latent"]), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.equal(new.sampler(steps=2)(z, y), old.sampler(steps=2)(z, y))
+    result = train(GanConfig(data=str(phantoms), out=str(old_run), recipe="diffusion", epochs=2, **TINY))
+    assert result["trained"] and result["epochs"] == 2  # continued from the old file's epoch 1
+    legacy_gan = {**_as_legacy(saved), "model": {**saved["model"], "kind": "resnet"}}
+    torchfile.save(legacy_gan, tmp_path / "resnet.pt")
+    with pytest.raises(UserError, match="'resnet' networks, which cxrgan no longer has"):
+        load(tmp_path / "resnet.pt")

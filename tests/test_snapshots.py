@@ -71,8 +71,7 @@ def test_snapshots_write_metrics_and_keep_the_best_by_validation_kid(phantoms96,
     assert chosen[0].path.name == "best.pt"
 
 
-def test_diffusion_snapshots_measure_the_samples_and_leave_the_discriminator_columns_empty(phantoms96, features,
-                                                                                          tmp_path):
+def test_diffusion_snapshots_measure_the_samples_and_have_no_discriminator_columns(phantoms96, features, tmp_path):
     out = tmp_path / "run"
     train(GanConfig(data=str(phantoms96), out=str(out), recipe="diffusion", epochs=2, snapshot_kimg=0.05,
                     snapshot_n=20, snapshot_features=features, select_snapshot=True, **TINY_GAN))
@@ -80,7 +79,7 @@ def test_diffusion_snapshots_measure_the_samples_and_leave_the_discriminator_col
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for r in rows:
         assert float(r["kid"]) == float(r["kid"]) and float(r["pixel_diversity"]) > 0 and int(r["n_fake"]) == 20
-        assert all(r[c] == "" for c in ("d_train", "d_val", "d_fake", "rt_train", "rt_val"))
+        assert not {"d_train", "d_val", "d_fake", "rt_train", "rt_val"} & set(r)  # the objective has no D
     assert (out / "best.pt").is_file()
 
 

@@ -1,7 +1,7 @@
 """The improved recipe's class-conditional GAN: one model for all classes.
 
 Generator: the DCGAN generator's layout (latent -> 4x4, stride-2 transposed convolutions, tanh out; the same cost
-per image as the seed recipe's) with the class entering every normalisation layer as its own gain and bias
+per image as the study-dcgan recipe's) with the class entering every normalisation layer as its own gain and bias
 (conditional batch norm, as in SNGAN/BigGAN).
 Discriminator: the DCGAN discriminator's stride-2 convolutions, spectrally normalised, without batch norm, then
 global sum pooling and a projection head (Miyato & Koyama 2018): logit = w.h + embed(y).h. Widths follow
