@@ -165,7 +165,8 @@ CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_
 ADDED_ARGS := $(call args_stamp,$(ARGS_DIR)/added,$(ADDED))
 # the synthetic arms also depend on which controls they are compared with and which GAN made their images
 SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-$(RECIPE),CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
-METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) $(foreach v,$(FEATURE_VARS),$(v)_WEIGHTS=$($(v)_WEIGHTS)))
+FEATURE_WEIGHTS = $(foreach v,$(FEATURE_VARS),$(v)_WEIGHTS=$($(v)_WEIGHTS))
+METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) $(FEATURE_WEIGHTS))
 # a stamp not written yet (a dry run before the first build): out of date, like everything built from it
 $(ARGS_DIR)/% $(DATA_DIR)/.args/%: ;
 
@@ -177,7 +178,8 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
 	@echo "variables: DATA=nih-mini|nih|phantom NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
-	@echo "           CONTROLS=\"$(ARMS)\" SYNTH_RATIO CLF_EPOCHS CLF_SIZE SPLIT=official|random (DATA=nih) OUTPUTS DATA_DIR"
+	@echo "           CONTROLS=\"$(ARMS)\" SYNTH_RATIO CLF_EPOCHS CLF_SIZE SPLIT=official|random (DATA=nih) OUTPUTS \
+	DATA_DIR"
 	@echo "           FRACTIONS REUSE_GAN=0|1 $(foreach v,$(FEATURE_VARS),$(v)=0|1 $(v)_WEIGHTS) MIRROR GAN_ARGS"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
@@ -243,14 +245,16 @@ $(CLF_DIR)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $
 $(CLF_DIR)/tstr-$(RECIPE)/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
-efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real $(addprefix real+,$(EFFICIENCY_ARMS)) $(SYN_ARM),$(CLF_DIR)/fraction-$(f)/$(a)/metrics.json))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
+# the real arm and the control arms of the curve (EFFICIENCY_ARMS, from the arm table) at fraction $(1)
+eff_runs = $(foreach a,real $(addprefix real+,$(EFFICIENCY_ARMS)),$(CLF_DIR)/fraction-$(1)/$(a))
+efficiency: $(foreach f,$(FRACTIONS),$(addsuffix /metrics.json,$(call eff_runs,$(f)) $(CLF_DIR)/fraction-$(f)/$(SYN_ARM)))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
 
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
-# the control arms of the curve (EFFICIENCY_ARMS, from the arm table)
 define efficiency_arm_rules
-$(CLF_DIR)/fraction-%/real+$(1)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(CLF_DIR)/fraction-%/real/metrics.json
+$(CLF_DIR)/fraction-%/real+$(1)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) \
+		$(CLF_DIR)/fraction-%/real/metrics.json
 	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $$* --control $(1) \
 		--baseline $$(CLF_DIR)/fraction-$$*/real
 endef
@@ -276,18 +280,19 @@ $(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | 
 endif
 $(CLF_DIR)/fraction-$(1)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(SYNTH_ARM_ARGS) \
 		$(call eff_synth,$(1)) \
-		$(foreach a,real $(addprefix real+,$(EFFICIENCY_ARMS)),$(CLF_DIR)/fraction-$(1)/$(a)/metrics.json)
+		$(addsuffix /metrics.json,$(call eff_runs,$(1)))
 	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
-		--baseline $(subst $(space),$(comma),$(foreach a,real $(addprefix real+,$(EFFICIENCY_ARMS)),$(CLF_DIR)/fraction-$(1)/$(a)))
+		--baseline $(subst $(space),$(comma),$(strip $(call eff_runs,$(1))))
 endef
 $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 
-metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv; NAME=1: any network of lib/cxrgan/metrics/networks.py)
+metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv; NAME=1: any other network of lib/cxrgan/metrics/networks.py)
 
 $(OUTPUTS)/metrics/domain-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
-# one rule per feature network of FEATURE_TABLE: NAME:VAR:OPTION gives OPTION $(VAR_WEIGHTS), NAME:VAR NAME:$(VAR_WEIGHTS)
+# one rule per feature network of FEATURE_TABLE; its weights: NAME:VAR:OPTION passes OPTION $(VAR_WEIGHTS),
+# NAME:VAR --features NAME:$(VAR_WEIGHTS)
 feature_weights = $(if $($(2)_WEIGHTS),$(if $(3), $(3) $($(2)_WEIGHTS),:$($(2)_WEIGHTS)))
 define feature_rules
 $(OUTPUTS)/metrics/$(1)-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
@@ -323,7 +328,7 @@ smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smok
 	else echo "smoke: FAILED: make all CLF_EPOCHS=2 would run again"; exit 1; fi
 	@ran=$$($(MAKE) --no-print-directory all $(SMOKE_VARS) CLF_EPOCHS=2 RECIPE=diffusion 2>&1) || { echo "$$ran"; exit 1; }; \
 	if grep -q -E -e 'make_phantoms|--out [^ ]*/gan/limited ' \
-	-e 'train_resnet.py .*--out [^ ]*/classify/real(\+oversample|\+augment)? ' <<<"$$ran"; then \
+	-e 'train_resnet.py .*--out [^ ]*/classify/real($(subst $(space),|,$(foreach a,$(ARMS),\+$(a))))? ' <<<"$$ran"; then \
 	echo "smoke: FAILED: RECIPE=diffusion re-ran the dataset, the GAN or a real arm:"; echo "$$ran"; exit 1; fi; \
 	if grep -q 'real + synthetic (diffusion)' $(SMOKE_DIR)/outputs/REPORT.md && \
 	grep -q 'real + synthetic (limited)' $(SMOKE_DIR)/outputs/REPORT.md; then \

@@ -338,11 +338,13 @@ def _same_arch(baseline: Path, cfg: ClassifierConfig) -> dict:
         was = json.loads((baseline / "metrics.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    arch = was.get("arch", "resnet18") if isinstance(was, dict) else "resnet18"  # runs before --arch: ResNet-18
+    if not isinstance(was, dict):
+        return {}
+    arch = was.get("arch", "resnet18")  # runs from before --arch trained ResNet-18s
     if arch != cfg.arch:
         raise UserError(f"--baseline {baseline} trained --arch {arch}, this run --arch {cfg.arch}; compare arms of "
                         "one architecture")
-    return was if isinstance(was, dict) else {}
+    return was
 
 
 def markdown(s: dict) -> str:

@@ -59,7 +59,7 @@ def feature_net(spec: str = "inception", inception_weights: str | None = None, d
     """``NAME[:ARGUMENT]``, NAME a row of ``FEATURE_NETS``: ``inception``, ``xrv[:WEIGHTS]``, ``classifier:CKPT``."""
     name, sep, argument = str(spec).partition(":")
     row = FEATURE_NETS.get(name)
-    if row is None or (sep or argument) and not row.argument or row.argument_required and not argument:
+    if row is None or ((sep or argument) and not row.argument) or (row.argument_required and not argument):
         raise UserError(f"--features {spec!r}: use {networks.usages()}")
     dev = runtime.resolve_device(device)
     model, key, prepare, description = row.build(argument, inception_weights, dev)

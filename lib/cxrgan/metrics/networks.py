@@ -38,7 +38,6 @@ def _lazy(module: str, function: str) -> Callable:
     def build(*args):
         return getattr(importlib.import_module(f"{__package__}.{module}"), function)(*args)
 
-    build.__qualname__ = f"{module}.{function}"
     return build
 
 
