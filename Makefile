@@ -19,6 +19,20 @@ $(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Pyth
 endif
 RECIPES := $(foreach r,$(RECIPE_TABLE),$(word 1,$(subst :, ,$(r))))
 DEFAULT_RECIPE := $(word 1,$(subst :, ,$(filter %:default,$(RECIPE_TABLE))))
+# The feature networks of fid_is (lib/cxrgan/metrics/networks.py) that need no argument, NAME:VAR[:OPTION]: with
+# VAR=1, `make metrics` also writes metrics/NAME-RECIPE.json (VAR_WEIGHTS: a local weights file, given to OPTION or
+# as --features NAME:VAR_WEIGHTS). The control arms of train_resnet --control (lib/cxrgan/classify/arms.py),
+# NAME[:efficiency][:laptop]: every arm is in the default CONTROLS, the laptop ones in DATA=nih-mini's, and the
+# efficiency ones in `make efficiency`.
+FEATURE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
+	from cxrgan.metrics.networks import make_table; print(make_table())')
+ARM_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
+	from cxrgan.classify.arms import make_table; print(make_table())')
+row_field = $(word $(2),$(subst :, ,$(1)))
+FEATURE_VARS := $(foreach r,$(FEATURE_TABLE),$(call row_field,$(r),2))
+ARMS := $(foreach a,$(ARM_TABLE),$(call row_field,$(a),1))
+arms_with = $(foreach a,$(ARM_TABLE),$(if $(filter $(1),$(wordlist 2,9,$(subst :, ,$(a)))),$(call row_field,$(a),1)))
+EFFICIENCY_ARMS := $(call arms_with,efficiency)
 
 DATA ?= nih-mini
 DATA_DIR ?= data
@@ -33,7 +47,7 @@ N_SYNTH ?= 500
 DEVICE ?= auto
 NPROC ?= 1
 SEEDS ?= 3
-CONTROLS ?= oversample augment
+CONTROLS ?= $(ARMS)
 FRACTIONS ?= 0.1 0.25 0.5 1
 REUSE_GAN ?= 0
 INCEPTION_WEIGHTS ?=
@@ -63,7 +77,7 @@ CLF_EPOCHS ?= 6
 SYNTH_RATIO ?= 1
 INCEPTION ?= 0
 ifeq ($(origin CONTROLS),file)
-CONTROLS := oversample
+CONTROLS := $(call arms_with,laptop)
 endif
 ifeq ($(strip $(KIMG)$(EPOCHS)),)
 KIMG := 7
@@ -113,10 +127,11 @@ CLF_ARGS = --overwrite --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --se
 # training image (DATA=nih-mini and phantom: 1), or, with SYNTH_RATIO empty (DATA=nih), N_SYNTH per class: the study's
 # 500 beside the real training set
 ADDED = $(if $(SYNTH_RATIO),--synthetic-ratio $(SYNTH_RATIO),--synthetic-per-class $(N_SYNTH))
-# the domain metrics always (no download needed); the standard Inception metrics with INCEPTION=1
-METRICS := $(OUTPUTS)/metrics/domain-$(RECIPE).json \
-	$(if $(filter 1,$(INCEPTION)),$(OUTPUTS)/metrics/inception-$(RECIPE).json) \
-	$(if $(filter 1,$(XRV)),$(OUTPUTS)/metrics/xrv-$(RECIPE).json)
+# the domain metrics always (no download needed); each network of FEATURE_TABLE with its VAR=1 (INCEPTION=1: the
+# standard Inception metrics, the default for DATA=nih; XRV=1: FID_xrv)
+$(foreach v,$(FEATURE_VARS),$(eval $(v) ?= 0))
+METRICS := $(OUTPUTS)/metrics/domain-$(RECIPE).json $(foreach r,$(FEATURE_TABLE),$(if $(filter 1,$($(call \
+	row_field,$(r),2))),$(OUTPUTS)/metrics/$(call row_field,$(r),1)-$(RECIPE).json))
 FID_ARGS = --overwrite --real $(DATASET) --fake $(SYNTH) --out $@ --seed $(SEED) --device $(DEVICE)
 CONTROL_RUNS := $(foreach c,$(CONTROLS),$(CLF_DIR)/real+$(c))
 CLASSIFY := $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS)) $(CLF_DIR)/$(SYN_ARM)/metrics.json
@@ -150,8 +165,8 @@ CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_
 ADDED_ARGS := $(call args_stamp,$(ARGS_DIR)/added,$(ADDED))
 # the synthetic arms also depend on which controls they are compared with and which GAN made their images
 SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-$(RECIPE),CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
-METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) INCEPTION_WEIGHTS=$(INCEPTION_WEIGHTS) \
-	XRV_WEIGHTS=$(XRV_WEIGHTS))
+FEATURE_WEIGHTS = $(foreach v,$(FEATURE_VARS),$(v)_WEIGHTS=$($(v)_WEIGHTS))
+METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) $(FEATURE_WEIGHTS))
 # a stamp not written yet (a dry run before the first build): out of date, like everything built from it
 $(ARGS_DIR)/% $(DATA_DIR)/.args/%: ;
 
@@ -163,8 +178,9 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 	@echo
 	@echo "variables: DATA=nih-mini|nih|phantom NIH_DIR SIZE EPOCHS|KIMG N_SYNTH RECIPE=$(subst $(space),|,$(RECIPES)) SEEDS DEVICE NPROC"
-	@echo "           CONTROLS=\"oversample augment\" SYNTH_RATIO CLF_EPOCHS CLF_SIZE SPLIT=official|random (DATA=nih) OUTPUTS DATA_DIR"
-	@echo "           FRACTIONS REUSE_GAN=0|1 INCEPTION=0|1 INCEPTION_WEIGHTS XRV=0|1 XRV_WEIGHTS MIRROR GAN_ARGS"
+	@echo "           CONTROLS=\"$(ARMS)\" SYNTH_RATIO CLF_EPOCHS CLF_SIZE SPLIT=official|random (DATA=nih) OUTPUTS \
+	DATA_DIR"
+	@echo "           FRACTIONS REUSE_GAN=0|1 $(foreach v,$(FEATURE_VARS),$(v)=0|1 $(v)_WEIGHTS) MIRROR GAN_ARGS"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
@@ -229,14 +245,20 @@ $(CLF_DIR)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $
 $(CLF_DIR)/tstr-$(RECIPE)/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
-efficiency: $(foreach f,$(FRACTIONS),$(foreach a,real real+oversample $(SYN_ARM),$(CLF_DIR)/fraction-$(f)/$(a)/metrics.json))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
+# the real arm and the control arms of the curve (EFFICIENCY_ARMS, from the arm table) at fraction $(1)
+eff_runs = $(foreach a,real $(addprefix real+,$(EFFICIENCY_ARMS)),$(CLF_DIR)/fraction-$(1)/$(a))
+efficiency: $(foreach f,$(FRACTIONS),$(addsuffix /metrics.json,$(call eff_runs,$(f)) $(CLF_DIR)/fraction-$(f)/$(SYN_ARM)))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
 
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
 	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
-$(CLF_DIR)/fraction-%/real+oversample/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(CLF_DIR)/fraction-%/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --real-fraction $* --control oversample \
-		--baseline $(CLF_DIR)/fraction-$*/real
+define efficiency_arm_rules
+$(CLF_DIR)/fraction-%/real+$(1)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) \
+		$(CLF_DIR)/fraction-%/real/metrics.json
+	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $$* --control $(1) \
+		--baseline $$(CLF_DIR)/fraction-$$*/real
+endef
+$(foreach a,$(EFFICIENCY_ARMS),$(eval $(call efficiency_arm_rules,$(a))))
 
 # The synthetic arm at fraction F uses a GAN trained on that fraction's patients only (the same nested subset as the
 # classifier's, --subset-seed 0): a GAN trained on all patients would carry the held-back ones into the low-data
@@ -258,22 +280,26 @@ $(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | 
 endif
 $(CLF_DIR)/fraction-$(1)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(SYNTH_ARM_ARGS) \
 		$(call eff_synth,$(1)) \
-		$(CLF_DIR)/fraction-$(1)/real/metrics.json $(CLF_DIR)/fraction-$(1)/real+oversample/metrics.json
+		$(addsuffix /metrics.json,$(call eff_runs,$(1)))
 	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
-		--baseline $(CLF_DIR)/fraction-$(1)/real,$(CLF_DIR)/fraction-$(1)/real+oversample
+		--baseline $(subst $(space),$(comma),$(strip $(call eff_runs,$(1))))
 endef
 $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 
-metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv)
+metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv; NAME=1: any other network of lib/cxrgan/metrics/networks.py)
 
 $(OUTPUTS)/metrics/domain-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/real/metrics.json
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
-$(OUTPUTS)/metrics/xrv-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
-	$(PY) tools/fid_is.py $(FID_ARGS) --features xrv$(if $(XRV_WEIGHTS),:$(XRV_WEIGHTS))
-
-$(OUTPUTS)/metrics/inception-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
-	$(PY) tools/fid_is.py $(FID_ARGS) --features inception $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
+# one rule per feature network of FEATURE_TABLE; its weights: NAME:VAR:OPTION passes OPTION $(VAR_WEIGHTS),
+# NAME:VAR --features NAME:$(VAR_WEIGHTS)
+feature_weights = $(if $($(2)_WEIGHTS),$(if $(3), $(3) $($(2)_WEIGHTS),:$($(2)_WEIGHTS)))
+define feature_rules
+$(OUTPUTS)/metrics/$(1)-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
+	$$(PY) tools/fid_is.py $$(FID_ARGS) --features $(1)$$(call feature_weights,$(1),$(2),$(3))
+endef
+$(foreach r,$(FEATURE_TABLE),$(eval $(call feature_rules,$(call row_field,$(r),1),$(call row_field,$(r),2),$(call \
+	row_field,$(r),3))))
 
 report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
@@ -302,7 +328,7 @@ smoke: $(STAMP)  ## `make all` on tiny phantoms (32x32, one epoch) in build/smok
 	else echo "smoke: FAILED: make all CLF_EPOCHS=2 would run again"; exit 1; fi
 	@ran=$$($(MAKE) --no-print-directory all $(SMOKE_VARS) CLF_EPOCHS=2 RECIPE=diffusion 2>&1) || { echo "$$ran"; exit 1; }; \
 	if grep -q -E -e 'make_phantoms|--out [^ ]*/gan/limited ' \
-	-e 'train_resnet.py .*--out [^ ]*/classify/real(\+oversample|\+augment)? ' <<<"$$ran"; then \
+	-e 'train_resnet.py .*--out [^ ]*/classify/real($(subst $(space),|,$(foreach a,$(ARMS),\+$(a))))? ' <<<"$$ran"; then \
 	echo "smoke: FAILED: RECIPE=diffusion re-ran the dataset, the GAN or a real arm:"; echo "$$ran"; exit 1; fi; \
 	if grep -q 'real + synthetic (diffusion)' $(SMOKE_DIR)/outputs/REPORT.md && \
 	grep -q 'real + synthetic (limited)' $(SMOKE_DIR)/outputs/REPORT.md; then \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import subprocess
 import sys
@@ -80,6 +81,15 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
+
+
+def load_tool(name: str):
+    """tools/NAME.py as a module, loaded now: its ``main`` runs the tool in this process (so a table row a test
+    registers with monkeypatch reaches it, help included)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}_under_test", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

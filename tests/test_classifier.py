@@ -1,6 +1,7 @@
 """train_resnet on tiny phantoms: learning, the no-leak rule, reproducibility, TSTR, pairing, weights loading."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,12 +10,13 @@ import torch
 from torchvision.models import resnet18
 
 from cxrgan.classify import model as classifier
-from cxrgan.classify.train import CONTROLS, ClassifierConfig, _synthetic_subset, control_copies, run
+from cxrgan.classify.arms import ARMS
+from cxrgan.classify.train import ClassifierConfig, _synthetic_subset, control_copies, run
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter, read_info
 from cxrgan.errors import UserError
 from cxrgan.data.phantoms import generate
 from cxrgan.data.reader import H5ImageDataset
-from conftest import run_tool
+from conftest import load_tool, run_tool
 
 FAST = dict(size=32, device="cpu", n_boot=100, lr=1e-3)
 
@@ -193,7 +195,7 @@ def test_the_checkpoint_records_its_architecture_and_rebuilds_the_network(tmp_pa
 def test_control_arms_add_as_many_real_copies_as_the_synthetic_arm(phantoms):
     train = H5ImageDataset(phantoms, "train", in_memory=True)
     counts = np.bincount(train.labels)
-    for control in CONTROLS:
+    for control in ARMS:
         cfg = ClassifierConfig(data=str(phantoms), control=control, synthetic_ratio=0.5)
         copies, labels = control_copies(train.images, train.labels, cfg, seed=0)
         assert np.bincount(labels).tolist() == [round(0.5 * n) for n in counts]
@@ -218,3 +220,83 @@ def test_control_arm_trains_and_compares_with_several_baselines(phantoms, tmp_pa
         ClassifierConfig(data="x", control="mixup").validate()
     with pytest.raises(UserError, match="no predictions.npz"):
         run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), baseline=str(tmp_path / "nope"), **FAST))
+
+
+# ---------------------------------------------------------------- test-only rows of the arm and backbone tables
+
+TOOL_FAST = dict(size=32, device="cpu", n_boot=100, lr=1e-3, epochs=1)
+
+
+class _TinyNet(torch.nn.Module):
+    """A test-only classifier backbone: one convolution, pooled; ``penultimate`` as BACKBONES asks."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, n_classes)
+
+    def penultimate(self, x):
+        return torch.relu(self.bn1(self.conv1(x))).mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self.fc(self.penultimate(x))
+
+
+TINY_BACKBONE = classifier.Backbone(lambda n_classes, pretrained, weights: _TinyNet(n_classes), "TinyNet-4")
+
+
+def _inverted(copies, seed):
+    return 255 - copies
+
+
+def test_a_test_only_control_arm_registered_in_the_table_trains_and_reaches_the_report(phantoms, fake_samples,
+                                                                                        tmp_path, monkeypatch):
+    from cxrgan.classify.arms import Arm
+    from cxrgan.report import build
+
+    monkeypatch.setitem(ARMS, "inverted", Arm(_inverted, "real + inverted real copies", "inversion"))
+    monkeypatch.setitem(classifier.BACKBONES, "tiny", TINY_BACKBONE)  # quick: the arm is under test here
+    train = H5ImageDataset(phantoms, "train", in_memory=True)
+    drawn, labels = control_copies(train.images, train.labels, ClassifierConfig(data="x", control="oversample"), 0)
+    inverted, same = control_copies(train.images, train.labels, ClassifierConfig(data="x", control="inverted"), 0)
+    assert np.array_equal(inverted, 255 - drawn) and np.array_equal(labels, same)  # the same draw, then the row's
+    tool = load_tool("train_resnet")
+    assert '"inverted" real + inverted real copies' in " ".join(tool.main.__doc__.split())  # the help lists it
+    clf = tmp_path / "outputs" / "classify"
+    fast = dict(TOOL_FAST, arch="tiny")
+    tool.main(data=str(phantoms), out=str(clf / "real"), **fast)
+    tool.main(data=str(phantoms), out=str(clf / "real+inverted"), control="inverted", baseline=str(clf / "real"),
+              **fast)
+    tool.main(data=str(phantoms), out=str(clf / "real+synthetic"), synthetic=str(fake_samples),
+              baseline=f"{clf / 'real'},{clf / 'real+inverted'}", **fast)
+    m = json.loads((clf / "real+inverted" / "metrics.json").read_text())
+    assert m["config"]["control"] == "inverted" and m["per_seed"][0]["n_train_control"] == len(train)
+    report = build(tmp_path / "outputs").read_text()
+    assert "| real+inverted | real + inverted real copies |" in report
+    assert re.search(r"\*\*real\+synthetic\*\* vs real\+inverted: synthetic data (beat|did not beat|did worse than) "
+                     r"inversion", report)
+
+
+def test_a_test_only_backbone_registered_in_the_table_trains_and_names_the_report(phantoms, tmp_path, monkeypatch):
+    from cxrgan.metrics.features import feature_net
+    from cxrgan.report import build
+
+    monkeypatch.setitem(classifier.BACKBONES, "tiny", TINY_BACKBONE)
+    tool = load_tool("train_resnet")
+    assert "tiny (TinyNet-4)" in tool.main.__doc__
+    clf = tmp_path / "outputs" / "classify"
+    tool.main(data=str(phantoms), out=str(clf / "real"), arch="tiny", **TOOL_FAST)
+    m = json.loads((clf / "real" / "metrics.json").read_text())
+    assert m["config"]["arch"] == "tiny"
+    model, meta = classifier.load(clf / "real" / "model-seed0.pt")
+    assert isinstance(model, _TinyNet) and meta["arch"] == "tiny"
+    assert "TinyNet-4 penultimate layer, 4-d" in feature_net(f"classifier:{clf / 'real' / 'model-seed0.pt'}",
+                                                             device="cpu").description
+    assert "TinyNet-4, mean over seeds" in build(tmp_path / "outputs").read_text()
+    # a paired test against an arm of another architecture is refused before training
+    with pytest.raises(UserError, match="trained --arch tiny, this run --arch resnet18"):
+        run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "other"), baseline=str(clf / "real"),
+                             **TOOL_FAST))
+    with pytest.raises(UserError, match="--arch must be one of resnet18, tiny"):
+        ClassifierConfig(data="x", arch="vgg").validate()

@@ -9,12 +9,14 @@ import torch
 from cxrgan.classify import model as classifier
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter
 from cxrgan.errors import UserError
+from cxrgan.metrics import networks
 from cxrgan.metrics.features import cached_features, feature_net
+from cxrgan.metrics.networks import FEATURE_NETS, FeatureNetRow
 from cxrgan.metrics.inception import load_inception, random_weights, tf1_resize_bilinear
 from cxrgan.data.phantoms import generate
-from cxrgan.metrics.evaluate import QualityConfig, evaluate
+from cxrgan.metrics.evaluate import QualityConfig, evaluate, metric_columns
 from cxrgan.data.reader import H5ImageDataset
-from conftest import run_tool
+from conftest import load_tool, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +175,51 @@ def test_cli_errors(real, fake, classifier_ckpt, tmp_path):
     assert r.returncode == 2 and "classifier:PATH" in r.stderr
     r = run_tool("fid_is.py", "--real", real, "--fake", fake, "--features", f"classifier:{tmp_path / 'x.pt'}")
     assert r.returncode == 2 and "train_resnet" in r.stderr
+
+
+# A feature network that exists only in this test: a tiny random convolution, pooled to 8-d. Registering its row is
+# the one change needed for fid_is to score with it.
+class _TinyConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def _tiny_conv(argument, weights, device):
+    torch.manual_seed(int(argument or 0))
+    return (_TinyConv().to(device).eval(), f"seed{argument or 0}", lambda x: x.unsqueeze(1).float() / 127.5 - 1,
+            "tiny random conv net, 8-d")
+
+
+def test_a_test_only_feature_network_registered_in_the_table_runs_through_fid_is(real, fake, tmp_path, monkeypatch):
+    monkeypatch.setitem(FEATURE_NETS, "tiny", FeatureNetRow(_tiny_conv, False, "a tiny random conv net",
+                                                            argument="SEED"))
+    assert networks.make_table().split()[-1] == "tiny:TINY"  # `make metrics TINY=1` writes metrics/tiny-RECIPE.json
+    tool = load_tool("fid_is")
+    assert "tiny[:SEED] (a tiny random conv net)" in " ".join(tool.main.__doc__.split())  # the help lists it
+    out = tmp_path / "tiny.json"
+    tool.main(real=str(real), fake=str(fake), out=str(out), features="tiny:3", cache=str(tmp_path / "cache"),
+              kid_subset_size=20, device="cpu")
+    s = json.loads(out.read_text())
+    assert s["features"] == {"network": "tiny", "description": "tiny random conv net, 8-d", "key": "tiny-seed3",
+                             "dim": 8}
+    assert np.isfinite(s["fid"]) and s["is_mean"] is None and s["n_fake"] == 30 and "near_copies_features" in s
+    assert all(p.name.endswith("-tiny-seed3.npz") for p in (tmp_path / "cache").glob("*.npz"))
+    with pytest.raises(UserError, match=r"use inception, xrv\[:WEIGHTS\], classifier:.*or tiny\[:SEED\]"):
+        feature_net("vgg", device="cpu")
+
+
+def test_the_summary_and_report_columns_come_from_the_metric_table():
+    columns = metric_columns()
+    assert [c.key for c in columns] == ["fid", "kid_mean", "precision", "recall", "pixel_diversity", "is_mean"]
+    values = {"fid": 12.3456, "kid_mean": 0.01234, "kid_std": 0.002, "precision": 0.5, "recall": None,
+              "pixel_diversity": 0.98765, "is_mean": 2.0, "is_std": 0.1, "is_real_mean": 3.0}
+    assert [c.cell(values) for c in columns] == ["12.35", "0.01234 ± 0.002", "0.500", "–", "0.988",
+                                                 "2.000 ± 0.100 (3.000)"]
+    tool = load_tool("fid_is")
+    table = tool.summary_table({**values, "n_real": 4, "n_fake": 5, "per_class": {},
+                                "features": {"network": "classifier"}})
+    assert [c.header for c in table.columns] == ["set", "n_real", "n_fake", *(c.key for c in columns)]

@@ -2,6 +2,7 @@
 commands, the defaults follow the study, and the CLI, the Makefile and the README name one default recipe."""
 
 import re
+import shutil
 import subprocess
 
 import h5py
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from check_make_commands import check
+from cxrgan.classify.arms import ARMS
+from cxrgan.metrics.networks import FEATURE_NETS
 from conftest import ROOT
 from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.generative.recipes import DEFAULT_RECIPE
@@ -80,3 +83,46 @@ def test_the_nih_shaped_release_is_read_with_the_official_split(tmp_path):
         patients = {s: set(np.asarray(f[s]["patient_ids"][:]).tolist()) for s in ("train", "val", "test")}
     assert names["test"] and names["test"] <= test_names and not (names["train"] | names["val"]) & test_names
     assert not patients["train"] & patients["val"] and not (patients["train"] | patients["val"]) & patients["test"]
+
+
+def test_the_metrics_and_control_arm_targets_come_from_the_tables(tmp_path):
+    nets = [name for name, row in FEATURE_NETS.items() if not row.argument_required]
+    variables = [f"{name.upper()}=1" for name in nets]
+    text = dry_run(tmp_path, "all", "DATA=nih", *variables)
+    for name in nets:
+        assert f"--out {tmp_path}/outputs/metrics/{name}-{DEFAULT_RECIPE}.json" in text and f"--features {name}" in text
+    controls = re.findall(r"--out \S+/classify/real\+(\S+) .*--control (\S+)", text)
+    assert [arm for arm, _ in controls] == [arm for _, arm in controls] == list(ARMS)  # every arm, as CONTROLS
+    laptop = re.findall(r"--control (\S+)", dry_run(tmp_path, "all"))
+    assert laptop == [name for name, arm in ARMS.items() if arm.laptop]  # DATA=nih-mini: the laptop arms only
+    curve = re.findall(r"fraction-0.5/real\+(\S+) .*--control (\S+)", dry_run(tmp_path, "efficiency", "FRACTIONS=0.5"))
+    assert [arm for arm, _ in curve] == [name for name, arm in ARMS.items() if arm.efficiency]
+    helptext = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert all(f"{v.split('=')[0]}=0|1 {v.split('=')[0]}_WEIGHTS" in helptext for v in variables)
+
+
+def test_a_new_row_in_either_table_gives_its_make_targets(tmp_path):
+    """A copy of the Makefile and the package with one more feature network and one more control arm: `make`
+    plans their stages with no other change."""
+    shutil.copytree(ROOT / "lib", tmp_path / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("Makefile", "requirements.txt", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    with open(tmp_path / "lib" / "cxrgan" / "metrics" / "networks.py", "a") as f:
+        f.write('\nFEATURE_NETS["tiny-net"] = FeatureNetRow(_lazy("tiny", "build"), False, "test only")\n')
+    with open(tmp_path / "lib" / "cxrgan" / "classify" / "arms.py", "a") as f:
+        f.write('\nARMS["inverted"] = Arm(_as_drawn, "real + inverted copies", "inversion", efficiency=True)\n')
+
+    def plan(*args):
+        return subprocess.run(["make", "--no-print-directory", "-n", *args, "OUTPUTS=out", "DATA_DIR=data"],
+                              cwd=tmp_path, capture_output=True, text=True, check=True, timeout=120).stdout
+
+    text = plan("all", "DATA=nih", "TINY_NET=1", "TINY_NET_WEIGHTS=w.pt")
+    assert "--out out/metrics/tiny-net-limited.json --seed 0 --device auto --features tiny-net:w.pt" in text
+    assert "--out out/classify/real+inverted" in text and "--control inverted" in text
+    assert "--baseline out/classify/real,out/classify/real+oversample,out/classify/real+augment," \
+           "out/classify/real+inverted" in text  # the synthetic arm is paired with it too
+    assert "tiny-net" not in plan("all", "DATA=nih")  # off unless asked for
+    curve = plan("efficiency", "FRACTIONS=0.5")
+    assert "--real-fraction 0.5 --control inverted" in curve
+    assert "--baseline out/classify/fraction-0.5/real,out/classify/fraction-0.5/real+oversample," \
+           "out/classify/fraction-0.5/real+inverted" in curve

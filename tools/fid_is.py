@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """How close are generated chest X-rays to real ones (FID, IS, KID, precision/recall), and was anything copied?"""
 
+import textwrap
 import time
 
 from cxrgan import cli
-from cxrgan.metrics.evaluate import QualityConfig, evaluate
+from cxrgan.metrics import networks
+from cxrgan.metrics.evaluate import QualityConfig, evaluate, metric_columns
 
 
 def fid_is(cfg: QualityConfig, call_args: dict):
@@ -21,11 +23,8 @@ def fid_is(cfg: QualityConfig, call_args: dict):
         real: real images, FILE.h5[:split] (default split: test).
         fake: generated images, a samples file FILE.h5[:split] (default outputs/synthetic.h5, split synthetic).
         out: JSON to write (default outputs/metrics/fid_is.json).
-        features: inception (the standard FID Inception, TF 2015-12-05 weights), xrv[:WEIGHTS]
-            (torchxrayvision's chest X-ray DenseNet-121, densenet121-res224-all: the FID_xrv of the CXR
-            literature; weights downloaded once and cached, or a local file, pickled model or state dict) or
-            classifier:CKPT (penultimate layer of a train_resnet model: a chest-X-ray FID/KID that needs no
-            download; no IS).
+        features: the feature network, {feature_usages} (the rows of lib/cxrgan/metrics/networks.py):
+            {feature_nets}.
         inception_weights: local copy of pt_inception-2015-12-05-6726825d.pth (pytorch-fid) or torch-fidelity's
             weights-inception-2015-12-05-6726825d.pth; default: download once into the torch hub cache.
         train: real training images for the memorisation audit, FILE.h5[:split] (default: --real's train split).
@@ -58,7 +57,7 @@ def summary_table(s: dict):
     from rich.table import Table
 
     table = Table(title=f"generated vs real ({s['features']['network']} features)")
-    cols = ["n_real", "n_fake", "fid", "kid_mean", "precision", "recall", "pixel_diversity", "is_mean"]
+    cols = ["n_real", "n_fake", *(c.key for c in metric_columns())]
     table.add_column("set")
     for c in cols:
         table.add_column(c, justify="right")
@@ -68,6 +67,9 @@ def summary_table(s: dict):
     return table
 
 
+# the networks' help comes from their table (a new row shows up here)
+fid_is.__doc__ = fid_is.__doc__.replace("{feature_usages}", networks.usages()).replace("{feature_nets}", textwrap.fill(
+    networks.help_text(), 108, subsequent_indent=" " * 12, break_on_hyphens=False).lstrip())
 main = cli.command(QualityConfig, fid_is)
 
 if __name__ == "__main__":

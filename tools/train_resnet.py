@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Train ResNet-18 on real (and optionally synthetic) chest X-rays; evaluate on real test images with CIs."""
 
+import textwrap
+
 from cxrgan import cli
+from cxrgan.classify import arms
+from cxrgan.classify.model import BACKBONES
 from cxrgan.classify.train import ClassifierConfig, markdown, run
 
 
 def train_resnet(cfg: ClassifierConfig, call_args: dict):
-    """Train a 2-class ResNet-18 K times (--seeds) and write OUT/metrics.json, metrics.md, predictions.npz and
-    model-seedN.pt.
+    """Train a 2-class ResNet-18 (or another --arch) K times (--seeds) and write OUT/metrics.json, metrics.md,
+    predictions.npz and model-seedN.pt.
 
     Model selection and early stopping use the real val split only; synthetic images are used for training
     only and never enter validation or test. Gray input: ResNet-18's first convolution takes one channel (with
@@ -28,9 +32,9 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
             synthetic images as possible at the real training split's class ratio.
         synthetic_ratio: synthetic images per real training image, per class (default 1).
         synthetic_per_class: a fixed number of synthetic images per class instead.
-        control: a control arm instead of synthetic images: "oversample" adds as many re-drawn real training
-            images as --synthetic would add (--synthetic-ratio, --synthetic-per-class), "augment" as many
-            classically augmented real copies (small affine, brightness/contrast; never flips).
+        control: a control arm instead of synthetic images, adding as many images as --synthetic would add
+            (--synthetic-ratio, --synthetic-per-class); the arms of lib/cxrgan/classify/arms.py:
+            {arms}.
         real_fraction: keep a patient-level fraction of the real train split (low-data regime); the same patients
             for every seed, and smaller fractions nested in larger ones.
         subset_seed: which patients --real-fraction keeps.
@@ -44,6 +48,7 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
         weight_decay: AdamW weight decay.
         patience: epochs without a better val AUROC before stopping.
         augment: augmentation without flips (default on; --noaugment).
+        arch: the network, a row of BACKBONES (lib/cxrgan/classify/model.py): {backbones}; default resnet18.
         pretrained: start from ImageNet weights (downloaded and cached; --weights PATH offline).
         weights: a torchvision ResNet-18 state-dict file (implies --pretrained).
         baseline: a previous run's folder to compare with on the same test images, or several comma-separated
@@ -57,6 +62,10 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
     cli.console.print(markdown(summary))
 
 
+# the arms and networks come from their tables (a new row shows up here)
+train_resnet.__doc__ = train_resnet.__doc__.replace("{arms}", textwrap.fill(
+    arms.help_text(), 108, subsequent_indent=" " * 12, break_on_hyphens=False).lstrip()).replace(
+    "{backbones}", ", ".join(f"{name} ({b.title})" for name, b in BACKBONES.items()))
 main = cli.command(ClassifierConfig, train_resnet)
 
 if __name__ == "__main__":

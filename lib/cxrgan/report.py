@@ -18,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .classify.arms import ARMS
+from .classify.model import BACKBONES
 from .data.datasetfile import generated_by, parse_ref, read_info
 from .data.reader import H5ImageDataset
 from .errors import UserError
 from .fileio import atomic_output, check_output_path
+from .metrics.evaluate import metric_columns
 from .figures import plot_losses, plt, save_figure, save_grid
 
 
@@ -39,10 +42,17 @@ class ReportConfig:
         return {"--out": self.out or (str(Path(self.outputs) / "REPORT.md") if Path(self.outputs).is_dir() else None)}
 
 
-# the control arms of train_resnet --control, and what beating them means
-CONTROL_KINDS = {"oversample": "real + oversampled real copies", "augment": "real + augmented real copies"}
-CONTROL_VERDICTS = {"real + oversampled real copies": "oversampling",
-                    "real + augmented real copies": "classical augmentation"}
+def arm_kind(cfg: dict) -> str:
+    """How the report names an arm's training data, from its config (or a comparison's ``baseline_arm``): a control
+    arm by its row of ``classify.arms.ARMS``."""
+    control = cfg.get("control")
+    return "real + synthetic" if cfg.get("synthetic") else ARMS[control].display if control in ARMS else "real"
+
+
+def backbone_title(cfg: dict) -> str:
+    """The classifier's name in the report: its ``--arch`` row's title (runs before --arch: ResNet-18)."""
+    arch = cfg.get("arch", "resnet18")
+    return BACKBONES[arch].title if arch in BACKBONES else str(arch)
 
 
 @dataclass
@@ -54,8 +64,7 @@ class ClassifierRun:
     @property
     def kind(self) -> str:
         cfg = self.m["config"]
-        return "synthetic only (TSTR)" if cfg.get("synthetic_only") else \
-            "real + synthetic" if cfg.get("synthetic") else CONTROL_KINDS.get(cfg.get("control"), "real")
+        return "synthetic only (TSTR)" if cfg.get("synthetic_only") else arm_kind(cfg)
 
     @property
     def recipe(self) -> str | None:
@@ -200,8 +209,9 @@ def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
     if not runs:
         return ("## Table 1 — classifier: real vs real + synthetic\n\nNo classifier runs found (`make classify`).\n",
                 [])
+    titles = " / ".join(dict.fromkeys(backbone_title(r.m["config"]) for r in runs))  # one per architecture
     lines = ["## Table 1 — classifier: real vs real + synthetic vs the control arms", "",
-             "ResNet-18, mean over seeds with the 95% CI (in brackets; with two or more seeds it is seed-aware: it "
+             f"{titles}, mean over seeds with the 95% CI (in brackets; with two or more seeds it is seed-aware: it "
              "counts the spread between training runs as well as the choice of test images) and the sd over "
              "seeds (±). Model selection on the real validation split only; test images are real and never seen in "
              "training.", "",
@@ -242,7 +252,7 @@ def _baseline_kind(p: dict, kinds: dict) -> str:
     """What the compared-with arm was: recorded in the comparison (train_resnet stores it), else looked up."""
     arm = p.get("baseline_arm")
     if arm is not None:
-        return "real + synthetic" if arm.get("synthetic") else CONTROL_KINDS.get(arm.get("control"), "real")
+        return arm_kind(arm)
     return kinds.get(Path(p["baseline"]).resolve(), "real")
 
 
@@ -252,8 +262,9 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     numbers = f"ΔAUROC {p['delta_auroc']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, p = {p['p_value']:.3g}"
     what = (f"synthetic data ({run.recipe})" if run.recipe else "synthetic data") if run.kind == "real + synthetic" \
         else run.kind
-    if baseline_kind in CONTROL_VERDICTS:
-        control = CONTROL_VERDICTS[baseline_kind]
+    verdicts = {arm.display: arm.verdict for arm in ARMS.values()}
+    if baseline_kind in verdicts:
+        control = verdicts[baseline_kind]
         outcome = f"beat {control}" if lo > 0 else f"did worse than {control}" if hi < 0 else \
             f"did not beat {control}"
     else:
@@ -310,6 +321,7 @@ def efficiency_figure(runs: list[ClassifierRun], path: Path) -> bool:
 def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, list[str]]:
     if not runs:
         return ("## Table 2 — image metrics\n\nNo fid_is results found (`make metrics`).\n", [])
+    columns = metric_columns()
     lines = ["## Table 2 — image metrics: generated vs real", "",
              "Lower FID and KID are better; precision = share of generated images inside the real manifold (fidelity), "
              "recall = share of real images inside the generated manifold (diversity); pixel diversity = median "
@@ -317,21 +329,14 @@ def quality_section(runs: list[tuple[Path, dict]], base: Path) -> tuple[str, lis
              "as much, far below 1 for a collapsed generator; no network involved); IS in brackets is the real "
              "images' own score. N is given beside every number: FID is biased upward below 2,048 images per side, so "
              "values compare only at equal N.", "",
-             "| results | generated by | features | set | N real | N generated | FID | KID | precision | recall "
-             "| pixel diversity | IS |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| results | generated by | features | set | N real | N generated | "
+             + " | ".join(c.title for c in columns) + " |", "|---|---|---|---|---:|---:|" + "---:|" * len(columns)]
     verdicts, audit_lines = [], []
     for path, m in runs:
         feats = m.get("features", {}).get("network", "?")
         for scope, s in [("overall", m), *m.get("per_class", {}).items()]:
-            kid = "–" if s.get("kid_mean") is None else f"{s['kid_mean']:.4g} ± {s['kid_std']:.2g}"
-            is_ = "–" if s.get("is_mean") is None else f"{s['is_mean']:.3f} ± {s['is_std']:.3f}" + (
-                f" ({s['is_real_mean']:.3f})" if s.get("is_real_mean") is not None else "")
             lines.append(f"| {path.name} | {(m.get('fake') or {}).get('recipe') or '?'} | {feats} | {scope} | "
-                         f"{s['n_real']} | {s['n_fake']} | "
-                         f"{_num(s.get('fid'), '.2f')} "
-                         f"| {kid} | {_num(s.get('precision'), '.3f')} | {_num(s.get('recall'), '.3f')} "
-                         f"| {_num(s.get('pixel_diversity'), '.3f')} | {is_} |")
+                         f"{s['n_real']} | {s['n_fake']} | " + " | ".join(c.cell(s) for c in columns) + " |")
         warnings = m.get("warnings", [])
         if warnings:
             lines.append("")

@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..fileio import atomic_output, check_writable, write_json_atomic
 from . import model as classifier, provenance
 from . import stats
+from .arms import ARMS
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ClassifierConfig:
     synthetic_only: bool = False
     synthetic_ratio: float | None = None  # synthetic images per real training image, per class (default 1)
     synthetic_per_class: int | None = None
-    control: str | None = None  # "oversample" or "augment": the synthetic arm's control (extra real copies)
+    control: str | None = None  # a row of arms.ARMS ("oversample", "augment"): the synthetic arm's control
     real_fraction: float = 1.0
     subset_seed: int = 0  # which patients --real-fraction keeps (the same for every training seed; nested fractions)
     test: str | None = None
@@ -48,6 +49,7 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     patience: int = 5
     augment: bool = True
+    arch: str = "resnet18"  # a row of model.BACKBONES
     pretrained: bool = False
     weights: str | None = None
     baseline: str | None = None  # one run folder, or several comma-separated (the first is "paired")
@@ -71,8 +73,9 @@ class ClassifierConfig:
             raise UserError("give --synthetic-ratio or --synthetic-per-class, not both")
         if self.synthetic_ratio is not None:
             options.positive_number(self, "synthetic_ratio")
+        options.one_of(self, "arch", tuple(classifier.BACKBONES))
         if self.control is not None:
-            options.one_of(self, "control", CONTROLS)
+            options.one_of(self, "control", tuple(ARMS))
             if self.synthetic:
                 raise UserError("--control adds real copies in place of synthetic images; give it without "
                                 "--synthetic (it is a separate arm, compared with the synthetic one)")
@@ -97,9 +100,6 @@ def _file_of(ref: str | None) -> str | None:
     return None if ref is None else parse_ref(str(ref), "")[0]
 
 
-CONTROLS = ("oversample", "augment")
-
-
 def extra_counts(real_counts: dict[int, int], cfg: ClassifierConfig) -> dict[int, int]:
     """How many extra images per class an arm adds: --synthetic-per-class, or --synthetic-ratio (default 1) times
     the real images of that class. The synthetic arm and its controls add the same numbers."""
@@ -112,16 +112,14 @@ def extra_counts(real_counts: dict[int, int], cfg: ClassifierConfig) -> dict[int
 def control_copies(images: np.ndarray, labels: np.ndarray, cfg: ClassifierConfig, seed: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """The control arms' extra training images: as many as the synthetic arm would add, per class, re-drawn from
-    the real training images (with replacement); for ``augment`` each copy is also moved once by the classical
-    augmentation (small rotation, scale, shift, brightness, contrast; never a flip)."""
+    the real training images (with replacement), then made into the arm's images by its row of ``ARMS`` (for
+    ``augment``: each copy moved once by the classical augmentation; never a flip)."""
     rng = np.random.default_rng(seed + 104729)
     counts = extra_counts({c: int((labels == c).sum()) for c in np.unique(labels)}, cfg)
     idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=True) for c, n in counts.items()])
     copies = images[idx]
-    if cfg.control == "augment" and len(copies):
-        gen = torch.Generator().manual_seed(seed + 104729)
-        x = classifier.augment(to_model_input(torch.from_numpy(copies)), gen)
-        copies = ((x.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    if len(copies):
+        copies = ARMS[cfg.control].make(copies, seed)
     return copies, labels[idx]
 
 
@@ -197,7 +195,7 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     leaked = held_out & set(names)
     if leaked:  # synthetic or training images must never be in validation or test
         raise UserError(f"{len(leaked)} training images also appear in validation/test (e.g. {sorted(leaked)[0]})")
-    model = classifier.build(len(train_ds.classes), cfg.pretrained, cfg.weights).to(device)
+    model = classifier.build(len(train_ds.classes), cfg.pretrained, cfg.weights, cfg.arch).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     best, best_auc, best_epoch, history = None, -1.0, 0, []
@@ -264,6 +262,7 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     for b in baselines(cfg) if cfg.baseline else []:  # before hours of training, not after
         if not (Path(b) / "predictions.npz").is_file():
             raise UserError(f"--baseline {b}: no predictions.npz (run train_resnet there first)")
+        _same_arch(Path(b), cfg)
     task = progress("seeds", cfg.seeds)
     runs = []
     for k in range(cfg.seeds):
@@ -297,7 +296,8 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:
-        classifier.save(out / f"model-seed{r['seed']}.pt", r["state"], data["train"].classes, cfg.size, r["seed"])
+        classifier.save(out / f"model-seed{r['seed']}.pt", r["state"], data["train"].classes, cfg.size, r["seed"],
+                        cfg.arch)
     with atomic_output(out / "predictions.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, names=np.array(data["test"].names), y=y, scores=scores)
@@ -323,15 +323,28 @@ def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndar
     base = np.load(f)
     if list(base["names"]) != list(names):
         raise UserError(f"--baseline {baseline} was evaluated on different test images; use the same --test")
-    try:  # what the baseline arm was, so a verdict against it is worded right wherever the report runs
-        was = json.loads((baseline / "metrics.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        was = {}
+    was = _same_arch(baseline, cfg)
     arm = {"control": was.get("control"), "synthetic": bool(was.get("synthetic")),
            "real_fraction": was.get("real_fraction", 1.0)}
     return {"baseline": str(baseline), "baseline_arm": arm,
             **stats.paired_bootstrap_auroc(y, base["scores"], scores, cfg.n_boot, cfg.seed),
             "mcnemar": stats.mcnemar(y, base["scores"].mean(axis=0) >= 0.5, scores.mean(axis=0) >= 0.5)}
+
+
+def _same_arch(baseline: Path, cfg: ClassifierConfig) -> dict:
+    """The baseline run's config ({} when unreadable), after checking it trained the same network: a paired test
+    between two architectures would measure the networks, not the training data."""
+    try:  # what the baseline arm was, so a verdict against it is worded right wherever the report runs
+        was = json.loads((baseline / "metrics.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(was, dict):
+        return {}
+    arch = was.get("arch", "resnet18")  # runs from before --arch trained ResNet-18s
+    if arch != cfg.arch:
+        raise UserError(f"--baseline {baseline} trained --arch {arch}, this run --arch {cfg.arch}; compare arms of "
+                        "one architecture")
+    return was
 
 
 def markdown(s: dict) -> str:

@@ -101,9 +101,40 @@ class ImageSets:
 
 
 @dataclass(frozen=True)
+class Column:
+    """How tables show a metric: the report's column (its title, and its cell from one set's values) and the value
+    fid_is's summary table shows under ``key``."""
+    title: str
+    key: str
+    cell: Callable[[dict], str]
+
+
+def number(key: str, fmt: str) -> Callable[[dict], str]:
+    """A cell showing ``key`` in ``fmt`` ("–" when missing; a value that is not a float as it is)."""
+    def cell(values: dict) -> str:
+        v = values.get(key)
+        return "–" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
+
+    return cell
+
+
+def _kid_cell(s: dict) -> str:
+    return "–" if s.get("kid_mean") is None else f"{s['kid_mean']:.4g} ± {s['kid_std']:.2g}"
+
+
+def _is_cell(s: dict) -> str:
+    """The Inception Score ± its sd over splits, the real images' own score in brackets."""
+    if s.get("is_mean") is None:
+        return "–"
+    real = f" ({s['is_real_mean']:.3f})" if s.get("is_real_mean") is not None else ""
+    return f"{s['is_mean']:.3f} ± {s['is_std']:.3f}{real}"
+
+
+@dataclass(frozen=True)
 class SetMetric:
     keys: tuple[str, ...]  # its main values (None when it cannot be computed)
     compute: Callable[[ImageSets, "QualityConfig"], dict | None]
+    columns: tuple[Column, ...] = ()  # how the report and fid_is's summary show it
 
 
 def _fid(s: ImageSets, cfg) -> dict:
@@ -141,12 +172,20 @@ def _inception_score(s: ImageSets, cfg) -> dict | None:
 
 
 SET_METRICS = (
-    SetMetric(("fid",), _fid),
-    SetMetric(("kid_mean", "kid_std"), _kid),
-    SetMetric(("precision", "recall"), _precision_recall),
-    SetMetric(("pixel_diversity",), _pixel_diversity),
-    SetMetric(("is_mean", "is_std"), _inception_score),
+    SetMetric(("fid",), _fid, (Column("FID", "fid", number("fid", ".2f")),)),
+    SetMetric(("kid_mean", "kid_std"), _kid, (Column("KID", "kid_mean", _kid_cell),)),
+    SetMetric(("precision", "recall"), _precision_recall,
+              (Column("precision", "precision", number("precision", ".3f")),
+               Column("recall", "recall", number("recall", ".3f")))),
+    SetMetric(("pixel_diversity",), _pixel_diversity,
+              (Column("pixel diversity", "pixel_diversity", number("pixel_diversity", ".3f")),)),
+    SetMetric(("is_mean", "is_std"), _inception_score, (Column("IS", "is_mean", _is_cell),)),
 )
+
+
+def metric_columns() -> list[Column]:
+    """Every table column of the SET_METRICS rows, in order (the report's Table 2, fid_is's summary)."""
+    return [c for metric in SET_METRICS for c in metric.columns]
 
 
 def set_metrics(sets: ImageSets, cfg: QualityConfig) -> dict:

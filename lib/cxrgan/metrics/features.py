@@ -1,6 +1,6 @@
 """Feature networks for image-set metrics, feature extraction over a dataset split, and the on-disk feature cache.
 
-Three networks:
+The networks are the rows of ``FEATURE_NETS`` (``networks.py``; a new one is a row there and its module):
 - ``inception``: the FID Inception (``inception.py``); 2048-d pool features plus ImageNet logits (for IS);
 - ``xrv[:WEIGHTS]``: torchxrayvision's chest X-ray DenseNet-121 (``xrv.py``), 1024-d: the FID_xrv of the CXR
   generation literature;
@@ -31,13 +31,13 @@ from ..classify import model as classifier
 from ..data.reader import H5ImageDataset, to_model_input
 from ..errors import UserError
 from ..fileio import atomic_output, sha256_file
-from . import xrv
-from .inception import load_inception
+from . import networks
+from .networks import FEATURE_NETS
 
 
 @dataclass
 class FeatureNet:
-    name: str  # "inception", "xrv" or "classifier"
+    name: str  # a row of FEATURE_NETS: "inception", "xrv" or "classifier"
     key: str  # identifies the weights, for caches
     model: nn.Module
     device: torch.device
@@ -56,19 +56,19 @@ class FeatureNet:
 
 
 def feature_net(spec: str = "inception", inception_weights: str | None = None, device: str = "auto") -> FeatureNet:
-    """``inception`` or ``classifier:CKPT``."""
+    """``NAME[:ARGUMENT]``, NAME a row of ``FEATURE_NETS``: ``inception``, ``xrv[:WEIGHTS]``, ``classifier:CKPT``."""
+    name, sep, argument = str(spec).partition(":")
+    row = FEATURE_NETS.get(name)
+    if row is None or ((sep or argument) and not row.argument) or (row.argument_required and not argument):
+        raise UserError(f"--features {spec!r}: use {networks.usages()}")
     dev = runtime.resolve_device(device)
-    if spec == "inception":
-        model, key = load_inception(inception_weights, dev)
-        return FeatureNet("inception", f"inception-{key}", model, dev, lambda x: x.unsqueeze(1), True,
-                          "FID Inception-v3 (TF 2015-12-05 weights), pool3 2048-d")
-    kind, sep, ckpt = str(spec).partition(":")
-    if kind == "xrv":
-        model, key = xrv.load_xrv(ckpt or None, dev)
-        return FeatureNet("xrv", f"xrv-{key}", model, dev, xrv.prepare, False,
-                          f"torchxrayvision DenseNet-121 ({xrv.WEIGHTS_NAME}), pooled 1024-d, input 224x224")
-    if kind != "classifier" or not sep or not ckpt:
-        raise UserError(f"--features {spec!r}: use inception, xrv[:WEIGHTS] or classifier:PATH/TO/model-seedN.pt")
+    model, key, prepare, description = row.build(argument, inception_weights, dev)
+    return FeatureNet(name, f"{name}-{key}", model, dev, prepare, row.has_logits, description)
+
+
+def classifier_backbone(ckpt: str, weights: str | None, device: torch.device) -> tuple:
+    """The ``classifier:CKPT`` row of ``FEATURE_NETS``: a train_resnet model's penultimate layer (``weights``,
+    Inception's, is not used)."""
     model, meta = classifier.load(ckpt)
     size = int(meta["size"])
     with torch.no_grad():
@@ -78,9 +78,8 @@ def feature_net(spec: str = "inception", inception_weights: str | None = None, d
         return classifier.resize(to_model_input(x), size)
 
     title = classifier.BACKBONES[meta["arch"]].title
-    net = _Penultimate(model).to(dev).eval()
-    return FeatureNet("classifier", f"classifier-{sha256_file(ckpt)[:16]}", net, dev, prepare, False,
-                      f"{title} penultimate layer, {dim}-d ({ckpt}, input {size}x{size})")
+    return (_Penultimate(model).to(device).eval(), sha256_file(ckpt)[:16], prepare,
+            f"{title} penultimate layer, {dim}-d ({ckpt}, input {size}x{size})")
 
 
 class _Penultimate(nn.Module):

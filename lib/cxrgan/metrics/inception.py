@@ -240,3 +240,9 @@ def load_inception(weights: str | None = None, device="cpu") -> tuple[FIDIncepti
     model.load_state_dict(_check_state(state, source), strict=False)
     # channels-last activations: ~1.4x faster convolutions on CPU, and the layout tensor cores want on GPU
     return model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False), digest
+
+
+def feature_backbone(argument: str, weights: str | None, device) -> tuple:
+    """The ``inception`` row of ``networks.FEATURE_NETS``: pool3 features and ImageNet logits (for IS)."""
+    model, key = load_inception(weights, device)
+    return model, key, lambda x: x.unsqueeze(1), "FID Inception-v3 (TF 2015-12-05 weights), pool3 2048-d"

@@ -111,3 +111,9 @@ def load_xrv(weights: str | None = None, device="cpu") -> tuple[XRVFeatures, str
                         f"{unexpected[:3]})")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return XRVFeatures(model).to(device).eval().requires_grad_(False), digest
+
+
+def feature_backbone(argument: str, weights: str | None, device) -> tuple:
+    """The ``xrv[:WEIGHTS]`` row of ``networks.FEATURE_NETS`` (``weights``, Inception's, is not used)."""
+    model, key = load_xrv(argument or None, device)
+    return model, key, prepare, f"torchxrayvision DenseNet-121 ({WEIGHTS_NAME}), pooled 1024-d, input 224x224"
