@@ -444,12 +444,13 @@ def snapshot_lines(run: Path, report_dir: Path, base: Path) -> list[str]:
     png = report_dir / f"snapshots-{run.name}.png"
     plot_losses(run / "metrics.csv", png, columns=("kid", "recall", "pixel_diversity", "rt_train", "rt_val"),
                 ylabel="value")
-    cols = ["kimg", "kid", "precision", "recall", "pixel_diversity", "d_train", "d_val", "d_fake"]
+    cols = [c for c in rows[0] if c not in ("epoch", "step", "n_fake", "n_val")]  # the metrics and the objective's
     kids = [float(r["kid"]) if r["kid"] else np.inf for r in rows]
     picks = {"first": rows[0], "best KID": rows[int(np.argmin(kids))] if np.isfinite(min(kids)) else None,
              "last": rows[-1]}
     lines = [f"Metric snapshots during training ({run.name}, {len(rows)} snapshots, against the validation split; "
-             "d_* are the discriminator's mean logits on training, validation and generated images):", "",
+             "a GAN's d_* are its discriminator's mean logits on training, validation and generated images, rt_* their "
+             "share above 0):", "",
              "| snapshot | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, r in picks.items():
         if r is not None:

@@ -27,10 +27,10 @@ import torch
 
 from ..data.reader import H5ImageDataset
 from ..metrics.audit import pixel_vectors
-from ..metrics.evaluate import ImageSets, QualityConfig, set_metrics
+from ..metrics.evaluate import ImageSets, QualityConfig, set_metrics, snapshot_columns
 from .networks import Sampler, generate
 
-FIRST_COLUMNS = ["epoch", "step", "kimg", "kid", "precision", "recall", "pixel_diversity"]
+FIRST_COLUMNS = ["epoch", "step", "kimg", *(column for column, _ in snapshot_columns())]  # SET_METRICS' rows
 LAST_COLUMNS = ["n_fake", "n_val"]
 D_IMAGES = 256  # real training / validation / generated images the discriminator statistics are taken over
 
@@ -93,9 +93,7 @@ class Snapshots:
         else:  # no features: the pixel row only
             sets = ImageSets(self.val_pixels, fake_pixels, empty, empty, self.val_pixels, fake_pixels)
         m = set_metrics(sets, self.metric_cfg)
-        row["pixel_diversity"] = m["pixel_diversity"]
-        if self.net is not None:
-            row.update(kid=m["kid_mean"], precision=m["precision"], recall=m["recall"])
+        row.update({column: m[key] for column, key in snapshot_columns(with_features=self.net is not None)})
         return row
 
 

@@ -135,6 +135,8 @@ class SetMetric:
     keys: tuple[str, ...]  # its main values (None when it cannot be computed)
     compute: Callable[[ImageSets, "QualityConfig"], dict | None]
     columns: tuple[Column, ...] = ()  # how the report and fid_is's summary show it
+    snapshot: tuple[tuple[str, str], ...] = ()  # (metrics.csv column, key): what training-time snapshots record
+    feature_free: bool = False  # computed on pixels, so snapshots record it even without a feature network
 
 
 def _fid(s: ImageSets, cfg) -> dict:
@@ -173,12 +175,14 @@ def _inception_score(s: ImageSets, cfg) -> dict | None:
 
 SET_METRICS = (
     SetMetric(("fid",), _fid, (Column("FID", "fid", number("fid", ".2f")),)),
-    SetMetric(("kid_mean", "kid_std"), _kid, (Column("KID", "kid_mean", _kid_cell),)),
+    SetMetric(("kid_mean", "kid_std"), _kid, (Column("KID", "kid_mean", _kid_cell),), snapshot=(("kid", "kid_mean"),)),
     SetMetric(("precision", "recall"), _precision_recall,
               (Column("precision", "precision", number("precision", ".3f")),
-               Column("recall", "recall", number("recall", ".3f")))),
+               Column("recall", "recall", number("recall", ".3f"))),
+              snapshot=(("precision", "precision"), ("recall", "recall"))),
     SetMetric(("pixel_diversity",), _pixel_diversity,
-              (Column("pixel diversity", "pixel_diversity", number("pixel_diversity", ".3f")),)),
+              (Column("pixel diversity", "pixel_diversity", number("pixel_diversity", ".3f")),),
+              snapshot=(("pixel_diversity", "pixel_diversity"),), feature_free=True),
     SetMetric(("is_mean", "is_std"), _inception_score, (Column("IS", "is_mean", _is_cell),)),
 )
 
@@ -186,6 +190,12 @@ SET_METRICS = (
 def metric_columns() -> list[Column]:
     """Every table column of the SET_METRICS rows, in order (the report's Table 2, fid_is's summary)."""
     return [c for metric in SET_METRICS for c in metric.columns]
+
+
+def snapshot_columns(with_features: bool = True) -> list[tuple[str, str]]:
+    """(metrics.csv column, key) of every metric training-time snapshots record (generative/snapshots.py); without
+    a feature network only the feature-free ones."""
+    return [pair for metric in SET_METRICS if with_features or metric.feature_free for pair in metric.snapshot]
 
 
 def set_metrics(sets: ImageSets, cfg: QualityConfig) -> dict:
