@@ -91,7 +91,7 @@ def test_ada_in_training_logs_p_and_resumes_exactly(phantoms96, tmp_path):
 
 
 def test_r1_is_the_squared_gradient_norm_at_real_images():
-    from cxrgan.generative.models import r1_penalty
+    from cxrgan.generative.adversarial import r1_penalty
 
     x = torch.randn(5, 1, 4, 4, requires_grad=True)
     w = torch.randn(1, 1, 4, 4)
@@ -101,7 +101,7 @@ def test_r1_is_the_squared_gradient_norm_at_real_images():
 
 
 def test_lecam_penalises_real_above_the_fake_average_and_fake_below_the_real_average():
-    from cxrgan.generative.models import LeCam
+    from cxrgan.generative.adversarial import LeCam
 
     reg = LeCam(decay=0.5)
     d_real, d_fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])

@@ -275,7 +275,7 @@ def main(minutes: float = 14, seeds: str = "0,1", speed_steps: str = "10,18", th
                               usefulness_rows(useful or USEFULNESS))
     body = f"""Same work folder, splits and real-data ResNet-18 as the GAN ablation above; {minutes:g} min of training
 time per seed (seeds {seeds}), one CPU thread per run, two runs side by side, as the GAN runs had. The diffusion
-models (`diffusion`: the U-Net of `lib/cxrgan/generative/edm.py` at base 16 in EDM's preconditioning and loss;
+models (`diffusion`: the U-Net of `lib/cxrgan/generative/unet.py` at base 16 in EDM's preconditioning and loss;
 `diffusion-ddpm`: the same U-Net as an epsilon-predicting DDPM; both 10% label dropout, 2 kimg EMA) are scored on
 their final EMA weights (diffusion snapshots would cost more than training at this budget) at guidance 1 and equal
 network calls per image (EDM's Heun sampler, DDIM); the GAN rows are the ablation's `limited` runs (best.pt by

@@ -6,7 +6,7 @@ down to 4x4, then one logit. Channel widths double towards the 4x4 end and are c
 gives exactly the standard DCGAN at 64x64 and keeps the extra layers of 128-512 affordable.
 
 Not conditional: one model learns one class (``n_classes`` and the labels passed to ``forward`` are ignored, so
-both networks fit the interface of ``generative.models.NETWORKS``).
+both networks fit the interface of ``generative.networks.NETWORKS``).
 """
 
 from __future__ import annotations
