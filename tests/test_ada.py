@@ -1,7 +1,6 @@
 """Adaptive discriminator augmentation: the transforms, the controller of p, and p through training and resume."""
 
 import csv
-import dataclasses
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from cxrgan.data.reader import H5ImageDataset, to_model_input
 from cxrgan.errors import UserError
 from cxrgan.generative.augment import AdaptiveP, ada_augment
 from cxrgan.generative.dcgan import Discriminator
-from cxrgan.generative.recipes import RECIPES
 from cxrgan.generative.train import GanConfig, train
 
 from conftest import TINY_GAN
