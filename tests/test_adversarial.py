@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -226,6 +227,125 @@ def test_report_refuses_truncated_or_mistyped_results(world, tmp_path, capsys):
     assert_refused(code, err, report, digest(report), "already exists")
     code, err = run_here("report", "--outputs", outputs, "--overwrite", capsys=capsys)
     assert code == 0 and "previous report" not in report.read_text()
+
+
+# ------------------------------------------------------------------ datasets whose meaning is wrong, seeds out of range
+
+def edited_h5(w: Path, name: str, edit) -> Path:
+    """A copy of the 32x32 phantom dataset changed by ``edit(h5py.File)`` (the schema tag kept)."""
+    path = w / name
+    path.write_bytes((w / "ph32.h5").read_bytes())
+    with h5py.File(path, "a") as f:
+        edit(f)
+    return path
+
+
+def _replace(f, name: str, data) -> None:
+    del f[name]
+    f.create_dataset(name, data=data)
+
+
+def _three_classes(f) -> None:
+    f.attrs["classes"] = np.asarray(["No Finding", "Infiltration", "Effusion"], dtype=h5py.string_dtype())
+    for split in ("train", "val", "test"):
+        f[f"{split}/labels"][0] = 2
+
+
+def _test_patient_in_train(f) -> None:
+    f["test/patient_ids"][0] = f["train/patient_ids"][0]
+
+
+def _train_only_class_0(f) -> None:
+    _replace(f, "train/labels", np.zeros(len(f["train/labels"]), np.int64))
+
+
+def _empty_test(f) -> None:
+    size = int(f.attrs["size"])
+    for name, data in (("images", np.zeros((0, size, size), np.uint8)), ("labels", np.zeros(0, np.int64)),
+                       ("names", np.asarray([], dtype=object)), ("patient_ids", np.zeros(0, np.int64))):
+        del f[f"test/{name}"]
+        f.create_dataset(f"test/{name}", data=data, dtype=h5py.string_dtype() if name == "names" else None)
+
+
+def _huge_uint64_label(f) -> None:
+    labels = f["train/labels"][:].astype(np.uint64)
+    labels[0] = 2**63 + 5
+    _replace(f, "train/labels", labels)
+
+
+def _meaning_cases(w: Path) -> list[tuple[str, str, list, Path | None, str]]:
+    d = w / "ph32.h5"
+    three = edited_h5(w, "three.h5", _three_classes)
+    shared = edited_h5(w, "shared-patient.h5", _test_patient_in_train)
+    one_class = edited_h5(w, "one-class.h5", _train_only_class_0)
+    int_classes = edited_h5(w, "int-classes.h5", lambda f: f.attrs.__setitem__("classes", np.asarray([0, 1])))
+    empty_test = edited_h5(w, "empty-test.h5", _empty_test)
+    huge = edited_h5(w, "huge-label.h5", _huge_uint64_label)
+    other_patients = w / "ph32-s1.h5"  # phantom patient ids count from 1 in every file: the same ids, other images
+    if not other_patients.exists():
+        generate(other_patients, n=64, size=32, seed=1)
+    clf = ["--epochs", 1, "--size", 32, "--n-boot", 10, "--device", "cpu"]
+    return [
+        ("train_resnet: three classes", "train_resnet", ["--data", three, "--out", w / "m1", *clf], None, "binary"),
+        ("train_resnet: a test patient in train", "train_resnet", ["--data", shared, "--out", w / "m2", *clf], None,
+         "patient"),
+        ("train_dcgan: a test patient in train", "train_dcgan", ["--data", shared, "--out", w / "m3"], None,
+         "patient"),
+        ("fid_is: a test patient in train", "fid_is", ["--real", shared, "--fake", w / "synthetic.h5", "--out",
+                                                       w / "m4.json"], w / "m4.json", "patient"),
+        ("train_resnet: --test of patients seen in training", "train_resnet",
+         ["--data", d, "--test", f"{other_patients}:test", "--out", w / "m5", *clf], None, "patient"),
+        ("fid_is: --train of the --real patients", "fid_is",
+         ["--real", d, "--train", f"{other_patients}:train", "--fake", w / "synthetic.h5", "--out", w / "m6.json"],
+         w / "m6.json", "patient"),
+        ("train_resnet: training split of one class", "train_resnet", ["--data", one_class, "--out", w / "m7", *clf],
+         None, "only 'no finding'"),
+        ("train_resnet: integer classes", "train_resnet", ["--data", int_classes, "--out", w / "m8", *clf], None,
+         "class name"),
+        ("train_dcgan: integer classes", "train_dcgan", ["--data", int_classes, "--out", w / "m9"], None,
+         "class name"),
+        ("train_resnet: empty test split", "train_resnet", ["--data", empty_test, "--out", w / "m10", *clf], None,
+         "holds no images"),
+        ("train_resnet: uint64 label 2^63+5", "train_resnet", ["--data", huge, "--out", w / "m11", *clf], None,
+         str(2**63 + 5)),
+        ("train_resnet: --size 1", "train_resnet", ["--data", d, "--out", w / "m12", "--size", 1], None, "--size"),
+        ("fid_is: --k beyond the images", "fid_is", ["--real", d, "--fake", w / "synthetic.h5", "--out",
+                                                      w / "m13.json", "--k", 1000], w / "m13.json", "--k 1000"),
+        ("train_dcgan: --seed 2^64", "train_dcgan", ["--data", d, "--out", w / "m14", "--seed", 2**64], None,
+         "--seed"),
+        ("sample: --seed 2^70", "sample", ["--ckpt", w / "gan", "--out", w / "m15.h5", "--seed", 2**70],
+         w / "m15.h5", "--seed"),
+        ("train_resnet: --seed -1", "train_resnet", ["--data", d, "--out", w / "m16", "--seed", -1], None, "--seed"),
+        ("train_resnet: --subset-seed 2^40", "train_resnet", ["--data", d, "--out", w / "m17", "--subset-seed",
+                                                              2**40], None, "--subset-seed"),
+        ("fid_is: --seed -5", "fid_is", ["--real", d, "--fake", w / "synthetic.h5", "--out", w / "m18.json",
+                                         "--seed", -5], w / "m18.json", "--seed"),
+        ("make_phantoms: --seed 2^33", "make_phantoms", ["--out", w / "m19.h5", "--seed", 2**33], w / "m19.h5",
+         "--seed"),
+        ("make_hdf5: --seed -1", "make_hdf5", ["--src", w, "--out", w / "m20.h5", "--seed", -1], w / "m20.h5",
+         "--seed"),
+        ("report: --seed -1", "report", ["--outputs", w, "--out", w / "m21.md", "--seed", -1], w / "m21.md",
+         "--seed"),
+    ]
+
+
+def test_datasets_whose_meaning_is_wrong_and_seeds_out_of_range_are_refused(world, capsys):
+    for case_id, name, args, out, match in _meaning_cases(world):
+        before = digest(out) if out is not None else None
+        try:
+            code, err = run_here(name, *args, capsys=capsys)
+            assert_refused(code, err, out, before, match)
+        except AssertionError as e:
+            pytest.fail(f"{case_id}: {e}")
+        except BaseException as e:  # noqa: BLE001 - an exception escaping cli.run is the failure being tested
+            pytest.fail(f"{case_id}: {type(e).__name__} escaped: {e}")
+
+
+def test_the_largest_seed_is_accepted(world, capsys):
+    out = world / "seedmax.h5"
+    code, err = run_here("sample", "--ckpt", world / "gan", "--out", out, "--n", 4, "--seed", 2**32 - 1, capsys=capsys)
+    assert code == 0, err
+    assert out.is_file()
 
 
 # ------------------------------------------------------------------------------- classes needing a real process

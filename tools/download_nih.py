@@ -6,7 +6,7 @@ import time
 
 from rich.table import Table
 
-from cxrgan import cli
+from cxrgan import cli, options
 from cxrgan.data.download import BOX_FOLDER, PART_SUFFIX, DownloadConfig, download_release, write_record
 from cxrgan.errors import UserError
 
@@ -33,6 +33,7 @@ def download_nih(cfg: DownloadConfig, call_args: dict):
         deadline: seconds per file before giving up, retries included (default 21600, 6 h; 0: no limit).
         seed: accepted for uniformity with the other tools; unused (downloading involves no randomness).
     """
+    options.seed(cfg)
     t0 = time.perf_counter()
     try:
         with cli.progress_bars(transfer=True) as progress:

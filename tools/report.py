@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write outputs/REPORT.md: did synthetic data help, how close are the images to real ones, was anything copied."""
 
-from cxrgan import cli
+from cxrgan import cli, options
 from cxrgan.report import ReportConfig, build
 
 
@@ -21,6 +21,7 @@ def report(cfg: ReportConfig, call_args: dict):
         seed: which random images the sample grids show.
         overwrite: replace an existing report (default off: an existing file is refused).
     """
+    options.seed(cfg)
     path = build(cfg.outputs, cfg.out, cfg.n_grid, cfg.seed, cfg.overwrite)
     cli.console.print(f"wrote {path}")
 

@@ -38,9 +38,15 @@ def positive_number(config, *names: str, maximum: float = math.inf) -> None:
             raise UserError(f"{flag(name)} must be at most {maximum:g}, got {v!r}")
 
 
-def seed(config) -> None:
-    if not is_whole(config.seed):
-        raise UserError(f"--seed must be a whole number, got {config.seed!r}")
+SEED_MAX = 2**32 - 1  # every random generator used here accepts 0..2^32-1 (NumPy's legacy seeding, the narrowest)
+
+
+def seed(config, *names: str) -> None:
+    """The one rule for seeds, in every tool: a whole number from 0 to SEED_MAX (default: ``config.seed``)."""
+    for name in names or ("seed",):
+        v = getattr(config, name)
+        if not is_whole(v) or not 0 <= v <= SEED_MAX:
+            raise UserError(f"{flag(name)} must be a whole number from 0 to {SEED_MAX}, got {v!r}")
 
 
 def one_of(config, name: str, choices, what: str = "") -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import options, runtime
 from ..cli import ProgressFn, no_progress
-from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, generated_by, parse_ref
+from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, generated_by, parse_ref, shared_patient
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
 from ..errors import UserError
@@ -58,7 +58,9 @@ class ClassifierConfig:
     overwrite: bool = False  # replace the results of an earlier run in --out
 
     def validate(self) -> "ClassifierConfig":
-        options.whole_number(self, "epochs", "seeds", "size", "batch", "patience", "n_boot")
+        options.whole_number(self, "epochs", "seeds", "batch", "patience", "n_boot")
+        options.whole_number(self, "size", minimum=32, hint=" (the network's total stride; 224 is ResNet's own)")
+        options.seed(self, "seed", "subset_seed")
         options.positive_number(self, "lr", maximum=1.0)
         if not isinstance(self.weight_decay, (int, float)) or isinstance(self.weight_decay, bool) \
                 or not 0 <= self.weight_decay < 1:
@@ -233,6 +235,27 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
             **metrics, **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}, "scores": scores, "state": best}
 
 
+def check_splits(data: dict, cfg: ClassifierConfig) -> None:
+    """What a binary classifier's numbers rest on: two classes, both in every split, and no patient of the test set
+    in training or validation (also when the test set comes from another file)."""
+    train = data["train"]
+    if len(train.classes) != 2:
+        raise UserError(f"--data {cfg.data} has {len(train.classes)} classes {train.classes}; train_resnet is a binary "
+                        "classifier (AUROC of class 1 against class 0): build a file of two classes")
+    for name in ("train", "val", "test"):
+        present = np.unique(data[name].labels)
+        if len(present) == 0:
+            raise UserError(f"the {name} set of {data[name].path} holds no images; rebuild the dataset with more data")
+        if len(present) < 2:
+            raise UserError(f"the {name} set of {data[name].path} holds only {train.classes[int(present[0])]!r} "
+                            "images; a classifier needs both classes there (rebuild the dataset with more data)")
+    ids = {f"{d.path}:{d.split}": d.patient_ids for d in (train, data["val"], data["test"]) if d.patient_ids is not None}
+    clash = shared_patient(ids)
+    if clash:
+        raise UserError(f"{clash}: the test images' patients must be kept out of training and validation; give a "
+                        "--test file of other patients")
+
+
 def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
     """Train ``cfg.seeds`` models and write the run folder. The progress task starts once the inputs have loaded
     and been checked (so a bad input gives just its error line) and advances after each seed."""
@@ -256,9 +279,7 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     gan_data = None
     if data["synthetic"] is not None:
         gan_data = provenance.check_synthetic(data["synthetic"], data["train"], [data["val"], data["test"]])
-    for name in ("val", "test"):
-        if len(np.unique(data[name].labels)) < 2:
-            raise UserError(f"the {name} set has a single class; AUROC needs both (rebuild the dataset with more data)")
+    check_splits(data, cfg)
     for b in baselines(cfg) if cfg.baseline else []:  # before hours of training, not after
         if not (Path(b) / "predictions.npz").is_file():
             raise UserError(f"--baseline {b}: no predictions.npz (run train_resnet there first)")

@@ -257,6 +257,9 @@ def contract_problem(f: h5py.File) -> str | None:
         return f"root attribute {'classes' if classes is None else 'size'!r} is missing"
     if np.ndim(classes) != 1 or len(classes) < 1:
         return "root attribute 'classes' is not a list of class names"
+    not_names = [c for c in np.asarray(classes).tolist() if not isinstance(c, (str, bytes)) or not str(c).strip()]
+    if not_names:
+        return f"root attribute 'classes' holds {not_names[0]!r}, not a class name (text)"
     if not isinstance(size, (int, np.integer)) or not 1 <= size <= 1 << 14:
         return f"root attribute 'size' is {size!r}, not an image side in pixels"
     groups = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
@@ -275,6 +278,22 @@ def contract_problem(f: h5py.File) -> str | None:
         for name in ("labels", "names", "patient_ids"):
             if name in g and g[name].shape != (n,):
                 return f"{split}/{name} has shape {g[name].shape}, but {split}/images holds {n} images"
+    return shared_patient({split: f[split]["patient_ids"][:] for split in groups if "patient_ids" in f[split]})
+
+
+def shared_patient(patient_ids: dict[str, np.ndarray]) -> str | None:
+    """A patient whose images are in two of the given sets ({name: patient ids}; negative ids mean "unknown"),
+    described, or None. Patient-level splits are what keep a test set's patients out of training."""
+    earlier: list[tuple[str, np.ndarray]] = []
+    for name, ids in patient_ids.items():
+        ids = np.unique(np.asarray(ids))
+        ids = ids[ids >= 0]
+        for other, other_ids in earlier:
+            both = np.intersect1d(ids, other_ids, assume_unique=True)
+            if len(both):
+                shared = f"{len(both)} patient{'s' if len(both) > 1 else ''} shared"
+                return f"patient {int(both[0])} has images in both {other} and {name} ({shared})"
+        earlier.append((name, ids))
     return None
 
 

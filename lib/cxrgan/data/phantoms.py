@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..cli import ProgressFn, no_progress
+from .. import options
 from ..errors import UserError
 from ..fileio import H5_SUFFIXES, check_output_path
 from .datasetfile import DEFAULT_CLASSES, SPLITS, write_dataset
@@ -305,6 +306,7 @@ class PhantomConfig:
 
     def validate(self) -> "PhantomConfig":
         check_args(self.n, self.size)
+        options.seed(self)
         self.fractions = parse_fractions(self.fractions)
         check_output_path(self.out, self.overwrite, suffixes=H5_SUFFIXES)
         return self

@@ -50,17 +50,18 @@ class H5ImageDataset(Dataset):
                 raise UserError(f"{path}: no split {split!r}; it has {', '.join(self.info.splits)}")
             g = f[split]
             try:
-                self.labels = g["labels"][:].astype(np.int64)
+                labels = g["labels"][:]
                 self.names = [n.decode() if isinstance(n, bytes) else n for n in g["names"][:]]
                 self.patient_ids = g["patient_ids"][:] if "patient_ids" in g else None
                 self.images = g["images"][:] if in_memory else None
             except OSError as e:  # a damaged chunk: HDF5 cannot decompress it
                 raise UserError(f"{path}: split {split!r} cannot be read ({str(e).splitlines()[0][:120]}); the file "
                                 "is damaged: rebuild it") from None
-        bad = (self.labels < 0) | (self.labels >= len(self.info.classes))
+        bad = (labels < 0) | (labels >= len(self.info.classes))  # on the stored type: a huge uint64 stays positive
         if bad.any():
-            raise UserError(f"{path}: {split}/labels holds {int(self.labels[bad][0])}, outside the "
+            raise UserError(f"{path}: {split}/labels holds {int(labels[bad][0])}, outside the "
                             f"{len(self.info.classes)} classes {self.info.classes}; rebuild the file")
+        self.labels = labels.astype(np.int64)
         self.classes = self.info.classes
         self.size = self.info.size
         self._file: h5py.File | None = None

@@ -103,7 +103,7 @@ class GanConfig:
         _check_common(cfg, recipe)
         if recipe.objective == "adversarial":
             _check_adversarial(cfg)
-        options.seed(cfg)
+        options.seed(cfg, "seed", "subset_seed")
         if Path(str(cfg.out)).is_file():
             raise UserError(f"--out {cfg.out} is a file; give a folder for the run")
         check_writable(cfg.out, "--out")

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import options, runtime
 from ..cli import ProgressFn, no_progress
-from ..data.datasetfile import generated_by, parse_ref
+from ..data.datasetfile import generated_by, parse_ref, shared_patient
 from ..data.pixels import pixel_images
 from ..data.reader import H5ImageDataset
 from ..errors import UserError
@@ -69,6 +69,7 @@ class QualityConfig:
 
     def validate(self) -> "QualityConfig":
         options.whole_number(self, "kid_subsets", "kid_subset_size", "k", "is_splits", "batch")
+        options.seed(self)
         if not isinstance(self.near_copy_quantile, (int, float)) or not 0 < self.near_copy_quantile < 1:
             raise UserError(f"--near-copy-quantile must be in (0, 1), got {self.near_copy_quantile!r}")
         check_output_path(self.out, self.overwrite, inputs=self.input_paths(), suffixes=(".json",))
@@ -215,12 +216,9 @@ def _open(ref: str, default_split: str, flag: str) -> H5ImageDataset:
     return H5ImageDataset(path, split)
 
 
-def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
-    """Compute everything, write ``cfg.out`` (JSON) and the audit figures beside it; return the summary."""
-    cfg.validate()
-    real = _open(cfg.real, "test", "--real")
-    fake = _open(cfg.fake, "synthetic", "--fake")
-    train = _open(cfg.train or f"{real.path}:train", "train", "--train") if cfg.audit else None
+def check_inputs(cfg: QualityConfig, real: H5ImageDataset, fake: H5ImageDataset, train: H5ImageDataset | None):
+    """Refuse sets that cannot be compared: other sizes or classes, too few images for --k, or an audit whose
+    held-out real images share patients with its training images."""
     if train is not None and Path(train.path).resolve() == Path(real.path).resolve() and train.split == real.split:
         raise UserError(f"--real {cfg.real} is the training split itself; the audit compares against held-out real "
                         "images, so pass --real FILE.h5:test (or val), or --noaudit")
@@ -232,6 +230,24 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
     unknown = sorted(set(fake.classes) - set(real.classes))
     if unknown:
         raise UserError(f"--fake has classes {unknown} that --real ({real.classes}) does not; compare matching files")
+    if cfg.k >= min(len(real), len(fake)):
+        raise UserError(f"--k {cfg.k} needs more than {cfg.k} images on each side for precision and recall, but "
+                        f"--real has {len(real)} and --fake {len(fake)}; lower --k (default 3) or give more images")
+    if train is not None and train.patient_ids is not None and real.patient_ids is not None:
+        clash = shared_patient({f"--train {train.path}:{train.split}": train.patient_ids,
+                                f"--real {real.path}:{real.split}": real.patient_ids})
+        if clash:
+            raise UserError(f"{clash}: the audit needs held-out real images of other patients than the training "
+                            "images; give --real and --train from one patient-level split (or --noaudit)")
+
+
+def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
+    """Compute everything, write ``cfg.out`` (JSON) and the audit figures beside it; return the summary."""
+    cfg.validate()
+    real = _open(cfg.real, "test", "--real")
+    fake = _open(cfg.fake, "synthetic", "--fake")
+    train = _open(cfg.train or f"{real.path}:train", "train", "--train") if cfg.audit else None
+    check_inputs(cfg, real, fake, train)
     net = feature_net(cfg.features, cfg.inception_weights, cfg.device)
     cache = None if cfg.cache == "" else (cfg.cache or default_cache_dir())
 
@@ -258,6 +274,9 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
         if min(m["n_real"], m["n_fake"]) < FID_MIN_N:
             warnings.append(f"{scope}: FID from {m['n_real']} real and {m['n_fake']} generated images (< {FID_MIN_N} "
                             "per side) is biased upward; compare only with FIDs at the same counts")
+        if m.get("precision") is None and min(m["n_real"], m["n_fake"]) >= 2:
+            warnings.append(f"{scope}: no precision or recall: they need more than --k {cfg.k} images per side "
+                            f"({m['n_real']} real, {m['n_fake']} generated)")
         if m.get("is_mean") is not None and m["n_fake"] < IS_MIN_N:
             warnings.append(f"{scope}: Inception Score from {m['n_fake']} generated images in {cfg.is_splits} splits "
                             f"(< {IS_MIN_N}; the standard is 50,000) is biased low and noisy; compare only at the same "
