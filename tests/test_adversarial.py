@@ -348,6 +348,108 @@ def test_the_largest_seed_is_accepted(world, capsys):
     assert out.is_file()
 
 
+# ------------------------------------------------------------------- every checkpoint kind, given where it does not belong
+
+@pytest.fixture(scope="module")
+def checkpoints(world):
+    """One file of each checkpoint kind a tool reads, plus a truncated and an edited copy of each."""
+    w = world
+    from cxrgan.generative.train import GanConfig, train
+    from cxrgan.metrics.inception import random_weights
+    train(GanConfig(data=str(w / "ph32.h5"), out=str(w / "diff"), recipe="diffusion", epochs=1, **TINY_GAN))
+    kinds = {"gan": w / "gan" / "last.pt", "diffusion": w / "diff" / "last.pt", "classifier": w / "clf" / "model-seed0.pt"}
+    kinds["imagenet"] = w / "imagenet.pt"  # torchvision's layout (3-channel conv1), random weights
+    torch.save(__import__("torchvision").models.resnet18().state_dict(), kinds["imagenet"])
+    kinds["inception"] = w / "inception.pt"
+    torch.save(random_weights(0), kinds["inception"])
+    for kind, path in list(kinds.items()):
+        cut = w / f"{kind}-cut.pt"
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        obj = torch.load(path, weights_only=True)
+        state = _tensors_of(obj)
+        name = next(k for k, v in state.items() if v.is_floating_point())
+        state[name] = state[name].clone().fill_(0.5) if kind in ("gan", "diffusion", "classifier") \
+            else torch.full_like(state[name], float("nan"))  # digest-carrying kinds: any edit; the others: NaN
+        torch.save(obj, w / f"{kind}-edited.pt")
+        kinds[f"{kind}-cut"], kinds[f"{kind}-edited"] = cut, w / f"{kind}-edited.pt"
+    return kinds
+
+
+def _tensors_of(obj: dict) -> dict:
+    """The state dict inside a checkpoint of any kind (the file's own dict for plain weights files)."""
+    for key in ("ema", "state"):
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
+def _checkpoint_cases(w: Path, k: dict) -> list[tuple[str, str, list, Path | None, str]]:
+    d, syn = w / "ph32.h5", w / "synthetic.h5"
+    fid = ["--real", d, "--fake", syn, "--features"]
+    clf = ["--data", d, "--size", 32, "--epochs", 1, "--n-boot", 10, "--device", "cpu", "--pretrained"]
+    cases = [
+        ("sample: --truncation for a diffusion model", "sample", ["--ckpt", k["diffusion"], "--truncation", 1.5],
+         "--truncation does not apply"),
+        ("sample: --steps for a GAN", "sample", ["--ckpt", k["gan"], "--steps", 3], "--steps does not apply"),
+        ("sample: --guidance for a GAN", "sample", ["--ckpt", k["gan"], "--guidance", 2], "--guidance does not apply"),
+        ("sample: --solver for a GAN", "sample", ["--ckpt", k["gan"], "--solver", "heun"], "--solver does not apply"),
+        ("sample: a classifier checkpoint", "sample", ["--ckpt", k["classifier"]], "not a cxrgan generative"),
+        ("sample: ImageNet weights", "sample", ["--ckpt", k["imagenet"]], "not a cxrgan generative"),
+        ("fid_is: a GAN as the classifier", "fid_is", [*fid, f"classifier:{k['gan']}"], "not a train_resnet"),
+        ("fid_is: a diffusion model as the classifier", "fid_is", [*fid, f"classifier:{k['diffusion']}"],
+         "not a train_resnet"),
+        ("fid_is: a GAN as Inception weights", "fid_is", [*fid, "inception", "--inception-weights", k["gan"]],
+         "not the fid inception"),
+        ("fid_is: ImageNet ResNet as Inception weights", "fid_is",
+         [*fid, "inception", "--inception-weights", k["imagenet"]], "not the fid inception"),
+        ("train_resnet: a GAN as ImageNet weights", "train_resnet", [*clf, "--weights", k["gan"]], "not a torchvision"),
+        ("train_resnet: a classifier as ImageNet weights", "train_resnet", [*clf, "--weights", k["classifier"]],
+         "not a torchvision"),
+        ("train_dcgan: a diffusion model as snapshot features", "train_dcgan",
+         ["--data", d, "--snapshot-kimg", 0.01, "--snapshot-features", f"classifier:{k['diffusion']}"],
+         "not a train_resnet"),
+    ]
+    readers = {"gan": ("sample", ["--ckpt"]), "diffusion": ("sample", ["--ckpt"]),
+               "classifier": ("fid_is", [*fid, "classifier:"]), "imagenet": ("train_resnet", [*clf, "--weights"]),
+               "inception": ("fid_is", [*fid, "inception", "--inception-weights"])}
+    expected = {"cut": "damaged", "edited": "modified"}
+    for kind, (tool_name, flag) in readers.items():
+        for damage in ("cut", "edited"):
+            path = k[f"{kind}-{damage}"]
+            args = [*flag[:-1], f"{flag[-1]}{path}"] if flag[-1].endswith(":") else [*flag, path]
+            words = expected[damage] if kind in ("gan", "diffusion", "classifier") or damage == "cut" else "nan"
+            cases.append((f"{tool_name}: {damage} {kind} file", tool_name, args, words))
+    return cases
+
+
+def test_every_checkpoint_kind_out_of_place_truncated_or_edited_is_refused(world, checkpoints, capsys):
+    for i, (case_id, name, args, match) in enumerate(_checkpoint_cases(world, checkpoints)):
+        out = world / f"ck{i}" if name in ("train_resnet", "train_dcgan") else \
+            world / (f"ck{i}.json" if name == "fid_is" else f"ck{i}.h5")
+        try:
+            code, err = run_here(name, *args, "--out", out, capsys=capsys)
+            assert_refused(code, err, None if out.suffix == "" else out, None, match)
+        except AssertionError as e:
+            pytest.fail(f"{case_id}: {e}")
+        except BaseException as e:  # noqa: BLE001 - an exception escaping cli.run is the failure being tested
+            pytest.fail(f"{case_id}: {type(e).__name__} escaped: {e}")
+
+
+def test_resuming_with_another_recipe_or_other_data_is_refused(world, checkpoints, capsys):
+    other = world / "ph32-s1.h5"
+    if not other.exists():
+        generate(other, n=64, size=32, seed=1)
+    cases = [("train_dcgan", ["--data", world / "ph32.h5", "--out", world / "diff", "--recipe", "limited"], "recipe"),
+             ("train_dcgan", ["--data", world / "ph32.h5", "--out", world / "gan", "--recipe", "diffusion"], "recipe"),
+             ("train_diffusion", ["--data", world / "ph32.h5", "--out", world / "gan"], "recipe"),
+             ("train_dcgan", ["--data", other, "--out", world / "gan", "--recipe", "improved", "--batch", 8,
+                              "--base", 8], "data")]
+    for name, args, match in cases:
+        before = digest(Path(args[3]) / "last.pt")
+        code, err = run_here(name, *args, "--epochs", 2, "--device", "cpu", capsys=capsys)
+        assert_refused(code, err, Path(args[3]) / "last.pt", before, match)
+
+
 # ------------------------------------------------------------------------------- classes needing a real process
 
 def test_disk_full_midway_is_one_line_and_leaves_nothing(tmp_path):

@@ -48,6 +48,7 @@ class MomentsStep:
 class MomentsObjective:
     name, sampled = "moments", "generator"
     loss_columns, snapshot_columns = ("loss", "img_per_s", "seconds"), ("mean_level",)
+    sample_options = ("truncation",)  # a latent-space generator, like a GAN
 
     def latent(self, cfg, size):
         return cfg.latent

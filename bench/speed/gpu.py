@@ -41,7 +41,7 @@ from cxrgan.generative import networks
 from cxrgan.generative.networks import generate, model_description
 from cxrgan.generative.objectives import OBJECTIVES
 from cxrgan.generative.recipes import DEFAULT_RECIPE, RECIPES
-from cxrgan.generative.sample import SampleConfig
+from cxrgan.generative.sample import STEPS, SampleConfig
 from cxrgan.generative.train import GanConfig, build_networks, load_training_images
 from cxrgan.metrics.evaluate import QualityConfig
 from cxrgan.metrics.features import feature_net
@@ -215,7 +215,7 @@ def sampling(plan: Plan, recipe: str, size: int) -> float:
     objective = OBJECTIVES[RECIPES[cfg.recipe].objective]
     torch.manual_seed(0)
     network = networks.build(model)[objective.sampled].to(plan.device).eval()
-    sampler = objective.sampler(network, model, defaults.steps, defaults.guidance, defaults.solver,
+    sampler = objective.sampler(network, model, STEPS, 1.0, defaults.solver,
                                 channels_last=plan.device.type == "cpu")
     z = torch.randn(plan.sample_batch, model["latent"])
     y = torch.arange(plan.sample_batch) % model["n_classes"]
@@ -318,7 +318,7 @@ def describe(plan: Plan, total_s: float) -> str:
     where = (torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda"
              else f"the CPU ({torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)})")
     batch = plan.batch or f"{GanConfig.batch} (the tools' default)"
-    steps = SampleConfig().steps
+    steps = STEPS
     return f"""Throughput of each stage of the pipeline on {where}: untrained networks on phantom images
 (`cxrgan.data.phantoms`), as throughput does not depend on the weights. Each row: an untimed warm-up (training:
 {plan.warmup} step(s); sampling and features: one batch) for cuDNN's algorithm search and torch.compile's
@@ -336,7 +336,7 @@ before each row.
   cross-entropy), batch {batch}, float32 as train_resnet runs.
 - Sampling: sample.py's generation into uint8 images on the host, batch {plan.sample_batch}, the generator in float32
   as `load_generator` leaves it, without the HDF5 write; diffusion with sample.py's defaults ({steps} Heun steps =
-  {2 * steps - 1} network calls per image, guidance {SampleConfig().guidance:g}).
+  {2 * steps - 1} network calls per image, guidance 1).
 - fid_is features: FID Inception-v3 (random weights: `cxrgan.metrics.inception.random_weights`) through
   `feature_net`, {plan.fid_batch} images per call (resized to 299x299 inside), features and logits back on the host.
 

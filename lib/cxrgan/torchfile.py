@@ -79,7 +79,9 @@ def load(path: str | Path, map_location="cpu", what: str = "checkpoint") -> dict
 
 
 def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+    """The first sentence of an exception's message (torch's go on for several lines of advice)."""
+    line = (str(e).splitlines() or [type(e).__name__])[0]
+    return line.split(". ")[0].rstrip(".")[:200]
 
 
 def check_finite(state: dict, path: str | Path, what: str = "checkpoint") -> None:

@@ -46,8 +46,12 @@ def load_imagenet_state(weights: str | None) -> dict:
             raise UserError(f"cannot download the ImageNet ResNet-18 weights ({str(e).splitlines()[0]}); "
                             f"fetch {ResNet18_Weights.IMAGENET1K_V1.url} elsewhere and pass --weights PATH, "
                             "or train from scratch without --pretrained") from None
-    if not isinstance(state, dict) or "conv1.weight" not in state or state["conv1.weight"].shape[1] != 3:
-        raise UserError("the weights file is not a torchvision ResNet-18 state dict (no 3-channel conv1.weight)")
+    source = weights or "the downloaded ImageNet weights"
+    if not isinstance(state, dict) or not isinstance(state.get("conv1.weight"), torch.Tensor) \
+            or state["conv1.weight"].ndim != 4 or state["conv1.weight"].shape[1] != 3:
+        raise UserError(f"--weights {source} is not a torchvision ResNet-18 state dict (no 3-channel conv1.weight); "
+                        "use torchvision's resnet18 ImageNet file")
+    torchfile.check_finite(state, source, "ResNet-18 state dict")
     return state
 
 
@@ -70,8 +74,13 @@ def gray_resnet18(n_classes: int = 2, pretrained: bool = False, weights: str | N
         state = load_imagenet_state(weights)
         w = state.pop("conv1.weight")  # (64, 3, 7, 7), expects (rgb - mean) / std with rgb in [0, 1]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, _ = model.load_state_dict(state, strict=False)
-        assert set(missing) <= {"conv1.weight", "conv1.bias", "fc.weight", "fc.bias"}, missing
+        source = weights or "the downloaded ImageNet weights"
+        with torchfile.rebuilding(source, "ResNet-18 state dict"):
+            missing, _ = model.load_state_dict(state, strict=False)
+        missing = sorted(set(missing) - {"conv1.weight", "conv1.bias", "fc.weight", "fc.bias"})
+        if missing:
+            raise UserError(f"ResNet-18 state dict {source} lacks {len(missing)} of the network's weights (e.g. "
+                            f"{missing[0]}); use torchvision's resnet18 ImageNet file")
         mean = torch.tensor(IMAGENET_MEAN)[None, :, None, None]
         std = torch.tensor(IMAGENET_STD)[None, :, None, None]
         # input x in [-1, 1]: rgb = (x + 1) / 2, so conv(rgb_norm) = sum_c w_c/(2 s_c) x + sum_c w_c (1/2 - m_c)/s_c

@@ -284,6 +284,8 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
         if not (Path(b) / "predictions.npz").is_file():
             raise UserError(f"--baseline {b}: no predictions.npz (run train_resnet there first)")
         _same_arch(Path(b), cfg)
+    if cfg.pretrained or cfg.weights:  # a bad weights file fails here, before the first seed's training
+        classifier.BACKBONES[cfg.arch].build(len(data["train"].classes), cfg.pretrained, cfg.weights)
     task = progress("seeds", cfg.seeds)
     runs = []
     for k in range(cfg.seeds):

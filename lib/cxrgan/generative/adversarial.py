@@ -182,6 +182,7 @@ class AdversarialObjective:
     sampled = "generator"  # the part that makes images (its EMA, when the recipe keeps one, is what is sampled)
     loss_columns = ("loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "seconds", "augment_p")
     snapshot_columns = ("d_train", "d_val", "d_fake", "rt_train", "rt_val")
+    sample_options = ("truncation",)  # sample.py's options that act on a GAN: the latents only
 
     def latent(self, cfg, size: int) -> int:
         return cfg.latent

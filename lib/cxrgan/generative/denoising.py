@@ -44,6 +44,7 @@ class DenoisingObjective:
     sampled = "denoiser"
     loss_columns = ("loss", "img_per_s", "seconds")
     snapshot_columns = ()
+    sample_options = ("steps", "guidance", "solver")  # sample.py's options that act on a diffusion sampler
 
     def latent(self, cfg, size: int) -> int:
         return size * size * cfg.channels

@@ -13,7 +13,8 @@ An objective is an object with:
 - ``step(cfg, rt, modules, trained, optimizers, per_rank, state, model, settings)``: a callable ``(real, labels,
   step) -> {column: value}`` with ``state_dict()`` (what a checkpoint keeps of it, given back as ``state``);
 - ``sampler(network, model, steps, guidance, solver, channels_last)``: ``(z, labels) -> images`` in [-1, 1], and
-  ``sampler_record(...)``: what a samples file records of the sampler's settings (None: nothing).
+  ``sampler_record(...)``: what a samples file records of the sampler's settings (None: nothing);
+  ``sample_options``: which of sample.py's ``SAMPLER_OPTIONS`` act on it (the others are refused, not ignored).
 
 Its networks are the network family's parts (``networks.NETWORKS``). Adding an objective (e.g. flow matching) is a
 row here, its module, and a settings class in ``recipes``.

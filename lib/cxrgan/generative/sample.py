@@ -20,6 +20,11 @@ from . import checkpoint
 from .checkpoint import LoadedGenerator, load_generator
 from .diffusion import SOLVERS
 from .networks import generate
+from .objectives import OBJECTIVES
+
+
+STEPS = 18  # a diffusion sampler's default steps in sample.py (EDM's Heun: 35 network calls per image)
+SAMPLER_OPTIONS = ("truncation", "steps", "guidance", "solver")  # each acts on some objectives only
 
 
 @dataclass
@@ -31,19 +36,20 @@ class SampleConfig:
     seed: int = 0
     batch: int = 256
     png: str | None = None
-    truncation: float | None = None
+    truncation: float | None = None  # GANs: redraw latent entries beyond +-truncation
     root: str = "outputs/gan"
     device: str = "auto"
     overwrite: bool = False
-    steps: int = 18  # diffusion checkpoints: sampler steps (EDM's Heun: 2 * steps - 1 network calls; DDIM: steps)
-    guidance: float = 1.0  # diffusion checkpoints: classifier-free guidance scale (1: plain conditional)
+    steps: int | None = None  # diffusion: sampler steps (None: STEPS; EDM's Heun: 2 * steps - 1 calls; DDIM: steps)
+    guidance: float | None = None  # diffusion: classifier-free guidance scale (None: 1, the plain conditional model)
     solver: str | None = None  # diffusion checkpoints: heun, euler or dpm++2m (diffusion.SOLVERS); None: its own
 
     def validate(self) -> "SampleConfig":
         options.whole_number(self, "n", hint=" (images per class)")
-        options.whole_number(self, "batch", "steps")
-        if not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool) \
-                or not 0 <= self.guidance < 100:
+        options.whole_number(self, "batch")
+        options.optional_whole_number(self, "steps")
+        if self.guidance is not None and (not isinstance(self.guidance, (int, float))
+                                          or isinstance(self.guidance, bool) or not 0 <= self.guidance < 100):
             raise UserError(f"--guidance must be a number in [0, 100) (1: plain conditional), got {self.guidance!r}")
         if self.solver is not None and self.solver not in SOLVERS:
             raise UserError(f"--solver must be one of {', '.join(SOLVERS)} (or left out: the recipe's own), "
@@ -61,6 +67,17 @@ class SampleConfig:
 
     def output_paths(self) -> dict:
         return {"--out": self.out}
+
+    def check_applies_to(self, gens: dict[int, LoadedGenerator]) -> None:
+        """Refuse a sampler option given for a checkpoint it would not act on (--steps for a GAN, --truncation for
+        a diffusion model): silently ignoring it would give images the user did not ask for."""
+        for name in SAMPLER_OPTIONS:
+            if getattr(self, name) is None:
+                continue
+            for g in gens.values():
+                if name not in OBJECTIVES[g.objective].sample_options:
+                    raise UserError(f"{options.flag(name)} does not apply to {g.path} ({g.recipe} recipe, "
+                                    f"{g.objective} objective); leave it out, or sample a checkpoint it applies to")
 
     @property
     def wanted(self) -> list[int]:
@@ -130,7 +147,7 @@ def latents(n: int, dim: int, seed: int, cls: int, truncation: float | None) -> 
 
 def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: int, device, batch: int = 256,
                    truncation: float | None = None, png_dir: str | None = None, call_args: dict | None = None,
-                   progress: ProgressFn = no_progress, steps: int = 18, guidance: float = 1.0,
+                   progress: ProgressFn = no_progress, steps: int = STEPS, guidance: float = 1.0,
                    solver: str | None = None) -> dict:
     """Write ``n`` images of each class in ``gens`` to ``out``; returns the file's root attributes. Models with a
     sampler (diffusion) sample with ``steps`` steps of its ODE ``solver`` (None: the formulation's own) and
