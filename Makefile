@@ -158,7 +158,8 @@ NOT_BUILDING := $(or $(findstring n,$(firstword -$(MAKEFLAGS))),$(findstring q,$
 # refused at once instead of overwriting the first one's stages. Sub-makes of a locking make share its lock.
 GUARD = $(1) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); from cxrgan.makeguard import main; main()'
 VAR_ERROR := $(shell $(call GUARD,$(PYTHON)) vars $(foreach v,SEEDS N_SYNTH CLF_EPOCHS N_PHANTOMS NPROC SIZE CLF_SIZE \
-	EPOCHS SEED KIMG SYNTH_RATIO REUSE_GAN FRACTIONS,'$(v)=$($(v))') $(foreach v,$(FEATURE_VARS),'SWITCH:$(v)=$($(v))'))
+	EPOCHS SEED KIMG SYNTH_RATIO REUSE_GAN FRACTIONS,'$(v)=$($(v))') $(foreach v,$(FEATURE_VARS),'SWITCH:$(v)=$($(v))') \
+	$(if $(or $(NOT_BUILDING),$(filter-out nih,$(DATA)),$(wildcard $(DATASET))),,'NIH_DIR=$(NIH_DIR)'))
 $(if $(VAR_ERROR),$(error $(VAR_ERROR)))
 ifeq ($(NOT_BUILDING)$(filter $(abspath $(OUTPUTS)),$(CXRGAN_MAKE_LOCK)),)
 LOCK_ERROR := $(shell $(call GUARD,$(PYTHON)) lock '$(OUTPUTS)' $$PPID)

@@ -49,6 +49,9 @@ def check_value(name: str, value: str) -> None:
             raise UserError(f"{name}={value!r} is not a positive number; give e.g. {name}=1 (or leave it unset)")
     elif name in SWITCHES and value not in ("0", "1"):
         raise UserError(f"{name}={value!r} must be 0 or 1")
+    elif name == "NIH_DIR" and not (Path(value).is_dir() and any(Path(value).iterdir())):
+        raise UserError(f"NIH_DIR={value} holds nothing to build DATA=nih from; run `make download NIH_DIR={value}` "
+                        "first, or point NIH_DIR at the unpacked NIH ChestX-ray14 release")
     elif name == "FRACTIONS":
         bad = [f for f in value.split() if not 0 < (_number(f) or 0) <= 1]
         if bad or not value.split():
@@ -56,6 +59,8 @@ def check_value(name: str, value: str) -> None:
 
 
 def check_vars(pairs: list[str]) -> None:
+    """NAME=VALUE pairs as make passes them (SWITCH:NAME=VALUE for a 0|1 variable; NIH_DIR only when the DATA=nih
+    dataset is to be built from it)."""
     for pair in pairs:
         name, _, value = pair.partition("=")
         if name.startswith("SWITCH:"):
