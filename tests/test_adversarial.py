@@ -406,3 +406,61 @@ def test_two_real_makes_at_once_one_completes_one_is_refused(tmp_path):
     assert first.returncode == 0, err
     with h5py.File(tmp_path / "data" / "phantom-32.h5") as f:
         assert sum(len(f[s]["labels"]) for s in ("train", "val", "test")) == 400  # the first run's, complete
+
+
+def _half_finished(world: Path, root: Path, *stages: str) -> Path:
+    """An outputs folder holding the named stages' results of ``world`` as `make all` lays them out."""
+    import shutil
+    if "gan" in stages:
+        shutil.copytree(world / "gan", root / "gan" / "improved")
+    if "samples" in stages:
+        shutil.copy2(world / "synthetic.h5", root / "synthetic-improved.h5")
+    if "real" in stages:
+        shutil.copytree(world / "clf", root / "classify" / "real")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_report_of_a_half_finished_outputs_folder_says_what_is_missing(world, tmp_path, capsys):
+    root = _half_finished(world, tmp_path / "outputs", "gan")  # the GAN trained, nothing after it
+    code, err = run_here("report", "--outputs", root, capsys=capsys)
+    text = (root / "REPORT.md").read_text()
+    assert code == 0, err
+    assert "Partial report: 4 stage(s) not run yet" in text and "## Not run yet" in text
+    for line in ("samples of improved (`make samples RECIPE=improved`)", "the real-data classifier (`make classify`)",
+                 "the synthetic arm of improved (`make classify RECIPE=improved`)", "image metrics of improved"):
+        assert f"- {line}" in text, line
+    root = _half_finished(world, tmp_path / "outputs2", "gan", "samples", "real")  # one arm of three, no metrics
+    (root / "classify" / "real+oversample").mkdir()
+    (root / "classify" / "real+oversample" / "model-seed0.pt").write_bytes(b"interrupted")
+    (root / "gan" / "limited").mkdir()
+    (root / "gan" / "limited" / "last.pt").write_bytes(b"interrupted")
+    code, err = run_here("report", "--outputs", root, capsys=capsys)
+    text = (root / "REPORT.md").read_text()
+    assert code == 0, err
+    for line in ("GAN run `gan/limited`: not finished (`make gan` resumes it)",
+                 "classifier `classify/real+oversample`: started, no metrics.json",
+                 "the synthetic arm of improved", "image metrics of improved (`make metrics RECIPE=improved`)"):
+        assert f"- {line}" in text, line
+    assert "samples of" not in text and "real-data classifier" not in text and "**real" not in text  # no verdict
+
+
+def test_a_one_seed_verdict_claims_nothing_across_seeds(world, tmp_path, capsys):
+    """`make all SEEDS=1`'s report: every stage done, one classifier run per arm; the verdict is about those
+    trained models only, and the report is not partial."""
+    root = _half_finished(world, tmp_path / "outputs", "gan", "samples", "real")
+    code, err = run_here("train_resnet", "--data", world / "ph32.h5", "--out", root / "classify" / "real+synthetic",
+                         "--synthetic", root / "synthetic-improved.h5", "--synthetic-per-class", 8, "--baseline",
+                         root / "classify" / "real", "--epochs", 1, "--seeds", 1, "--size", 32, "--n-boot", 10,
+                         "--device", "cpu", capsys=capsys)
+    assert code == 0, err
+    code, err = run_here("fid_is", "--real", world / "ph32.h5", "--fake", root / "synthetic-improved.h5", "--out",
+                         root / "metrics" / "domain-improved.json", "--features",
+                         f"classifier:{root / 'classify' / 'real' / 'model-seed0.pt'}", "--cache", "",
+                         "--device", "cpu", capsys=capsys)
+    assert code == 0, err
+    code, err = run_here("report", "--outputs", root, capsys=capsys)
+    text = (root / "REPORT.md").read_text()
+    assert code == 0, err
+    assert "use SEEDS ≥ 2 for a verdict about the method" in text and "**real+synthetic** vs real" in text
+    assert "Not run yet" not in text and "Partial report" not in text

@@ -508,12 +508,12 @@ def missing_stages(root: Path, clf_runs: list[ClassifierRun], quality_runs: list
     if not gans and not unfinished:
         lines.append("GAN training (`make gan`)")
     lines += [f"samples of {r} (`make samples RECIPE={r}`)" for r in sorted(gans - samples)]
-    if not samples:
+    if not samples and not gans:
         lines.append("samples (`make samples`)")
     lines += _missing_classifiers(root, clf_runs, samples | gans)
     measured = {(m.get("fake") or {}).get("recipe") for _, m in quality_runs}
-    lines += [f"image metrics of {r} (`make metrics RECIPE={r}`)" for r in sorted(samples - measured)]
-    if not samples and not quality_runs:
+    lines += [f"image metrics of {r} (`make metrics RECIPE={r}`)" for r in sorted((samples | gans) - measured)]
+    if not samples and not gans and not quality_runs:
         lines.append("image metrics (`make metrics`)")
     return lines
 
