@@ -91,7 +91,7 @@ INCEPTION ?= 1
 # NIH's official test_list.txt as the test split (comparable with the literature); SPLIT=random: patients at random
 SPLIT ?= official
 ifeq ($(filter official random,$(SPLIT)),)
-$(error SPLIT must be official or random, not '$(SPLIT)')
+$(error error: SPLIT must be official or random, not '$(SPLIT)'; give SPLIT=official or SPLIT=random)
 endif
 DATASET := $(DATA_DIR)/nih-$(SIZE).h5
 else ifeq ($(DATA),phantom)
@@ -105,7 +105,7 @@ ifeq ($(strip $(KIMG)$(EPOCHS)),)
 KIMG := 8
 endif
 else
-$(error DATA must be nih-mini, nih or phantom, not '$(DATA)')
+$(error error: DATA must be nih-mini, nih or phantom, not '$(DATA)'; give one of them)
 endif
 
 recipe_kind = $(word 2,$(subst :, ,$(filter $(1):%,$(RECIPE_TABLE))))
@@ -114,7 +114,8 @@ GAN_RUNS := $(GAN_DIR)/$(RECIPE)-c0 $(GAN_DIR)/$(RECIPE)-c1
 else ifeq ($(call recipe_kind,$(RECIPE)),conditional)
 GAN_RUNS := $(GAN_DIR)/$(RECIPE)
 else
-$(error RECIPE must be one of: $(RECIPES) (lib/cxrgan/generative/recipes.py), not '$(RECIPE)')
+$(error error: RECIPE must be one of $(RECIPES) (lib/cxrgan/generative/recipes.py), not '$(RECIPE)'; give one of \
+	them)
 endif
 # torchrun when NPROC > 1 (DistributedDataParallel; --batch stays the global batch; --standalone: a free port of its own)
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) tools/train_dcgan.py
@@ -152,6 +153,19 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 # `make`, help, test, clean, or a dry run -n / question -q, which compare against them as they are).
 NOT_BUILDING := $(or $(findstring n,$(firstword -$(MAKEFLAGS))),$(findstring q,$(firstword -$(MAKEFLAGS))),$(if \
 	$(filter-out help setup test smoke nih-smoke gpu-check bench docker clean download,$(or $(MAKECMDGOALS),help)),,yes))
+# Before any stage (and before a stamp is written): every variable's value is checked, and a build takes
+# OUTPUTS/.make.lock for as long as this make runs (lib/cxrgan/makeguard.py), so a second make in the same OUTPUTS is
+# refused at once instead of overwriting the first one's stages. Sub-makes of a locking make share its lock.
+GUARD = $(1) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); from cxrgan.makeguard import main; main()'
+VAR_ERROR := $(shell $(call GUARD,$(PYTHON)) vars $(foreach v,SEEDS N_SYNTH CLF_EPOCHS N_PHANTOMS NPROC SIZE CLF_SIZE \
+	EPOCHS SEED KIMG SYNTH_RATIO REUSE_GAN FRACTIONS,'$(v)=$($(v))') $(foreach v,$(FEATURE_VARS),'SWITCH:$(v)=$($(v))') \
+	$(if $(or $(NOT_BUILDING),$(filter-out nih,$(DATA)),$(wildcard $(DATASET))),,'NIH_DIR=$(NIH_DIR)'))
+$(if $(VAR_ERROR),$(error $(VAR_ERROR)))
+ifeq ($(NOT_BUILDING)$(filter $(abspath $(OUTPUTS)),$(CXRGAN_MAKE_LOCK)),)
+LOCK_ERROR := $(shell $(call GUARD,$(PYTHON)) lock '$(OUTPUTS)' $$PPID)
+$(if $(LOCK_ERROR),$(error $(LOCK_ERROR)))
+export CXRGAN_MAKE_LOCK := $(abspath $(OUTPUTS))
+endif
 args_stamp = $(strip $(eval _new := $(strip $(2)))$(eval _old := $(strip $(if $(wildcard $(1)),$(file < $(1)))))$(if \
 	$(or $(NOT_BUILDING),$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|))),,$(shell \
 	mkdir -p $(dir $(1)))$(file > $(1),$(_new)))$(1))
@@ -169,6 +183,12 @@ FEATURE_WEIGHTS = $(foreach v,$(FEATURE_VARS),$(v)_WEIGHTS=$($(v)_WEIGHTS))
 METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) $(FEATURE_WEIGHTS))
 # a stamp not written yet (a dry run before the first build): out of date, like everything built from it
 $(ARGS_DIR)/% $(DATA_DIR)/.args/%: ;
+# Once the dataset is built and before the first long stage (the GAN, the real arm): N_SYNTH covers what the synthetic
+# arm adds (SYNTH_RATIO x the real images of a class). Order-only where used: checked again whenever its inputs
+# change, never a reason to retrain.
+SYNTH_CHECK := $(ARGS_DIR)/n-synth-ok-$(RECIPE)
+$(SYNTH_CHECK): $(DATASET) $(SAMPLE_ARGS) $(ADDED_ARGS) | $(STAMP)
+	@$(call GUARD,$(PY)) synthetic $(DATASET) $(N_SYNTH) $(ADDED) && touch $@
 
 .DEFAULT_GOAL := help
 .PHONY: help setup download data gan samples classify tstr efficiency metrics report all test smoke nih-smoke bench \
@@ -213,10 +233,10 @@ gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
 define gan_rules
 ifeq ($(call recipe_kind,$(1)),per-class)
-$(GAN_DIR)/$(1)-c%/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
+$(GAN_DIR)/$(1)-c%/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP) $(SYNTH_CHECK)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1) --cls $$*
 else
-$(GAN_DIR)/$(1)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
+$(GAN_DIR)/$(1)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP) $(SYNTH_CHECK)
 	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1)
 endif
 endef
@@ -232,7 +252,7 @@ classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies
 
 tstr: $(CLF_DIR)/tstr-$(RECIPE)/metrics.json  ## train on synthetic images only, test on real (not part of `all`; the report shows it when present)
 
-$(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
+$(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP) $(SYNTH_CHECK)
 	$(PY) tools/train_resnet.py $(CLF_ARGS)
 
 $(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(CLF_DIR)/real/metrics.json

@@ -6,10 +6,12 @@ sweep costs no interpreter start-ups; the cases that need a real process (file-s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -529,3 +531,158 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "Z"
+
+
+# ---- Make
+
+MAKE_TINY = ["DATA=phantom", "SIZE=32", "N_PHANTOMS=60", "EPOCHS=1", "N_SYNTH=64", "SEEDS=2", "CLF_EPOCHS=1",
+             "CONTROLS=oversample", "DEVICE=cpu", "GAN_ARGS=--base 8 --batch 16 --grid 4", "STAMP=",
+             f"PY={sys.executable}"]  # STAMP empty: this environment is set up already, never reinstalled
+
+
+def run_make(tmp_path: Path, *args: str, wait: bool = True):
+    """make in the project root on tiny phantoms under tmp_path; ``args`` come last, so they override MAKE_TINY."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CXRGAN_MAKE_LOCK")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "lib"), env.get("PYTHONPATH")]))
+    cmd = ["make", "--no-print-directory", f"OUTPUTS={tmp_path / 'outputs'}", f"DATA_DIR={tmp_path / 'data'}",
+           *MAKE_TINY, *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def assert_make_refused(r, match: str) -> None:
+    """A non-zero exit and one line that says what to do: the last one (before make's own ``*** [target] Error``
+    trailer; what stages finished before it printed may precede it), the only error line."""
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not re.match(r"make(\[\d+])?: \*\*\* \[", line)]
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert [line for line in lines if "error: " in line] == lines[-1:], r.stderr
+    assert match.lower() in lines[-1].lower(), r.stderr
+
+
+@pytest.mark.parametrize("bad,match", [
+    (["SEEDS=0"], "SEEDS='0' is not a whole number >= 1"), (["N_SYNTH=0"], "N_SYNTH='0' is not a whole number"),
+    (["RECIPE=unknown"], "RECIPE must be one of"), (["KIMG=abc"], "KIMG='abc' is not a positive number"),
+    (["FRACTIONS=0 1"], "FRACTIONS='0 1'"), (["XRV=yes"], "XRV='yes' must be 0 or 1"),
+    (["DATA=nih", "NIH_DIR={nih}"], "run `make download NIH_DIR="),
+], ids=["SEEDS=0", "N_SYNTH=0", "RECIPE=unknown", "KIMG=abc", "FRACTIONS=0", "XRV=yes", "DATA=nih-empty-NIH_DIR"])
+def test_make_all_with_a_bad_variable_is_refused_before_any_work(tmp_path, bad, match):
+    (tmp_path / "nih").mkdir()  # an empty NIH_DIR
+    r = run_make(tmp_path, "all", *(b.format(nih=tmp_path / "nih") for b in bad))
+    assert_make_refused(r, match)
+    assert len(r.stderr.strip().splitlines()) == 1  # and nothing ran before it
+    assert r.stdout == "" and not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()
+
+
+def test_make_all_with_too_few_synthetic_images_stops_before_any_training(tmp_path):
+    """N_SYNTH=1 per class cannot fill the synthetic arm (SYNTH_RATIO=1: as many as the real images of a class):
+    known once the dataset is built, refused before the GAN or a classifier trains."""
+    r = run_make(tmp_path, "all", "N_SYNTH=1")
+    assert_make_refused(r, "N_SYNTH=1 images per class is fewer than the synthetic arm adds")
+    assert "make_phantoms" in r.stdout and not re.search("train_|sample.py|fid_is|report.py", r.stdout)
+    assert not (tmp_path / "outputs" / "gan").exists() and not (tmp_path / "outputs" / "classify").exists()
+
+
+def test_make_all_with_one_seed_plans_every_stage(tmp_path):
+    """SEEDS=1 is allowed: the pipeline runs, and the report's verdict says it holds for those trained models only
+    (test_a_one_seed_verdict_claims_nothing_across_seeds)."""
+    r = run_make(tmp_path, "-n", "all", "SEEDS=1")
+    assert r.returncode == 0, r.stderr
+    assert len(re.findall(r"train_resnet\.py .*--seeds 1 ", r.stdout)) == 3 and "report.py" in r.stdout
+
+
+def _hold_make_lock(outputs: Path):
+    """OUTPUTS/.make.lock held by this process, as a running make's lock holder holds it."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    f = open(outputs / ".make.lock", "w")
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def test_a_second_make_in_the_same_outputs_is_refused_at_once(tmp_path):
+    outputs = tmp_path / "outputs"
+    with _hold_make_lock(outputs):
+        r = run_make(tmp_path, "all")
+    assert_make_refused(r, f"another make (pid {os.getpid()}) is running in {outputs}")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert r.stdout == "" and not (tmp_path / "data").exists()
+    assert [p.name for p in outputs.iterdir()] == [".make.lock"]  # not a stamp written
+    r = run_make(tmp_path, "data")  # the lock released: the next make runs
+    assert r.returncode == 0, r.stderr
+    r = run_make(tmp_path, "data")  # and the lock of that make ended with it
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout, r.stderr
+
+
+def test_two_real_makes_at_once_one_completes_one_is_refused(tmp_path):
+    first = run_make(tmp_path, "data", "N_PHANTOMS=400", wait=False)
+    lock, deadline = tmp_path / "outputs" / ".make.lock", time.time() + 60
+    while first.poll() is None and time.time() < deadline and not (lock.is_file() and lock.read_text().strip()):
+        time.sleep(0.01)
+    second = run_make(tmp_path, "data", "N_PHANTOMS=400")
+    out, err = first.communicate(timeout=300)
+    if "another make" not in second.stderr:
+        pytest.skip("the first make ended before the second started")
+    assert_make_refused(second, "another make")
+    assert first.returncode == 0, err
+    with h5py.File(tmp_path / "data" / "phantom-32.h5") as f:
+        assert sum(len(f[s]["labels"]) for s in ("train", "val", "test")) == 400  # the first run's, complete
+
+
+def _half_finished(world: Path, root: Path, *stages: str) -> Path:
+    """An outputs folder holding the named stages' results of ``world`` as `make all` lays them out."""
+    import shutil
+    if "gan" in stages:
+        shutil.copytree(world / "gan", root / "gan" / "improved")
+    if "samples" in stages:
+        shutil.copy2(world / "synthetic.h5", root / "synthetic-improved.h5")
+    if "real" in stages:
+        shutil.copytree(world / "clf", root / "classify" / "real")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_report_of_a_half_finished_outputs_folder_says_what_is_missing(world, tmp_path, capsys):
+    root = _half_finished(world, tmp_path / "outputs", "gan")  # the GAN trained, nothing after it
+    code, err = run_here("report", "--outputs", root, capsys=capsys)
+    text = (root / "REPORT.md").read_text()
+    assert code == 0, err
+    assert "Partial report: 4 stage(s) not run yet" in text and "## Not run yet" in text
+    for line in ("samples of improved (`make samples RECIPE=improved`)", "the real-data classifier (`make classify`)",
+                 "the synthetic arm of improved (`make classify RECIPE=improved`)", "image metrics of improved"):
+        assert f"- {line}" in text, line
+    root = _half_finished(world, tmp_path / "outputs2", "gan", "samples", "real")  # one arm of three, no metrics
+    (root / "classify" / "real+oversample").mkdir()
+    (root / "classify" / "real+oversample" / "model-seed0.pt").write_bytes(b"interrupted")
+    (root / "gan" / "limited").mkdir()
+    (root / "gan" / "limited" / "last.pt").write_bytes(b"interrupted")
+    code, err = run_here("report", "--outputs", root, capsys=capsys)
+    text = (root / "REPORT.md").read_text()
+    assert code == 0, err
+    for line in ("GAN run `gan/limited`: not finished (`make gan` resumes it)",
+                 "classifier `classify/real+oversample`: started, no metrics.json",
+                 "the synthetic arm of improved", "image metrics of improved (`make metrics RECIPE=improved`)"):
+        assert f"- {line}" in text, line
+    assert "samples of" not in text and "real-data classifier" not in text and "**real" not in text  # no verdict
+
+
+def test_a_one_seed_verdict_claims_nothing_across_seeds(world, tmp_path, capsys):
+    """`make all SEEDS=1`'s report: every stage done, one classifier run per arm; the verdict is about those
+    trained models only, and the report is not partial."""
+    root = _half_finished(world, tmp_path / "outputs", "gan", "samples", "real")
+    code, err = run_here("train_resnet", "--data", world / "ph32.h5", "--out", root / "classify" / "real+synthetic",
+                         "--synthetic", root / "synthetic-improved.h5", "--synthetic-per-class", 8, "--baseline",
+                         root / "classify" / "real", "--epochs", 1, "--seeds", 1, "--size", 32, "--n-boot", 10,
+                         "--device", "cpu", capsys=capsys)
+    assert code == 0, err
+    code, err = run_here("fid_is", "--real", world / "ph32.h5", "--fake", root / "synthetic-improved.h5", "--out",
+                         root / "metrics" / "domain-improved.json", "--features",
+                         f"classifier:{root / 'classify' / 'real' / 'model-seed0.pt'}", "--cache", "",
+                         "--device", "cpu", capsys=capsys)
+    assert code == 0, err
+    code, err = run_here("report", "--outputs", root, capsys=capsys)
+    text = (root / "REPORT.md").read_text()
+    assert code == 0, err
+    assert "use SEEDS ≥ 2 for a verdict about the method" in text and "**real+synthetic** vs real" in text
+    assert "Not run yet" not in text and "Partial report" not in text

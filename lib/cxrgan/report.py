@@ -465,6 +465,67 @@ def _cell(value: str) -> str:
         return "–"
 
 
+def _recipe_of_samples(path: Path) -> str | None:
+    """The recipe a samples file holds: recorded by sample.py, else from its name (synthetic-RECIPE.h5)."""
+    try:
+        recipe = generated_by(read_info(path).attrs)
+    except (UserError, OSError):
+        recipe = None
+    return recipe or (path.stem.split("-", 1)[1] if "-" in path.stem else None)
+
+
+def _finished_gans(root: Path) -> tuple[set[str], list[str]]:
+    """The recipes of finished GAN runs, and the names of runs started but not finished (no summary.json)."""
+    recipes, unfinished = set(), []
+    for d in sorted(p for p in (root / "gan").glob("*") if p.is_dir() and not p.name.startswith("fraction-")):
+        m = _load_json(d / "summary.json")
+        if m is None:
+            unfinished.append(d.name)
+        elif m.get("recipe"):
+            recipes.add(str(m["recipe"]))
+    return recipes, unfinished
+
+
+def _missing_classifiers(root: Path, clf_runs: list[ClassifierRun], recipes: set[str]) -> list[str]:
+    full = [r for r in clf_runs if r.fraction == 1.0 and "TSTR" not in r.kind]
+    started = sorted({p.parent for p in (root / "classify").glob("**/*") if p.is_file()})
+    lines = [f"classifier `classify/{d.relative_to(root / 'classify').as_posix()}`: started, no metrics.json "
+             "(interrupted; `make classify` runs it again)" for d in started if not (d / "metrics.json").exists()]
+    if not any(r.kind == "real" for r in full):
+        lines.append("the real-data classifier (`make classify`)")
+    done = {r.recipe for r in full if r.kind == "real + synthetic"}
+    lines += [f"the synthetic arm of {r} (`make classify RECIPE={r}`)" for r in sorted(recipes - done)]
+    return lines
+
+
+def missing_stages(root: Path, clf_runs: list[ClassifierRun], quality_runs: list[tuple[Path, dict]]) -> list[str]:
+    """The stages of `make all` whose results are not under ``root`` yet, each with the command that runs it;
+    judged from what is there (a recipe with a GAN or samples but no synthetic arm or metrics, a run started but
+    not finished), so a report of a half-finished folder says what it lacks instead of reading as complete."""
+    gans, unfinished = _finished_gans(root)
+    samples = {_recipe_of_samples(p) for p in sample_files(root)} - {None}
+    lines = [f"GAN run `gan/{name}`: not finished (`make gan` resumes it)" for name in unfinished]
+    if not gans and not unfinished:
+        lines.append("GAN training (`make gan`)")
+    lines += [f"samples of {r} (`make samples RECIPE={r}`)" for r in sorted(gans - samples)]
+    if not samples and not gans:
+        lines.append("samples (`make samples`)")
+    lines += _missing_classifiers(root, clf_runs, samples | gans)
+    measured = {(m.get("fake") or {}).get("recipe") for _, m in quality_runs}
+    lines += [f"image metrics of {r} (`make metrics RECIPE={r}`)" for r in sorted((samples | gans) - measured)]
+    if not samples and not gans and not quality_runs:
+        lines.append("image metrics (`make metrics`)")
+    return lines
+
+
+def missing_section(missing: list[str]) -> str:
+    if not missing:
+        return ""
+    return ("## Not run yet\n\nThis report is **partial**: these stages have no results under the outputs folder, "
+            "so the tables below lack them and no verdict is drawn from them. `make all` runs whatever is missing "
+            "(each stage's own command is given).\n\n" + "\n".join(f"- {m}" for m in missing) + "\n")
+
+
 def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid: int = 16, seed: int = 0,
           overwrite: bool = False) -> Path:
     root = Path(outputs)
@@ -480,11 +541,13 @@ def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid
     real_ref = next((f"{m['real']['file']}:{m['real']['split']}" for _, m in quality_runs if "real" in m), None)
     if real_ref is None and clf_runs:
         real_ref = clf_runs[0].m["config"].get("data")
-    glance = clf_verdicts + q_verdicts
+    missing = missing_stages(root, clf_runs, quality_runs)
+    glance = clf_verdicts + q_verdicts + ([f"Partial report: {len(missing)} stage(s) not run yet (see Not run yet; "
+                                           "`make all` completes them)."] if missing else [])
     parts = [f"# cxrgan report\n\nBuilt {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
              f"`{root}`.\n", "## At a glance\n",
              "\n".join(f"- {v}" for v in glance) if glance else "- Nothing to summarise yet.", "",
-             data_section(clf_runs), clf_text]
+             missing_section(missing), data_section(clf_runs), clf_text]
     efficiency = report_dir / "data-efficiency.png"
     if efficiency_figure(clf_runs, efficiency):
         parts.append(f"## Data efficiency\n\n![data efficiency]({_rel(efficiency, base)})\n\n"
