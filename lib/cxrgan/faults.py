@@ -5,8 +5,8 @@ rename); when the environment variable ``CXRGAN_KILL_AT`` equals that name, the 
 ``kill -9`` or a power cut would. Without the variable every point is a no-op. The names in use:
 
 - ``wrote:FILE``: right after a generative checkpoint FILE (e.g. ``ckpt-000001.pt``) is written
-- ``train_resnet:seedK-epochE-step1``: mid-epoch, after the first optimiser step of epoch E of seed K
-- ``train_resnet:wrote-model-seedK.pt``: after seed K's model file is written (in the run's staging folder)
+- ``train_resnet:seedK-epochE-stepS``: mid-epoch, after optimiser step S (from 1) of epoch E of seed K
+- ``train_resnet:wrote-model-seedK.pt``: after seed K's model file is written (under a temp name in --out)
 - ``train_resnet:before-publish``: every file of the run written, before it replaces --out
 - ``sample:wrote-batch-K``: after batch K (from 1, over all classes) is written to the temp file
 - ``make_hdf5:added-image-K``: after image K (from 1) is added to the temp file
