@@ -686,3 +686,197 @@ def test_a_one_seed_verdict_claims_nothing_across_seeds(world, tmp_path, capsys)
     assert code == 0, err
     assert "use SEEDS ≥ 2 for a verdict about the method" in text and "**real+synthetic** vs real" in text
     assert "Not run yet" not in text and "Partial report" not in text
+
+
+# ---- kill -9 at an injected moment
+# Each tool is killed (SIGKILL, from inside: lib/cxrgan/faults.py) at a named point mid-run while a good output from
+# an earlier run sits at --out; that output must come through byte for byte, nothing readable may be half-written,
+# and the same command run again must finish the work and clean up after the dead run.
+
+def run_killed_at(point: str | None, name: str, *args) -> subprocess.CompletedProcess:
+    """tools/NAME.py as a real process, killed at ``point`` (None: run to the end)."""
+    from cxrgan.faults import KILL_AT
+
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT}
+    if point is not None:
+        env[KILL_AT] = point
+    return subprocess.run([sys.executable, str(ROOT / "tools" / f"{name}.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Name -> sha256 of the visible files in ``folder`` (temp and lock files start with a dot)."""
+    return {p.name: digest(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def assert_killed_keeping(r: subprocess.CompletedProcess, folder: Path, before: dict[str, str]) -> None:
+    """Died by SIGKILL; the visible files are exactly the earlier run's; only temp and lock files were added."""
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert files_of(folder) == before
+    assert all(n.endswith((".tmp", ".lock")) for n in leftovers(folder)), leftovers(folder)
+
+
+def assert_finished_clean(r: subprocess.CompletedProcess, folder: Path) -> None:
+    assert r.returncode == 0, r.stderr
+    assert leftovers(folder) == [], "the dead run's temp or lock files were left"
+
+
+def assert_unreadable(path: Path) -> None:
+    """A dead run's temp file is never taken for a dataset."""
+    from cxrgan.data.datasetfile import open_h5
+    from cxrgan.data.reader import SAMPLES_SCHEMA, SCHEMA
+    from cxrgan.errors import UserError
+
+    with pytest.raises(UserError):
+        open_h5(path, (SCHEMA, SAMPLES_SCHEMA)).close()
+
+
+CLASSIFIER = ["--epochs", 1, "--seeds", 2, "--size", 32, "--batch", 16, "--n-boot", 10, "--device", "cpu"]
+
+
+@pytest.mark.parametrize("point", ["train_resnet:seed1-epoch1-step1", "train_resnet:wrote-model-seed0.pt",
+                                   "train_resnet:before-publish"])
+def test_train_resnet_killed_keeps_the_earlier_run_and_redoes(world, tmp_path, point):
+    import shutil
+    from cxrgan.classify.model import load as load_classifier
+
+    out = tmp_path / "runs" / "clf"
+    shutil.copytree(world / "clf", out)  # an earlier run's complete results (one seed)
+    before = files_of(out)
+    args = ["--data", world / "ph32.h5", "--out", out, "--overwrite", *CLASSIFIER]
+    assert_killed_keeping(run_killed_at(point, "train_resnet", *args), out, before)
+    r = run_killed_at(None, "train_resnet", *args)
+    assert_finished_clean(r, out)
+    assert leftovers(out.parent) == []
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_seeds"] == 2 and [s["seed"] for s in metrics["per_seed"]] == [0, 1]
+    assert sorted(files_of(out)) == ["metrics.json", "metrics.md", "model-seed0.pt", "model-seed1.pt",
+                                     "predictions.npz"]
+    for seed in (0, 1):
+        assert load_classifier(out / f"model-seed{seed}.pt")[1]["seed"] == seed
+
+
+def test_train_resnet_killed_on_its_first_run_leaves_no_finished_looking_folder(world, tmp_path):
+    out = tmp_path / "clf"
+    args = ["--data", world / "ph32.h5", "--out", out, *CLASSIFIER]
+    r = run_killed_at("train_resnet:before-publish", "train_resnet", *args)  # every file written, none published
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not (out / "metrics.json").exists() and files_of(out) == {}
+    assert_finished_clean(run_killed_at(None, "train_resnet", *args), out)  # no --overwrite needed: nothing finished
+    assert json.loads((out / "metrics.json").read_text())["n_seeds"] == 2
+
+
+@pytest.mark.parametrize("point", ["sample:wrote-batch-3"])
+def test_sample_killed_keeps_the_earlier_file_and_redoes(world, tmp_path, point):
+    out = tmp_path / "synthetic.h5"
+    out.write_bytes((world / "synthetic.h5").read_bytes())
+    before = files_of(tmp_path)
+    args = ["--ckpt", world / "gan", "--out", out, "--n", 8, "--batch", 4, "--device", "cpu", "--overwrite"]
+    assert_killed_keeping(run_killed_at(point, "sample", *args), tmp_path, before)
+    temps = list(tmp_path.glob(f".{out.name}.*.tmp"))
+    assert len(temps) == 1
+    assert_unreadable(temps[0])
+    assert_finished_clean(run_killed_at(None, "sample", *args), tmp_path)
+    with h5py.File(out, "r") as f:
+        assert f["synthetic/images"].shape[0] == 16 and f.attrs["n_per_class"] == 8
+
+
+@pytest.fixture(scope="module")
+def nih_src(tmp_path_factory):
+    return write_nih_tree(tmp_path_factory.mktemp("kill-src") / "nih", nih_rows(12), size=32)
+
+
+@pytest.mark.parametrize("point", ["make_hdf5:added-image-3", "make_hdf5:before-rename"])
+def test_make_hdf5_killed_keeps_the_earlier_file_and_redoes(nih_src, tmp_path, point):
+    out = tmp_path / "nih.h5"
+    args = ["--src", nih_src, "--out", out, "--size", 32, "--workers", 0, "--overwrite", "--seed"]
+    assert run_killed_at(None, "make_hdf5", *args, 1).returncode == 0  # the earlier good file (and its report)
+    before = files_of(tmp_path)
+    assert_killed_keeping(run_killed_at(point, "make_hdf5", *args, 0), tmp_path, before)
+    if point != "make_hdf5:before-rename":  # there the temp file is complete; at any earlier point, unreadable
+        assert_unreadable(next(tmp_path.glob(f".{out.name}.*.tmp")))
+    assert_finished_clean(run_killed_at(None, "make_hdf5", *args, 0), tmp_path)
+    with h5py.File(out, "r") as f:
+        assert json.loads(f.attrs["args"])["seed"] == 0
+        assert json.loads(f.attrs["counts"]) == json.loads((tmp_path / "nih.report.json").read_text())["counts"]
+
+
+def fid_args(w: Path, out: Path) -> list:
+    return ["--real", w / "ph32.h5", "--fake", w / "synthetic.h5", "--out", out, "--features",
+            f"classifier:{w / 'clf' / 'model-seed0.pt'}", "--cache", "", "--kid-subset-size", 8, "--kid-subsets", 5,
+            "--device", "cpu"]
+
+
+@pytest.mark.parametrize("point", ["fid_is:features-computed", "fid_is:before-writing"])
+def test_fid_is_killed_keeps_the_earlier_results_and_redoes(world, tmp_path, point, capsys):
+    out = tmp_path / "fid_is.json"
+    code, err = run_here("fid_is", *fid_args(world, out), "--seed", 1, capsys=capsys)
+    assert code == 0, err
+    before = files_of(tmp_path)  # the json and its four audit figures
+    assert len(before) == 5
+    args = [*fid_args(world, out), "--overwrite"]
+    assert_killed_keeping(run_killed_at(point, "fid_is", *args), tmp_path, before)
+    assert_finished_clean(run_killed_at(None, "fid_is", *args), tmp_path)
+    result = json.loads(out.read_text())
+    assert result["config"]["seed"] == 0 and result["fid"] is not None
+    assert sorted(files_of(tmp_path)) == sorted(before) and set(result["figures"].values()) < set(before)
+
+
+# two runs at once
+
+@pytest.mark.parametrize("name", ["train_dcgan", "train_resnet"])
+def test_a_second_training_run_on_the_same_out_is_refused_at_once(world, tmp_path, name, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(world / ("gan" if name == "train_dcgan" else "clf"), out)
+    before = files_of(out)
+    args = (["--recipe", "improved", "--epochs", 2, *[x for k, v in TINY_GAN.items() for x in (f"--{k}", v)]]
+            if name == "train_dcgan" else CLASSIFIER)
+    with output_lock(out):  # the first run, still training
+        started = time.monotonic()
+        code, err = run_here(name, "--data", world / "ph32.h5", "--out", out, "--overwrite", *args, capsys=capsys)
+    assert_refused(code, err, match="another run is writing")
+    assert time.monotonic() - started < 30 and files_of(out) == before
+
+
+def test_fid_is_refuses_a_samples_file_that_sample_is_writing(world, tmp_path, capsys):
+    """sample holds the output lock of its file for its whole run and renames the new file in only at the end; a
+    reader started meanwhile is refused instead of measuring the file that is about to be replaced."""
+    fake = tmp_path / "synthetic.h5"
+    fake.write_bytes((world / "synthetic.h5").read_bytes())
+    out = tmp_path / "fid.json"
+    args = fid_args(world, out)
+    args[args.index("--fake") + 1] = fake
+    with output_lock(fake):  # sample, mid-run
+        code, err = run_here("fid_is", *args, capsys=capsys)
+        assert_refused(code, err, out, None, "another run is writing")
+        code, err = run_here("train_resnet", "--data", world / "ph32.h5", "--synthetic", fake, "--out",
+                             tmp_path / "clf", *CLASSIFIER, capsys=capsys)
+        assert_refused(code, err, None, None, "another run is writing")
+    code, err = run_here("fid_is", *args, capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["fake"]["content_sha256"] == h5py.File(fake, "r").attrs["content_sha256"]
+
+
+def test_a_samples_file_replaced_while_being_read_is_refused_never_mixed(world, tmp_path):
+    """A reader that opened the old file keeps reading it (a rename leaves its handle on the old file); one that
+    opens the path again after the replacement is refused, never reading new images under the old labels."""
+    from cxrgan.data.reader import H5ImageDataset
+    from cxrgan.errors import UserError
+    from cxrgan.generative.sample import resolve_generators, sample_to_file
+
+    path, newer = tmp_path / "synthetic.h5", tmp_path / "newer.h5"
+    path.write_bytes((world / "synthetic.h5").read_bytes())
+    sample_to_file(newer, resolve_generators(str(world / "gan"), world / "gan", [0, 1], torch.device("cpu")), 8, 1,
+                   torch.device("cpu"))
+    reading, waiting = H5ImageDataset(path, "synthetic"), H5ImageDataset(path, "synthetic")
+    old = reading.read_uint8(range(len(reading)))
+    os.replace(newer, path)  # what sample's last step does
+    assert (reading.read_uint8(range(len(reading))) == old).all()
+    with pytest.raises(UserError, match="replaced by another run"):
+        waiting.read_uint8([0])

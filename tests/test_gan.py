@@ -152,7 +152,7 @@ def test_kill_9_mid_run_then_resume_finishes(phantoms, tmp_path):
 def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically(phantoms, tmp_path, killed_after):
     """The process dies at the instant after ckpt-EEEEEE.pt is written and before last.pt (fault injection, not
     timing luck); the same command, --overwrite included as make passes it, continues from that checkpoint."""
-    from cxrgan.generative.checkpoint import KILL_AFTER_WRITING
+    from cxrgan.faults import KILL_AT
 
     def command(out):
         return [sys.executable, str(ROOT / "tools/train_dcgan.py"), "--data", phantoms, "--out", out, "--recipe",
@@ -160,8 +160,8 @@ def test_kill_9_between_the_epoch_checkpoint_and_last_pt_resumes_bit_identically
                                                               (f"--{k}", v)]]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     train(GanConfig(data=str(phantoms), out=str(straight), recipe="improved", epochs=3, **TINY_GAN))
-    r = subprocess.run(command(killed), cwd=ROOT, capture_output=True, env={**os.environ, KILL_AFTER_WRITING:
-                                                                          killed_after})
+    r = subprocess.run(command(killed), cwd=ROOT, capture_output=True,
+                       env={**os.environ, KILL_AT: f"wrote:{killed_after}"})
     assert r.returncode == -9  # SIGKILL
     epoch = int(killed_after[5:11])
     assert (killed / killed_after).is_file()

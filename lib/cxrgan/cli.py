@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import typing
+from pathlib import Path
 from typing import Callable, Iterator
 
 from rich.console import Console
@@ -20,7 +21,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from rich.table import Table
 
 from .errors import UserError
-from .fileio import check_not_an_input, output_lock
+from .fileio import check_not_an_input, check_not_being_written, output_lock
 
 console = Console(stderr=True)
 
@@ -123,13 +124,17 @@ def command(config: type, body: Callable) -> Callable:
 
 @contextlib.contextmanager
 def guarded_outputs(cfg) -> Iterator[None]:
-    """Before a command runs: none of its outputs may be one of its inputs, and each output is locked for the
-    whole run (a second run writing the same output is refused). A config lists them in ``output_paths()`` and
-    ``input_paths()`` ({flag: path or paths})."""
+    """Before a command runs: no input may be one another run is writing now, none of its outputs may be one of
+    its inputs, and each output is locked for the whole run (a second run writing the same output is refused). A
+    config lists them in ``output_paths()`` and ``input_paths()`` ({flag: path or paths})."""
     outputs = cfg.output_paths() if hasattr(cfg, "output_paths") else {}
     inputs = cfg.input_paths() if hasattr(cfg, "input_paths") else {}
     # under torchrun, rank 0 holds the locks for every process
     main_process = int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+    for flag, paths in inputs.items():
+        for path in [paths] if isinstance(paths, (str, Path)) else paths or []:
+            if path is not None:
+                check_not_being_written(path, flag)
     with contextlib.ExitStack() as locks:
         for flag, out in ((f, p) for f, p in outputs.items() if p is not None):
             check_not_an_input(out, inputs, flag)

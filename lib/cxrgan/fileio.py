@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +28,14 @@ def remove_stale_temps(final: Path) -> None:
     for stale in final.parent.glob(f".{final.name}.*.tmp"):
         pid = stale.name[len(final.name) + 2 : -len(".tmp")]
         if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def remove_stale_temps_in(folder: Path) -> None:
+    """Delete every temp file in ``folder`` (``.NAME.PID.tmp``) whose process no longer exists."""
+    for stale in folder.glob(".*.tmp"):
+        pid = stale.name[:-len(".tmp")].rpartition(".")[2]
+        if stale.is_file() and pid.isdigit() and not _pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
 
@@ -118,6 +127,39 @@ def atomic_output(final: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+class Staging:
+    """Files a run writes under temp names beside their final paths (``path(final)``) while it computes, renamed
+    onto them together (``publish``) once everything is done: an interrupted run leaves the earlier files as they
+    were, never some new beside some old. Leaving the ``with`` block deletes whatever was not published."""
+
+    def __init__(self) -> None:
+        self.pending: dict[Path, Path] = {}
+        self.created: list[Path] = []  # folders made for the temp files: removed again if a failed run left them empty
+
+    def path(self, final: str | Path) -> Path:
+        final = Path(final)
+        self.created += [d for d in (final.parent, *final.parent.parents) if not d.exists()]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(final)
+        self.pending[final] = temp_path_for(final)
+        return self.pending[final]
+
+    def publish(self) -> None:
+        for final, tmp in self.pending.items():
+            os.replace(tmp, final)
+        self.pending.clear()
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for tmp in self.pending.values():
+            tmp.unlink(missing_ok=True)
+        if self.pending:
+            _remove_empty(self.created)
+        self.pending.clear()
+
+
 @contextlib.contextmanager
 def output_lock(final: str | Path, flag: str = "--out") -> Iterator[None]:
     """Hold an exclusive lock on an output path (a file, or a run folder) for a whole run, so that two runs writing
@@ -132,9 +174,7 @@ def output_lock(final: str | Path, flag: str = "--out") -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_now(fd):
             os.close(fd)
             _remove_empty(created)
             raise UserError(f"another run is writing {final} right now; wait for it to finish, or choose another "
@@ -153,6 +193,35 @@ def output_lock(final: str | Path, flag: str = "--out") -> Iterator[None]:
         _remove_empty(created)
 
 
+def _lock_now(fd: int) -> bool:
+    """An exclusive lock on ``fd`` if no other run holds one; one retry after 50 ms, for a reader that was just
+    looking whether the output is being written (``check_not_being_written`` holds a shared lock for an instant)."""
+    for attempt in range(2):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt == 0:
+                time.sleep(0.05)
+    return False
+
+
+def check_not_being_written(path: str | Path, flag: str) -> None:
+    """Refuse to read an input that another run is writing right now (it holds ``output_lock`` on it): a file is
+    replaced only when its writer finishes, so reading now would give the old content, or a mix of old and new."""
+    path = Path(path).resolve()
+    try:
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDONLY)
+    except OSError:  # no lock file: nobody is writing it
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(f"{flag} {path}: another run is writing it right now; wait for it to finish") from None
+    finally:
+        os.close(fd)  # and with it the shared lock
+
+
 def _remove_empty(folders: list[Path]) -> None:
     """Remove folders (innermost first) that a failed or finished run created but left empty."""
     for d in folders:
@@ -162,9 +231,13 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+def write_json(path: str | Path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
 def write_json_atomic(path: str | Path, obj) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        write_json(tmp, obj)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -22,7 +22,8 @@ from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, generated_by, parse_ref, 
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
 from ..errors import UserError
-from ..fileio import atomic_output, check_writable, write_json_atomic
+from ..faults import kill_point
+from ..fileio import Staging, check_writable, remove_stale_temps_in, write_json
 from . import model as classifier, provenance
 from . import stats
 from .arms import ARMS
@@ -218,6 +219,7 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
             loss.backward()
             opt.step()
             losses.append(loss.item())
+            kill_point(f"train_resnet:seed{seed}-epoch{epoch}-step{len(losses)}")
         val_auc = stats.auroc(val_ds.labels, predict(model, val_ds.images, cfg.size, device))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auroc": val_auc})
         if val_auc > best_auc:
@@ -286,13 +288,39 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
         _same_arch(Path(b), cfg)
     if cfg.pretrained or cfg.weights:  # a bad weights file fails here, before the first seed's training
         classifier.BACKBONES[cfg.arch].build(len(data["train"].classes), cfg.pretrained, cfg.weights)
+    remove_stale_temps_in(out)  # left by a run killed before it finished
+    with Staging() as staged:  # nothing in --out changes until every file of this run is written
+        runs = _train_seeds(cfg, data, rt.device, out, staged, progress)
+        summary = _summary(cfg, data, runs, gan_data, call_args)
+        scores = np.stack([r["scores"] for r in runs])
+        with open(staged.path(out / "predictions.npz"), "wb") as f:
+            np.savez(f, names=np.array(data["test"].names), y=data["test"].labels, scores=scores)
+        staged.path(out / "metrics.md").write_text(markdown(summary))
+        write_json(staged.path(out / "metrics.json"), summary)  # staged last, so renamed last
+        kill_point("train_resnet:before-publish")
+        _publish(out, staged, [r["seed"] for r in runs])
+    return summary
+
+
+def _train_seeds(cfg: ClassifierConfig, data: dict, device, out: Path, staged: Staging, progress: ProgressFn
+                 ) -> list[dict]:
+    """Train every seed; each model is written (under a temp name in ``staged``) as soon as it is trained."""
     task = progress("seeds", cfg.seeds)
     runs = []
     for k in range(cfg.seeds):
-        r = train_one(cfg, k, data, rt.device)
+        r = train_one(cfg, k, data, device)
+        name = f"model-seed{r['seed']}.pt"
+        classifier.save(staged.path(out / name), r.pop("state"), data["train"].classes, cfg.size, r["seed"], cfg.arch)
+        kill_point(f"train_resnet:wrote-{name}")
         runs.append(r)
         task(1, info=f"seed {r['seed']}: test AUROC {r['auroc']:.3f}, best epoch {r['best_epoch']} (val AUROC "
                      f"{r['val_auroc']:.3f})")
+    return runs
+
+
+def _summary(cfg: ClassifierConfig, data: dict, runs: list[dict], gan_data, call_args: dict | None) -> dict:
+    """metrics.json: the means over seeds with their intervals, each seed's results, comparisons, the config."""
+    test_path, test_split = parse_ref(cfg.test or cfg.data, "test")
     y = data["test"].labels
     scores = np.stack([r["scores"] for r in runs])
     summary = {"n_test": int(len(y)), "n_seeds": cfg.seeds, "test": f"{test_path}:{test_split}"}
@@ -317,17 +345,19 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     summary["config"] = {k: v for k, v in asdict(cfg).items()}
     summary["args"] = call_args or {}
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    out.mkdir(parents=True, exist_ok=True)
-    for r in runs:
-        classifier.save(out / f"model-seed{r['seed']}.pt", r["state"], data["train"].classes, cfg.size, r["seed"],
-                        cfg.arch)
-    with atomic_output(out / "predictions.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, names=np.array(data["test"].names), y=y, scores=scores)
-    write_json_atomic(out / "metrics.json", summary)
-    with atomic_output(out / "metrics.md") as tmp:
-        tmp.write_text(markdown(summary))
     return summary
+
+
+def _publish(out: Path, staged: Staging, seeds: list[int]) -> None:
+    """Replace an earlier run's files in ``out`` by this run's: its metrics.json goes first and this run's comes
+    last, so a folder with a metrics.json always holds the complete run it describes (a kill in between leaves one
+    without, which the next run redoes); model files of seeds this run does not have go too."""
+    for name in ("metrics.json", "metrics.md"):
+        (out / name).unlink(missing_ok=True)
+    for old in out.glob("model-seed*.pt"):
+        if old.name not in {f"model-seed{s}.pt" for s in seeds}:
+            old.unlink()
+    staged.publish()
 
 
 def baselines(cfg: ClassifierConfig) -> list[str]:

@@ -133,6 +133,11 @@ class DatasetWriter:
         for k, values in meta.items():
             meta[k] = [v for v, m in zip(values, mask) if m]
 
+    @property
+    def added(self) -> int:
+        """Images added so far, all splits."""
+        return self._added
+
     def labels(self, split: str) -> np.ndarray:
         """Labels of the images written to ``split`` so far."""
         return np.asarray(self._meta[split]["labels"], dtype=np.int64)
@@ -299,13 +304,13 @@ def shared_patient(patient_ids: dict[str, np.ndarray]) -> str | None:
 
 def read_info(path: str | Path, schemas: tuple[str, ...] = (SCHEMA,)) -> DatasetInfo:
     with open_h5(path, schemas) as f:
-        attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
         splits = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
     return DatasetInfo(path=Path(path), schema=attrs["schema"], classes=list(attrs["classes"]), size=int(attrs["size"]),
                        splits=splits, counts=attrs.get("counts", {}), attrs=attrs)
 
 
-def _decode_attr(v):
+def decode_attr(v):
     if isinstance(v, bytes):
         v = v.decode()
     if isinstance(v, np.ndarray):

@@ -21,6 +21,7 @@ import pandas as pd
 from .. import options
 from ..cli import ProgressFn, console, counts_table, no_progress, rate_text
 from ..errors import UserError
+from ..faults import kill_point
 from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file, write_json_atomic
 from . import nih, splits
 from .datasetfile import DEFAULT_CLASSES, SPLITS, compress_image, image_digest, write_dataset
@@ -276,6 +277,7 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
                            patient_id=int(r["patient"]), **{k: r[k] for k in extra})
                 manifest.update(f"{r['name']}\t{nbytes}\n".encode())
                 report["upscaled"] += int(upscaled)
+                kill_point(f"make_hdf5:added-image-{writer.added}")
             task(1)
         report["missing"] += sorted(pending)
         if cfg.balance:  # images that failed to decode or were missing left a class short: balance again
@@ -306,6 +308,7 @@ def build_dataset(cfg: IngestConfig, call_args: dict | None = None, progress: Pr
             attrs["csv_sha256"] = sha256_file(cat.csv_path)
             attrs["csv"] = str(cat.csv_path.resolve())
         writer.close(**attrs)
+        kill_point("make_hdf5:before-rename")
     write_json_atomic(report_path(cfg.out), report)
     report_path(cfg.out, failed=True).unlink(missing_ok=True)  # an earlier failure's report no longer applies
     _print_summary(cfg, cat, report, seconds)

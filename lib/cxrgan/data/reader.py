@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from .datasetfile import SAMPLES_SCHEMA, SCHEMA, open_h5, read_info
+from .datasetfile import SAMPLES_SCHEMA, SCHEMA, decode_attr, open_h5, read_info
 from ..errors import UserError
 
 
@@ -46,6 +46,7 @@ class H5ImageDataset(Dataset):
         self.transform = transform
         self.info = read_info(path, schemas)
         with open_h5(path, schemas) as f:
+            self._check_unchanged(f)
             if split not in f:
                 raise UserError(f"{path}: no split {split!r}; it has {', '.join(self.info.splits)}")
             g = f[split]
@@ -72,7 +73,16 @@ class H5ImageDataset(Dataset):
     def _images_ds(self) -> h5py.Dataset:
         if self._file is None:
             self._file = h5py.File(self.path, "r")
+            self._check_unchanged(self._file)
         return self._file[self.split]["images"]
+
+    def _check_unchanged(self, f: h5py.File) -> None:
+        """The file opened again (for its images, in a worker) must be the one whose labels and names were read:
+        another run may have replaced it meanwhile (writers rename a complete new file onto the path)."""
+        if decode_attr(f.attrs.get("content_sha256")) != self.info.attrs.get("content_sha256"):
+            f.close()
+            raise UserError(f"{self.path} was replaced by another run while this one was reading it; run again once "
+                            "that run has finished")
 
     def __getstate__(self):  # a worker process opens its own handle
         state = self.__dict__.copy()

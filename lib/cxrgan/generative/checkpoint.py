@@ -10,7 +10,6 @@ import datetime as _dt
 import os
 import re
 import shutil
-import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.distributed as dist
 from .. import torchfile
 from ..cli import console
 from ..errors import UserError
+from ..faults import kill_point
 from ..fileio import atomic_output
 from .networks import NETWORKS, build, classes_generated
 from .objectives import OBJECTIVES
@@ -32,9 +32,6 @@ EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
 RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps",
                      "ada_target", "real_fraction", "subset_seed")
 ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0}  # what checkpoints without these options were trained with
-# Fault injection for tests: a process with this variable set to a file name is killed (SIGKILL) right after writing
-# that file, e.g. between an epoch's ckpt-EEEEEE.pt and its last.pt.
-KILL_AFTER_WRITING = "CXRGAN_KILL_AFTER_WRITING"
 
 
 def epoch_path(folder: Path, epoch: int) -> Path:
@@ -72,8 +69,7 @@ def save(payload: dict, *paths: Path) -> None:
     digest = torchfile.tensors_digest(stamped)  # once for every copy
     for path in paths:
         torchfile.save(stamped, path, digest)
-        if os.environ.get(KILL_AFTER_WRITING) == Path(path).name:
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_point(f"wrote:{Path(path).name}")  # e.g. between an epoch's ckpt-EEEEEE.pt and its last.pt
 
 
 def resumable(folder: Path) -> tuple[Path | None, dict | None, list[str]]:

@@ -15,6 +15,7 @@ from .. import options
 from ..cli import ProgressFn, no_progress
 from ..data.datasetfile import SAMPLES_SCHEMA, write_dataset
 from ..errors import UserError
+from ..faults import kill_point
 from ..fileio import H5_SUFFIXES, check_free_space, check_output_path, sha256_file
 from . import checkpoint
 from .checkpoint import LoadedGenerator, load_generator
@@ -159,7 +160,7 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
     classes, size = any_g.model["classes"], any_g.model["size"]
     wanted = sorted(gens)
     check_free_space(out.parent, n * len(wanted) * size ** 2 // 2, f"--out {out} ({n} images per class)")
-    task = progress("sample", n * len(wanted))
+    task, batches = progress("sample", n * len(wanted)), 0
     with write_dataset(out, size, classes, {"synthetic": n * len(wanted)}, with_patients=False,
                        schema=SAMPLES_SCHEMA) as writer:
         for c in wanted:
@@ -170,6 +171,8 @@ def sample_to_file(out: Path, gens: dict[int, LoadedGenerator], n: int, seed: in
                 images = generate(g.network, samplers[id(g)], z[i:i + batch], y[i:i + batch], device, batch)
                 names = [f"synthetic_{_slug(classes[c])}_{i + k:06d}.png" for k in range(len(images))]
                 writer.add_batch("synthetic", [c] * len(images), names, images)
+                batches += 1
+                kill_point(f"sample:wrote-batch-{batches}")
                 if png_dir:
                     for name, image in zip(names, images):
                         _write_png(Path(png_dir) / _slug(classes[c]) / name, image)

@@ -38,7 +38,8 @@ from ..data.datasetfile import generated_by, parse_ref, shared_patient
 from ..data.pixels import pixel_images
 from ..data.reader import H5ImageDataset
 from ..errors import UserError
-from ..fileio import check_output_path, write_json_atomic
+from ..faults import kill_point
+from ..fileio import Staging, check_output_path, write_json_atomic
 from . import audit, scores
 from .features import cached_features, default_cache_dir, feature_net
 
@@ -257,6 +258,7 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
 
     real_f, real_lg = features_of(real, "real")
     fake_f, fake_lg = features_of(fake, "generated")
+    kill_point("fid_is:features-computed")
     side = min(64, real.size, fake.size)
     real_px, fake_px = (audit.pixel_vectors(ds.read_uint8(np.arange(len(ds))), side) for ds in (real, fake))
     summary = set_metrics(ImageSets(real_f, fake_f, real_lg, fake_lg, real_px, fake_px), cfg)
@@ -285,18 +287,25 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
     summary["features"] = {"network": net.name, "description": net.description, "key": net.key,
                            "dim": int(real_f.shape[1])}
     out = Path(cfg.out)
-    if train is not None:
-        train_f, _ = features_of(train, "real training")
-        summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out, features_of,
-                                 runtime.resolve_device(cfg.device)))
+    with Staging() as staged:  # the audit's figures appear with the json, not before it
+        if train is not None:
+            train_f, _ = features_of(train, "real training")
+            summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out, features_of,
+                                     runtime.resolve_device(cfg.device), staged))
+        _record_inputs(summary, real, fake, cfg, call_args)
+        kill_point("fid_is:before-writing")
+        staged.publish()
+        write_json_atomic(out, summary)
+    return summary
+
+
+def _record_inputs(summary: dict, real, fake, cfg: QualityConfig, call_args: dict | None) -> None:
     summary["real"] = {"file": real.path, "split": real.split, "content_sha256": real.info.attrs.get("content_sha256")}
     summary["fake"] = {"file": fake.path, "split": fake.split, "content_sha256": fake.info.attrs.get("content_sha256"),
                        "recipe": generated_by(fake.info.attrs)}
     summary["config"] = asdict(cfg)
     summary["args"] = call_args or {}
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    write_json_atomic(out, summary)
-    return summary
 
 
 def held_out_sets(real: H5ImageDataset, train: H5ImageDataset) -> list[H5ImageDataset]:
@@ -311,9 +320,11 @@ def held_out_sets(real: H5ImageDataset, train: H5ImageDataset) -> list[H5ImageDa
 
 
 def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, out: Path, features_of=None,
-              device="cpu") -> dict:
+              device="cpu", staged: Staging | None = None) -> dict:
     """Near-copy counts in pixel space (shift-tolerant) and feature space, the threshold from every held-out real
-    image (``held_out_sets``); figures beside ``out``."""
+    image (``held_out_sets``); figures beside ``out`` (under temp names in ``staged``, when given, until it
+    publishes them)."""
+    where = staged.path if staged is not None else Path
     side = min(64, real.size, fake.size, train.size)
     held = held_out_sets(real, train)
     held_f = np.concatenate([real_f] + [features_of(ds, "real held-out")[0] for ds in held[1:]])
@@ -330,11 +341,11 @@ def run_audit(real, fake, train, real_f, fake_f, train_f, cfg: QualityConfig, ou
             result[f"{key}{suffix}"] = a[key]
         result[f"audit_{space}"] = {k: v for k, v in a.items() if not isinstance(v, np.ndarray)}
         png = out.with_name(f"{out.stem}-closest-{space}.png")
-        audit.closest_pairs_figure(png, fake_img, train_img, a, k=8,
+        audit.closest_pairs_figure(where(png), fake_img, train_img, a, k=8,
                                    title=f"closest generated/training pairs ({space})")
         figures[f"closest_{space}"] = png.name
         hist = out.with_name(f"{out.stem}-audit-{space}.png")
-        audit.distance_histogram(hist, a, f"nearest real training image, {space}")
+        audit.distance_histogram(where(hist), a, f"nearest real training image, {space}")
         figures[f"audit_{space}"] = hist.name
     held_names = " + ".join(f"{ds.split} ({len(ds)})" for ds in held)
     result["near_copy_rule"] = (f"closer to a training image than the {cfg.near_copy_quantile:g} quantile of held-out "
