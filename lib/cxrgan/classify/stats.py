@@ -94,8 +94,9 @@ def _arm_components(full: np.ndarray, boot: np.ndarray) -> tuple[float, float]:
 def df_of_test_images(y_true) -> float:
     """Degrees of freedom of a test-image bootstrap variance of AUROC-like metrics: (images of the smaller class
     - 1) / 2, at least 1. The variance rests mostly on the smaller class, and its per-image placement values are
-    skewed, so the estimate varies about twice as much as a normal sample variance of that many values would
-    (bench/experiments/stats_coverage.py measured an effective df of 13-17 at 27 positives, 41 at 90)."""
+    skewed, so the estimate varies about twice as much as a normal sample variance of that many values would: under
+    the model of bench/experiments/stats_coverage.py the estimate v's effective df over test sets, 2 E[v]^2 / Var(v),
+    came out 13-17 at 27 positives (of 90 images) and 41 at 90 (of 300)."""
     y = np.asarray(y_true).astype(bool)
     return max(1.0, (min(int(y.sum()), int((~y).sum())) - 1) / 2)
 
@@ -108,7 +109,9 @@ def _seed_aware(estimate: float, seed_terms: list[tuple[float, int]], test_var: 
     Degrees of freedom: Welch-Satterthwaite over every estimated term, each seed term with runs - 1 and the
     test-image term with ``test_df`` (``df_of_test_images``). Counting the test-image variance as known gave df of
     about 70-80 at 5 runs where that term dominates, and a method-mean interval covering 93% instead of 95%; now the
-    df lies between the smallest term's df and their sum (at most sum(runs - 1) + test_df)."""
+    df lies between the smallest term's df and their sum (at most sum(runs - 1) + test_df). The seed terms' df alone
+    (runs - 1 at one arm) would hold too, but waste power: 97-100% coverage at 3-5 runs in an exploratory run of the
+    same simulation model (docs/benchmarks.md, "Interval coverage of the seed-aware statistics", has this rule's)."""
     seed_var = sum(v for v, _ in seed_terms)
     var = seed_var + test_var
     if not var > 0:
