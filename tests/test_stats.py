@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cxrgan.classify.stats import (METRICS, _seed_aware, auroc, binary_metrics, bootstrap_ci, bootstrap_p, mcnemar,
-                                   df_of_test_images, over_seeds, paired_bootstrap_auroc, resampled_metrics)
+                                   df_of_test_images, over_seeds, paired_bootstrap_auroc, plug_in_correction,
+                                   resampled_metrics)
 
 
 def _brute_auroc(y, s):
@@ -182,6 +183,7 @@ def test_degrees_of_freedom_count_the_test_image_variance_as_estimated():
     r = paired_bootstrap_auroc(y, a, b, n_boot=200)  # runs of an arm nearly agree: the test images dominate
     assert min(4, 13) <= r["df"] <= 4 + 4 + 13
     assert df_of_test_images(y) == 13 and df_of_test_images([0, 1]) == 1
+    assert plug_in_correction(y) == pytest.approx(27 / 26) and plug_in_correction([0, 1]) == 1
     only_runs = _seed_aware(0.1, [(0.01, 5), (0.02, 3)], 0.0, 13, 0.95)
     assert only_runs["df"] == pytest.approx(0.03 ** 2 / (0.01 ** 2 / 4 + 0.02 ** 2 / 2))
     assert _seed_aware(0.1, [(0.0, 5)], 0.01, 13, 0.95)["df"] == pytest.approx(13)

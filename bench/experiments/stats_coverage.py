@@ -138,8 +138,9 @@ library versions see the same draws and bootstrap seeds.
 Before ({before}): the Welch-Satterthwaite df counted the test-image bootstrap variance as known, so where that
 term dominated (a small run effect, more runs) the df was large and the method-mean interval too narrow. After:
 the test-image variance counts as estimated, with (smaller class - 1) / 2 = {test_df:g} df
-(`stats.df_of_test_images`), and the model x image share subtracted from it is capped by the runs' spread on the
-test set.
+(`stats.df_of_test_images`), and is scaled by m / (m - 1), m the smaller class, since the bootstrap's plug-in
+variance comes out too small by up to that factor (`stats.plug_in_correction`); the model x image share subtracted
+from it is capped by the runs' spread on the test set.
 """
     write_section("stats-coverage", "Interval coverage of the seed-aware statistics", body, out)
 

@@ -97,8 +97,20 @@ def df_of_test_images(y_true) -> float:
     skewed, so the estimate varies about twice as much as a normal sample variance of that many values would: under
     the model of bench/experiments/stats_coverage.py the estimate v's effective df over test sets, 2 E[v]^2 / Var(v),
     came out 13-17 at 27 positives (of 90 images) and 41 at 90 (of 300)."""
+    return max(1.0, (_smaller_class(y_true) - 1) / 2)
+
+
+def plug_in_correction(y_true) -> float:
+    """m / (m - 1), m the smaller class's images: the bootstrap's variance is a plug-in one (it divides by m, not
+    m - 1) and comes out too small by up to that factor (by (m - 1) / m for the class that dominates the variance
+    of AUROC-like metrics, less for the other); it scales the test-image variance back, at the bound."""
+    m = _smaller_class(y_true)
+    return m / (m - 1) if m > 1 else 1.0
+
+
+def _smaller_class(y_true) -> int:
     y = np.asarray(y_true).astype(bool)
-    return max(1.0, (min(int(y.sum()), int((~y).sum())) - 1) / 2)
+    return min(int(y.sum()), int((~y).sum()))
 
 
 def _seed_aware(estimate: float, seed_terms: list[tuple[float, int]], test_var: float, test_df: float,
@@ -147,31 +159,34 @@ def bootstrap_ci(y_true, score, n_boot: int = 2000, seed: int = 0, level: float 
     """Every metric's mean over training runs (``score``: (runs, n) or (n,)) with two intervals:
 
     - ``ci95``: about the training method (a new set of runs on a new test set): Student-t with the spread between
-      runs plus the test-image bootstrap variance, the model x image noise counted once (``_arm_components``), on
-      the logit scale, with the degrees of freedom of ``_seed_aware``. With a single run there is no spread to
-      measure, and with a variance of 0 (every run equal, no test-image variance left) a zero width would claim
-      certainty: both times it equals the test-images-only interval (``seed_aware`` False; ``method`` says which).
+      runs plus the test-image bootstrap variance (``plug_in_correction``), the model x image noise counted once
+      (``_arm_components``), on the logit scale, with the degrees of freedom of ``_seed_aware``. With a single run
+      there is no spread to measure, and with a variance of 0 (every run equal, no test-image variance left) a zero
+      width would claim certainty: both times it equals the test-images-only interval (``seed_aware`` False;
+      ``method`` says which).
     - ``ci95_test_images_only``: percentile bootstrap over test images with these trained models held fixed.
     """
     s = np.atleast_2d(np.asarray(score, np.float64))
     y = np.asarray(y_true).astype(bool)
     boot = resampled_metrics(y, [s], n_boot, seed, threshold)[0]
     out = {}
+    test = (plug_in_correction(y), df_of_test_images(y))
     for k in METRICS:
         full = np.array([binary_metrics(y, run, threshold)[k] for run in s])
-        out[k] = _arm_interval(full, boot[k], df_of_test_images(y), level)
+        out[k] = _arm_interval(full, boot[k], test, level)
     return out
 
 
-def _arm_interval(full: np.ndarray, boot: np.ndarray, test_df: float, level: float) -> dict:
-    """bootstrap_ci's result for one metric: ``full`` (runs,) on all test images, ``boot`` (B, runs)."""
+def _arm_interval(full: np.ndarray, boot: np.ndarray, test: tuple[float, float], level: float) -> dict:
+    """bootstrap_ci's result for one metric: ``full`` (runs,) on all test images, ``boot`` (B, runs); ``test``: the
+    test-image variance's (plug-in correction, df)."""
     mean_draws = boot.mean(axis=1)
     fixed = _percentile(mean_draws, level)
     res = None
     if len(full) >= 2:
         seed_var, interaction = _arm_components(full, boot)
-        test_var = max(0.0, float(mean_draws.var(ddof=1)) - interaction)
-        res = _seed_aware(float(full.mean()), [(seed_var, len(full))], test_var, test_df, level)
+        test_var = test[0] * max(0.0, float(mean_draws.var(ddof=1)) - interaction)
+        res = _seed_aware(float(full.mean()), [(seed_var, len(full))], test_var, test[1], level)
     if res is None:
         return {"ci95": fixed, "ci95_test_images_only": fixed, "seed_aware": False,
                 "method": FIXED_ONE_RUN if len(full) < 2 else FIXED_NO_SPREAD}
@@ -194,13 +209,13 @@ def _on_logit_scale(p: float, res: dict) -> tuple[float, float]:
 def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Method b against method a (scores (runs, n) each, on the same test images): the difference in mean AUROC
     over runs. Main result (``ci95``, ``p_value``): a seed-aware interval and test, Welch-t over the runs of both
-    arms plus the paired test-image bootstrap variance of the difference, the model x image noise counted once, so
-    it holds for the training methods, not only for these trained models. Secondary: the paired percentile bootstrap
-    over test images with the models held fixed (``ci95_test_images_only``, ``p_value_test_images_only``). With a
-    single run in either arm the main result cannot include training variation, and with a variance of 0 (every
-    run of each arm equal, no test-image variance left) a zero standard error would claim certainty (p = 0): both
-    times it equals the secondary one (``seed_aware`` False; ``method`` says which). Degrees of freedom: see
-    ``_seed_aware``; the interval is clipped to [-1, 1]."""
+    arms plus the paired test-image bootstrap variance of the difference (``plug_in_correction``), the model x
+    image noise counted once, so it holds for the training methods, not only for these trained models. Secondary:
+    the paired percentile bootstrap over test images with the models held fixed (``ci95_test_images_only``,
+    ``p_value_test_images_only``). With a single run in either arm the main result cannot include training
+    variation, and with a variance of 0 (every run of each arm equal, no test-image variance left) a zero standard
+    error would claim certainty (p = 0): both times it equals the secondary one (``seed_aware`` False; ``method``
+    says which). Degrees of freedom: see ``_seed_aware``; the interval is clipped to [-1, 1]."""
     y = np.asarray(y_true).astype(bool)
     a, b = np.atleast_2d(np.asarray(score_a, np.float64)), np.atleast_2d(np.asarray(score_b, np.float64))
     full_a, full_b = np.array([auroc(y, r) for r in a]), np.array([auroc(y, r) for r in b])
@@ -213,7 +228,7 @@ def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: i
         return {**base, "ci95": fixed["ci95_test_images_only"], "p_value": fixed["p_value_test_images_only"],
                 "seed_aware": False, "method": "paired " + FIXED_ONE_RUN, **fixed}
     (va, ia), (vb, ib) = _arm_components(full_a, boot_a), _arm_components(full_b, boot_b)
-    test_var = max(0.0, float(deltas.var(ddof=1)) - ia - ib)
+    test_var = plug_in_correction(y) * max(0.0, float(deltas.var(ddof=1)) - ia - ib)
     res = _seed_aware(delta, [(va, len(a)), (vb, len(b))], test_var, df_of_test_images(y), level)
     if res is None:
         return {**base, "ci95": fixed["ci95_test_images_only"], "p_value": fixed["p_value_test_images_only"],
