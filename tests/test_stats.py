@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from cxrgan.classify.stats import (METRICS, _seed_aware, auroc, binary_metrics, bootstrap_ci, bootstrap_p, mcnemar,
-                                   df_of_test_images, over_seeds, paired_bootstrap_auroc, plug_in_correction,
+from cxrgan.classify.stats import (METRICS, _seed_aware, auroc, binary_metrics, bootstrap_ci, bootstrap_p,
+                                   df_of_test_images, mcnemar, over_seeds, paired_bootstrap_auroc, plug_in_correction,
                                    resampled_metrics)
 
 
