@@ -269,8 +269,11 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
             f"did not beat {control}"
     else:
         outcome = "helped" if lo > 0 else "hurt" if hi < 0 else "made no significant difference"
+    one_run = min(p.get("runs") or [1]) < 2
     caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "
-                                              "only; use SEEDS ≥ 2 for a verdict about the method.")
+                                              "only; use SEEDS ≥ 2 for a verdict about the method." if one_run else
+                                              " The runs agreed exactly, so no spread between them could be measured: "
+                                              "this is about these trained models only.")
     if run.m.get("synthetic_trained_on", {}).get("sees_more_real_data"):
         caveat += (" Caution: its GAN saw real patients this arm held back, so a gain may come from them, not from "
                    "synthesis.")

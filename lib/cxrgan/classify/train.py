@@ -330,8 +330,9 @@ def _summary(cfg: ClassifierConfig, data: dict, runs: list[dict], gan_data, call
         summary["synthetic_trained_on"] = {**widest, "generators": gan_data, "sees_more_real_data": any(leaks),
                                            "recipe": generated_by(data["synthetic"].info.attrs)}
     ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
-    summary["ci_method"] = ("seed-aware: training runs and test images" if cfg.seeds > 1 else
-                            "test images only (one training run: no run-to-run variation to measure)")
+    summary["ci_method"] = ("seed-aware: training runs and test images" if ci["auroc"].get("seed_aware") else
+                            "test images only (one training run: no run-to-run variation to measure)" if cfg.seeds < 2
+                            else "test images only (the runs agreed exactly: no spread to measure)")
     for key in stats.METRICS:
         values = [r[key] for r in runs]
         summary[key] = float(np.mean(values))
