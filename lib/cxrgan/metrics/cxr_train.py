@@ -160,7 +160,7 @@ def train_epoch(model, opt, x, y, cfg: FeaturesConfig, device, gen: torch.Genera
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return float(np.mean(losses)) if losses else float("nan")
 
 
