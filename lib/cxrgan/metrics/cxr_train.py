@@ -191,7 +191,10 @@ def run(cfg: FeaturesConfig, call_args: dict | None = None, progress: ProgressFn
         loss = train_epoch(model, opt, data.x[train], data.y[train], cfg, device, gen)
         sched.step()
         history.append(_epoch_row(epoch, loss, model, data, val, device))
-        task(1, info=f"loss {loss:.4f} val macro-AUROC {history[-1]['val_macro_auroc']}")
+        row = history[-1]
+        task(1, info=f"loss {loss:.4f} val macro-AUROC {row['val_macro_auroc']}")
+        console.print(f"epoch {epoch}: loss {row['loss']}, val loss {row['val_loss']}, val macro-AUROC "
+                      f"{row['val_macro_auroc']}", highlight=False)
     summary = {"trained_on": data.trained_on, "n_train": int(train.sum()), "n_val": int(val.sum()),
                "history": history, "config": _plain(asdict(cfg)), "args": _plain(call_args or asdict(cfg)),
                "seed": cfg.seed, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
