@@ -201,8 +201,8 @@ $(SYNTH_CHECK): $(DATASET) $(SAMPLE_ARGS) $(ADDED_ARGS) | $(STAMP)
 	@$(call GUARD,$(PY)) synthetic $(DATASET) $(N_SYNTH) $(ADDED) && touch $@
 
 .DEFAULT_GOAL := help
-.PHONY: help setup download data gan samples classify tstr efficiency features metrics report all test smoke nih-smoke bench \
-	gpu-check docker clean
+.PHONY: help setup download data gan samples classify tstr efficiency features metrics report all test smoke nih-smoke \
+	bench gpu-check docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -330,8 +330,9 @@ $(OUTPUTS)/metrics/$(1)-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(if $(4),$(if $
 		| $(STAMP)
 	$$(PY) tools/fid_is.py $$(FID_ARGS) --features $(1)$$(call feature_weights,$(1),$(2),$(3),$(4))
 endef
-$(foreach r,$(FEATURE_TABLE),$(eval $(call feature_rules,$(call row_field,$(r),1),$(call row_field,$(r),2),$(filter-out \
-	-,$(call row_field,$(r),3)),$(call row_field,$(r),4))))
+feature_option = $(filter-out -,$(call row_field,$(1),3))
+$(foreach r,$(FEATURE_TABLE),$(eval $(call feature_rules,$(call row_field,$(r),1),$(call row_field,$(r),2),$(call \
+	feature_option,$(r)),$(call row_field,$(r),4))))
 
 features: $(foreach r,$(FEATURE_TABLE),$(if $(call row_field,$(r),4),$(OUTPUTS)/$(call row_field,$(r),4)))  ## the feature networks of the image metrics: OUTPUTS/features/cxr.pt from DATASET's train split (+ FEATURES_EXTRA's other findings)
 
@@ -341,8 +342,9 @@ $(FEATURES_EXTRA_H5): $(FEATURES_EXTRA_ARGS) | $(STAMP)
 		--nobalance --seed $(SEED)
 
 $(OUTPUTS)/features/cxr.pt: $(DATASET) $(if $(FEATURES_EXTRA),$(FEATURES_EXTRA_H5)) $(FEATURES_STAGE_ARGS) | $(STAMP)
-	$(PY) tools/train_features.py --overwrite --data $(DATASET):train$(if $(FEATURES_EXTRA),$(comma)$(FEATURES_EXTRA_H5):train) \
-		--out $@ --epochs $(FEATURES_EPOCHS) --seed $(SEED) --device $(DEVICE)
+	$(PY) tools/train_features.py --overwrite \
+		--data $(DATASET):train$(if $(FEATURES_EXTRA),$(comma)$(FEATURES_EXTRA_H5):train) --out $@ \
+		--epochs $(FEATURES_EPOCHS) --seed $(SEED) --device $(DEVICE)
 
 report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
