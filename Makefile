@@ -423,4 +423,4 @@ docker:  ## build the CUDA image, tagged cxrgan
 
 clean:  ## remove OUTPUTS, built datasets and build/ (keeps NIH downloads and .venv)
 	find $(OUTPUTS) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
-	rm -rf $(DATA_DIR)/phantom-*.h5 $(DATA_DIR)/nih-*.h5 $(DATA_DIR)/*.report.json build
+	rm -rf $(DATA_DIR)/phantom-*.h5 $(DATA_DIR)/nih-*.h5 $(DATA_DIR)/features-extra-*.h5 $(DATA_DIR)/*.report.json build

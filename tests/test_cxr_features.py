@@ -15,6 +15,7 @@ from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.data.phantoms import generate
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.errors import UserError
+from cxrgan.generative.config import GanConfig
 from cxrgan.metrics import cxr, networks
 from cxrgan.metrics.features import feature_net
 from conftest import ROOT, load_tool, nih_rows, run_tool, write_nih_tree
@@ -140,6 +141,8 @@ def test_held_out_splits_are_refused_unless_allowed(phantoms, tmp_path):
 def test_the_makefile_builds_and_uses_the_network_from_the_table(tmp_path):
     assert "cxr:CXR:-:features/cxr.pt" in networks.make_table().split()
     assert networks.argument_file("cxr:a/cxr.pt") == "a/cxr.pt" and networks.argument_file("inception") is None
+    snapshots = GanConfig(data="d.h5", snapshot_features="cxr:a/cxr.pt").input_paths()  # checked like other inputs
+    assert snapshots["--snapshot-features"] == "a/cxr.pt"
 
     def plan(*args):
         return subprocess.run(["make", "--no-print-directory", "-n", *args, f"OUTPUTS={tmp_path}/o",
