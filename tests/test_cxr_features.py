@@ -151,8 +151,9 @@ def test_the_makefile_builds_and_uses_the_network_from_the_table(tmp_path):
 
     text = plan("features", "FEATURES_EXTRA=extra", "FEATURES_EPOCHS=2")
     assert re.search(r"make_hdf5.py --overwrite --src extra --out \S+/d/features-extra-64.h5 .*--other-findings", text)
-    assert re.search(rf"train_features.py --overwrite --data {tmp_path}/d/nih-mini-64.h5:train,"
-                     rf"{tmp_path}/d/features-extra-64.h5:train\s+--out {tmp_path}/o/features/cxr.pt --epochs 2", text)
+    train = " ".join(next(line for line in text.splitlines() if "train_features.py" in line).split())
+    assert f"--data {tmp_path}/d/nih-mini-64.h5:train,{tmp_path}/d/features-extra-64.h5:train " in train
+    assert f"--out {tmp_path}/o/features/cxr.pt --epochs 2 " in train
     assert "features-extra" not in plan("features")  # without FEATURES_EXTRA: the main dataset's train split only
     metrics = plan("metrics", "CXR=1")
     assert "train_features.py" in metrics and f"--features cxr:{tmp_path}/o/features/cxr.pt" in metrics
