@@ -19,9 +19,10 @@ $(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Pyth
 endif
 RECIPES := $(foreach r,$(RECIPE_TABLE),$(word 1,$(subst :, ,$(r))))
 DEFAULT_RECIPE := $(word 1,$(subst :, ,$(filter %:default,$(RECIPE_TABLE))))
-# The feature networks of fid_is (lib/cxrgan/metrics/networks.py) that need no argument, NAME:VAR[:OPTION]: with
-# VAR=1, `make metrics` also writes metrics/NAME-RECIPE.json (VAR_WEIGHTS: a local weights file, given to OPTION or
-# as --features NAME:VAR_WEIGHTS). The control arms of train_resnet --control (lib/cxrgan/classify/arms.py),
+# The feature networks of fid_is (lib/cxrgan/metrics/networks.py) that need no argument or that `make features`
+# builds, NAME:VAR[:OPTION[:BUILT]]: with VAR=1, `make metrics` also writes metrics/NAME-RECIPE.json (VAR_WEIGHTS: a
+# local weights file, given to OPTION or as --features NAME:VAR_WEIGHTS; without it a BUILT network is OUTPUTS/BUILT,
+# made by `make features`; OPTION "-": none). The control arms of train_resnet --control (lib/cxrgan/classify/arms.py),
 # NAME[:efficiency][:laptop]: every arm is in the default CONTROLS, the laptop ones in DATA=nih-mini's, and the
 # efficiency ones in `make efficiency`.
 FEATURE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
@@ -53,6 +54,10 @@ REUSE_GAN ?= 0
 INCEPTION_WEIGHTS ?=
 XRV ?= 0
 XRV_WEIGHTS ?=
+# make features: the cxr feature network, trained on DATASET's train split, plus with FEATURES_EXTRA (a folder of NIH
+# images and their Data_Entry csv, e.g. ../shared/data/nih64-extra) its images with other findings than the two classes
+FEATURES_EXTRA ?=
+FEATURES_EPOCHS ?= 30
 MIRROR ?=
 GAN_ARGS ?=
 CLF_DIR := $(OUTPUTS)/classify
@@ -158,7 +163,7 @@ NOT_BUILDING := $(or $(findstring n,$(firstword -$(MAKEFLAGS))),$(findstring q,$
 # refused at once instead of overwriting the first one's stages. Sub-makes of a locking make share its lock.
 GUARD = $(1) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); from cxrgan.makeguard import main; main()'
 VAR_ERROR := $(shell $(call GUARD,$(PYTHON)) vars $(foreach v,SEEDS N_SYNTH CLF_EPOCHS N_PHANTOMS NPROC SIZE CLF_SIZE \
-	EPOCHS SEED KIMG SYNTH_RATIO REUSE_GAN FRACTIONS,'$(v)=$($(v))') $(foreach v,$(FEATURE_VARS),'SWITCH:$(v)=$($(v))') \
+	EPOCHS SEED KIMG SYNTH_RATIO REUSE_GAN FRACTIONS FEATURES_EPOCHS,'$(v)=$($(v))') $(foreach v,$(FEATURE_VARS),'SWITCH:$(v)=$($(v))') \
 	$(if $(or $(NOT_BUILDING),$(filter-out nih,$(DATA)),$(wildcard $(DATASET))),,'NIH_DIR=$(NIH_DIR)'))
 $(if $(VAR_ERROR),$(error $(VAR_ERROR)))
 ifeq ($(NOT_BUILDING)$(filter $(abspath $(OUTPUTS)),$(CXRGAN_MAKE_LOCK)),)
@@ -179,6 +184,11 @@ CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_
 ADDED_ARGS := $(call args_stamp,$(ARGS_DIR)/added,$(ADDED))
 # the synthetic arms also depend on which controls they are compared with and which GAN made their images
 SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-$(RECIPE),CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
+FEATURES_EXTRA_H5 := $(DATA_DIR)/features-extra-64.h5
+FEATURES_EXTRA_ARGS := $(call args_stamp,$(DATA_DIR)/.args/features-extra-64.h5,FEATURES_EXTRA=$(abspath \
+	$(FEATURES_EXTRA)) SEED=$(SEED))
+FEATURES_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/features,DATASET=$(DATASET) FEATURES_EXTRA=$(abspath \
+	$(FEATURES_EXTRA)) FEATURES_EPOCHS=$(FEATURES_EPOCHS) SEED=$(SEED))
 FEATURE_WEIGHTS = $(foreach v,$(FEATURE_VARS),$(v)_WEIGHTS=$($(v)_WEIGHTS))
 METRIC_ARGS := $(call args_stamp,$(ARGS_DIR)/metrics,SEED=$(SEED) $(FEATURE_WEIGHTS))
 # a stamp not written yet (a dry run before the first build): out of date, like everything built from it
@@ -191,8 +201,8 @@ $(SYNTH_CHECK): $(DATASET) $(SAMPLE_ARGS) $(ADDED_ARGS) | $(STAMP)
 	@$(call GUARD,$(PY)) synthetic $(DATASET) $(N_SYNTH) $(ADDED) && touch $@
 
 .DEFAULT_GOAL := help
-.PHONY: help setup download data gan samples classify tstr efficiency metrics report all test smoke nih-smoke bench \
-	gpu-check docker clean
+.PHONY: help setup download data gan samples classify tstr efficiency features metrics report all test smoke nih-smoke \
+	bench gpu-check docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -201,6 +211,7 @@ help:  ## list the targets
 	@echo "           CONTROLS=\"$(ARMS)\" SYNTH_RATIO CLF_EPOCHS CLF_SIZE SPLIT=official|random (DATA=nih) OUTPUTS \
 	DATA_DIR"
 	@echo "           FRACTIONS REUSE_GAN=0|1 $(foreach v,$(FEATURE_VARS),$(v)=0|1 $(v)_WEIGHTS) MIRROR GAN_ARGS"
+	@echo "           FEATURES_EXTRA=DIR FEATURES_EPOCHS (make features)"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 
@@ -312,14 +323,28 @@ $(OUTPUTS)/metrics/domain-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/rea
 	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
 # one rule per feature network of FEATURE_TABLE; its weights: NAME:VAR:OPTION passes OPTION $(VAR_WEIGHTS),
-# NAME:VAR --features NAME:$(VAR_WEIGHTS)
-feature_weights = $(if $($(2)_WEIGHTS),$(if $(3), $(3) $($(2)_WEIGHTS),:$($(2)_WEIGHTS)))
+# NAME:VAR --features NAME:$(VAR_WEIGHTS); without VAR_WEIGHTS, NAME:VAR:-:BUILT --features NAME:$(OUTPUTS)/BUILT
+feature_weights = $(if $($(2)_WEIGHTS),$(if $(3), $(3) $($(2)_WEIGHTS),:$($(2)_WEIGHTS)),$(if $(4),:$(OUTPUTS)/$(4)))
 define feature_rules
-$(OUTPUTS)/metrics/$(1)-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) | $(STAMP)
-	$$(PY) tools/fid_is.py $$(FID_ARGS) --features $(1)$$(call feature_weights,$(1),$(2),$(3))
+$(OUTPUTS)/metrics/$(1)-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(if $(4),$(if $($(2)_WEIGHTS),,$(OUTPUTS)/$(4))) \
+		| $(STAMP)
+	$$(PY) tools/fid_is.py $$(FID_ARGS) --features $(1)$$(call feature_weights,$(1),$(2),$(3),$(4))
 endef
+feature_option = $(filter-out -,$(call row_field,$(1),3))
 $(foreach r,$(FEATURE_TABLE),$(eval $(call feature_rules,$(call row_field,$(r),1),$(call row_field,$(r),2),$(call \
-	row_field,$(r),3))))
+	feature_option,$(r)),$(call row_field,$(r),4))))
+
+features: $(foreach r,$(FEATURE_TABLE),$(if $(call row_field,$(r),4),$(OUTPUTS)/$(call row_field,$(r),4)))  ## the feature networks of the image metrics: OUTPUTS/features/cxr.pt from DATASET's train split (+ FEATURES_EXTRA's other findings)
+
+# FEATURES_EXTRA's images that neither class takes (no test set holds them), every one in the train split
+$(FEATURES_EXTRA_H5): $(FEATURES_EXTRA_ARGS) | $(STAMP)
+	$(PY) tools/make_hdf5.py --overwrite --src $(FEATURES_EXTRA) --out $@ --size 64 --other-findings --fractions 1,0,0 \
+		--nobalance --seed $(SEED)
+
+$(OUTPUTS)/features/cxr.pt: $(DATASET) $(if $(FEATURES_EXTRA),$(FEATURES_EXTRA_H5)) $(FEATURES_STAGE_ARGS) | $(STAMP)
+	$(PY) tools/train_features.py --overwrite \
+		--data $(DATASET):train$(if $(FEATURES_EXTRA),$(comma)$(FEATURES_EXTRA_H5):train) --out $@ \
+		--epochs $(FEATURES_EPOCHS) --seed $(SEED) --device $(DEVICE)
 
 report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
@@ -398,4 +423,4 @@ docker:  ## build the CUDA image, tagged cxrgan
 
 clean:  ## remove OUTPUTS, built datasets and build/ (keeps NIH downloads and .venv)
 	find $(OUTPUTS) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
-	rm -rf $(DATA_DIR)/phantom-*.h5 $(DATA_DIR)/nih-*.h5 $(DATA_DIR)/*.report.json build
+	rm -rf $(DATA_DIR)/phantom-*.h5 $(DATA_DIR)/nih-*.h5 $(DATA_DIR)/features-extra-*.h5 $(DATA_DIR)/*.report.json build

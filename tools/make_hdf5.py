@@ -23,6 +23,9 @@ def make_hdf5(cfg: IngestConfig, call_args: dict):
         balance: down-sample the larger class to the smaller one in each split (default on; --nobalance).
         finding: the finding of class 1 (default Infiltration).
         finding_only: class 1 only when --finding is the image's sole label.
+        other_findings: keep only the images the class rule leaves out (neither exactly "No Finding" nor with
+            --finding), as one class "Other findings": radiographs for training feature networks (make features);
+            each keeps its Finding Labels in the findings field.
         view: PA, AP or both (default both).
         max_per_class: keep at most this many images per class (random, seeded).
         fractions: train,val,test fractions of images, split by patient (default 0.7,0.1,0.2).

@@ -157,6 +157,27 @@ def _field_default(f: dataclasses.Field):
     return inspect.Parameter.empty
 
 
+def join_repeated(argv: list[str], name: str) -> list[str]:
+    """``--NAME a --NAME b`` (or ``--NAME=a``) -> one ``--NAME a,b`` where the first was: python-fire keeps only the
+    last of a repeated flag."""
+    flag, values, out, i = f"--{name.replace('_', '-')}", [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == flag and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            values.append(argv[i + 1])
+            i += 2
+        elif a.startswith(flag + "="):
+            values.append(a.split("=", 1)[1])
+            i += 1
+        else:
+            out.append(a)
+            i += 1
+            continue
+        if len(values) == 1:
+            out.append(None)  # where the first one goes
+    return [f"{flag}={','.join(values)}" if a is None else a for a in out]
+
+
 def check_flags(fn: Callable, argv: list[str]) -> None:
     """Catch an unknown or missing flag before python-fire does, so the user gets one line instead of a usage page."""
     if any(a in ("-h", "--help", "--") for a in argv):

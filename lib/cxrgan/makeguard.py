@@ -25,7 +25,8 @@ from .errors import UserError
 LOCK_NAME = ".make.lock"
 # variable: (its least value, an example); EPOCHS may be left empty (the recipe's or KIMG's length)
 WHOLE = {"SEEDS": (1, 3), "N_SYNTH": (1, 500), "CLF_EPOCHS": (1, 6), "N_PHANTOMS": (1, 400), "NPROC": (1, 1),
-         "SIZE": (1, 64), "CLF_SIZE": (1, 64), "EPOCHS": (1, 20), "SEED": (0, 0)}
+         "SIZE": (1, 64), "CLF_SIZE": (1, 64), "EPOCHS": (1, 20), "SEED": (0, 0),
+         "FEATURES_EPOCHS": (1, 30)}
 POSITIVE = ("KIMG", "SYNTH_RATIO")
 SWITCHES = ("REUSE_GAN",)  # and every feature network's variable (INCEPTION, XRV, ...), passed as SWITCH:NAME=VALUE
 

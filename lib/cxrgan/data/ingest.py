@@ -44,6 +44,7 @@ class IngestConfig:
     balance: bool = True
     finding: str = "Infiltration"
     finding_only: bool = False
+    other_findings: bool = False  # keep only the images neither class takes, as one class (feature networks)
     view: str = "both"
     max_per_class: int | None = None
     fractions: str | tuple = "0.7,0.1,0.2"  # train,val,test; a tuple once validated
@@ -99,6 +100,9 @@ def catalog(cfg: IngestConfig) -> Catalog:
     csv_path = Path(cfg.csv) if cfg.csv else nih.find_csv(src)
     if csv_path is not None:
         return _catalog_from_csv(cfg, csv_path, found)
+    if cfg.other_findings:
+        raise UserError(f"--other-findings selects by the csv's Finding Labels, and {src} has no Data_Entry csv; "
+                        "pass --csv FILE")
     folders = class_folders(src)
     if len(folders) < 2:
         raise UserError(f"no Data_Entry csv in {src} and not two or more class folders "
@@ -112,6 +116,8 @@ def _catalog_from_csv(cfg: IngestConfig, csv_path: Path, found) -> Catalog:
     classes = [nih.NO_FINDING, cfg.finding]
     view_ok = nih.view_mask(df, cfg.view)
     labels = nih.class_labels(df["Finding Labels"], cfg.finding, cfg.finding_only)
+    if cfg.other_findings:  # the images the class rule leaves out, and only those
+        classes, labels = [nih.OTHER_FINDINGS], np.where(labels < 0, 0, -1)
     table = pd.DataFrame({
         "name": df["Image Index"],
         "label": labels,
@@ -122,7 +128,7 @@ def _catalog_from_csv(cfg: IngestConfig, csv_path: Path, found) -> Catalog:
     })
     keep = view_ok & (labels >= 0)
     excluded = {"csv_rows": n_rows, "other_view": int((~view_ok).sum()),
-                "other_findings": int((view_ok & (labels < 0)).sum())}
+                "study_classes" if cfg.other_findings else "other_findings": int((view_ok & (labels < 0)).sum())}
     table = table[keep]
     missing = []
     if not found.archives:  # without archives, availability is known now: drop rows with no file

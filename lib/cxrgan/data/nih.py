@@ -12,6 +12,7 @@ from ..errors import UserError
 
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels")
 NO_FINDING = "No Finding"
+OTHER_FINDINGS = "Other findings"  # make_hdf5 --other-findings: the one class of a file of them
 CSV_GLOBS = ("Data_Entry*.csv", "Data_Entry*.csv.gz")
 OFFICIAL_LISTS = ("train_val_list.txt", "test_list.txt")
 VIEWS = ("PA", "AP", "both")

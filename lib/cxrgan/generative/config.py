@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import options
 from ..errors import UserError
 from ..fileio import check_writable
+from ..metrics.networks import argument_file
 from .adversarial import LOSSES
 from .augment import parse_policy
 from .recipes import ALIASES, DEFAULT_RECIPE, DEFAULTS, RECIPES, Recipe, canonical, objective_options
@@ -77,9 +78,9 @@ class GanConfig:
                                      "images) to OUT/metrics.csv (plotted in metrics.png); 0 (default) disables.")
     snapshot_n: int = option(500, "generated images per snapshot, with the validation split's class mix (default "
                                   "500).")
-    snapshot_features: str | None = option(None, "classifier:CKPT (a train_resnet model: chest X-ray features) or "
-                                                 "inception, for the KID and precision/recall columns; default none "
-                                                 "(pixel columns only).")
+    snapshot_features: str | None = option(None, "cxr:PATH (make features: a chest X-ray feature network), "
+                                                 "classifier:CKPT (a train_resnet model) or inception, for the KID "
+                                                 "and precision/recall columns; default none (pixel columns only).")
     select_snapshot: bool = option(False, "keep the snapshot with the lowest validation KID as OUT/best.pt, which "
                                           "sample.py prefers (needs --snapshot-kimg and --snapshot-features).")
     ada_target: float | None = option(None, "a GAN's adaptive discriminator augmentation: tune the probability p "
@@ -110,9 +111,7 @@ class GanConfig:
         return cfg
 
     def input_paths(self) -> dict:
-        features = str(self.snapshot_features or "")
-        return {"--data": self.data,
-                "--snapshot-features": features.partition(":")[2] if features.startswith("classifier:") else None}
+        return {"--data": self.data, "--snapshot-features": argument_file(self.snapshot_features)}
 
     def output_paths(self) -> dict:
         return {"--out": self.out}
@@ -151,7 +150,7 @@ def _check_common(cfg: GanConfig, recipe: Recipe) -> None:
     _number_at_least(cfg, "snapshot_kimg", "0: no snapshots")
     if cfg.select_snapshot and not (cfg.snapshot_kimg and cfg.snapshot_features):
         raise UserError("--select-snapshot picks the snapshot with the lowest validation KID: it needs "
-                        "--snapshot-kimg N and --snapshot-features classifier:CKPT (or inception)")
+                        "--snapshot-kimg N and --snapshot-features cxr:PATH (or classifier:CKPT, inception)")
     options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
     options.positive_number(cfg, "lr_g", maximum=1.0)  # beyond 1, Adam's steps overflow the weights
     for name in ("beta1", "beta2"):

@@ -4,7 +4,8 @@ Every N thousand images shown, the generator being trained (its EMA when it has 
 (the same latents every time) with the real *validation* split's class mix, and one row goes to ``metrics.csv``:
 
 - ``kid``, ``precision``, ``recall`` against the validation images, in the space of ``--snapshot-features``
-  (``classifier:CKPT``, a train_resnet model: domain features; or ``inception``); empty without features;
+  (``cxr:PATH``, make features: chest X-ray features; ``classifier:CKPT``, a train_resnet model; or ``inception``);
+  empty without features;
 - ``pixel_diversity``: median pairwise pixel distance among the generated images over the same among the
   validation images (feature-free; a collapsed generator scores far below 1);
 - what the objective adds (``objectives``: its ``snapshot_columns``). A GAN adds the discriminator's view, without
