@@ -208,7 +208,7 @@ def _added(run: ClassifierRun) -> str:
 METRIC_COLUMNS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
 
 
-def test_set_name(ref: str) -> str:
+def set_label(ref: str) -> str:
     """How the report names an extra test set: its file name (and split, when not test)."""
     path, split = parse_ref(ref, "test")
     return Path(path).name + ("" if split == "test" else f":{split}")
@@ -229,7 +229,7 @@ def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
              "extra) | seeds | test images | AUROC | accuracy | balanced accuracy | sensitivity | specificity |",
              "|---|" + ("---|" if extra else "") + "---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        for name, m in [("internal", r.m)] + [(test_set_name(x["test"]), x) for x in r.m.get("extra_tests", [])]:
+        for name, m in [("internal", r.m)] + [(set_label(x["test"]), x) for x in r.m.get("extra_tests", [])]:
             lines.append(f"| {r.name} |" + (f" {name} |" if extra else "") + f" {r.training_data} | {r.fraction:g} | "
                          f"{_n_train(r)} | {r.m.get('n_seeds', '?')} | {m.get('n_test', '?')} | "
                          + " | ".join(_ci(m, k) for k in METRIC_COLUMNS) + " |")
@@ -258,7 +258,7 @@ def paired_table(paired: list[tuple[ClassifierRun, dict]]) -> list[str]:
              "images only | McNemar: only baseline right / only run right | McNemar p |",
              "|---|---|" + ("---|" if extra else "") + "---:|---:|---:|---:|---:|---:|---:|"]
     for r, p in paired:
-        for name, c in [("internal", p)] + [(test_set_name(x["test"]), x) for x in p.get("extra", [])]:
+        for name, c in [("internal", p)] + [(set_label(x["test"]), x) for x in p.get("extra", [])]:
             mc = c["mcnemar"]
             fixed = c.get("ci95_test_images_only", c["ci95"])
             runs_ab = "/".join(str(n) for n in c.get("runs", ["?", "?"]))
@@ -296,7 +296,7 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     base = Path(p["baseline"]).name
     what = (f"synthetic data ({run.recipe})" if run.recipe else "synthetic data") if run.kind == "real + synthetic" \
         else run.kind
-    extra = "".join(f" On {test_set_name(x['test'])} ({x['n_test']} test images): {_outcome(x, baseline_kind)}."
+    extra = "".join(f" On {set_label(x['test'])} ({x['n_test']} test images): {_outcome(x, baseline_kind)}."
                     for x in p.get("extra", []))
     internal = "on the internal test set, " if extra else ""
     caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "

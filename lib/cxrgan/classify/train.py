@@ -95,7 +95,7 @@ class ClassifierConfig:
 
     def input_paths(self) -> dict:
         return {"--data": self.data, "--synthetic": _file_of(self.synthetic), "--test": _file_of(self.test),
-                "--test-extra": [_file_of(r) for r in test_extras(self)], "--weights": self.weights,
+                "--test-extra": [_file_of(r) for r in extra_test_refs(self)], "--weights": self.weights,
                 "--baseline": baselines(self)}
 
     def output_paths(self) -> dict:
@@ -308,7 +308,7 @@ def _load(cfg: ClassifierConfig) -> dict:
             "test": H5ImageDataset(test_path, test_split, in_memory=True, schemas=(SCHEMA,)),
             "synthetic": None,
             "extra": [H5ImageDataset(*parse_ref(r, "test"), in_memory=True, schemas=(SCHEMA,))
-                      for r in test_extras(cfg)]}
+                      for r in extra_test_refs(cfg)]}
     if cfg.synthetic:
         path, split = parse_ref(cfg.synthetic, "synthetic")
         data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
@@ -441,7 +441,7 @@ def baselines(cfg: ClassifierConfig) -> list[str]:
     return _as_list(cfg.baseline)
 
 
-def test_extras(cfg: ClassifierConfig) -> list[str]:
+def extra_test_refs(cfg: ClassifierConfig) -> list[str]:
     """--test-extra as a list of FILE.h5[:split] refs."""
     return _as_list(cfg.test_extra)
 
