@@ -5,8 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from cxrgan.classify.stats import (METRICS, auroc, binary_metrics, bootstrap_ci, bootstrap_p, mcnemar, over_seeds,
-                                   paired_bootstrap_auroc, resampled_metrics)
+from cxrgan.classify.stats import (METRICS, _seed_aware, auroc, binary_metrics, bootstrap_ci, bootstrap_p,
+                                   df_of_test_images, mcnemar, over_seeds, paired_bootstrap_auroc, plug_in_correction,
+                                   resampled_metrics)
 
 
 def _brute_auroc(y, s):
@@ -151,3 +152,39 @@ def test_seed_mean_interval_covers_the_methods_expected_auroc():
         covered_fixed += ci["ci95_test_images_only"][0] <= truth <= ci["ci95_test_images_only"][1]
     assert covered / repeats >= 0.88
     assert covered_fixed / repeats < covered / repeats
+
+
+def test_runs_that_agree_exactly_are_not_certainty():
+    """Every run of each arm has the same AUROC (issue 24): the standard error used to be 0, the interval a point
+    and p = 0. The model x image share subtracted from the test-image variance is capped by the runs' spread (0
+    here), so the test-image variance stays; with nothing left at all, the test-image bootstrap answers."""
+    y = [1, 1, 1, 0, 0, 0]
+    a = [[5, 4, 3, 0, 1, 2], [4, 5, 3, 1, 0, 2]]
+    b = [[2, 1, 3, 5, 0, 4], [1, 2, 3, 0, 5, 4]]
+    r = paired_bootstrap_auroc(y, a, b, n_boot=500)
+    assert r["delta_auroc"] == pytest.approx(-2 / 3) and r["seed_aware"]
+    assert r["p_value"] > 0.01 and r["se"] > 0 and r["ci95"][0] < -2 / 3 < r["ci95"][1]
+    ci = bootstrap_ci(y, b, n_boot=500)["auroc"]
+    assert ci["seed_aware"] and ci["ci95"][1] - ci["ci95"][0] > 0.1
+    perfect, inverted = [[1, 1, 1, 0, 0, 0]] * 2, [[0, 0, 0, 1, 1, 1]] * 2  # AUROC 1 and 0 on every resample
+    r = paired_bootstrap_auroc(y, perfect, inverted, n_boot=500)
+    assert not r["seed_aware"] and "test images" in r["method"]
+    assert r["p_value"] == r["p_value_test_images_only"] == pytest.approx(2 / 501)
+    assert "no spread" in bootstrap_ci(y, perfect, n_boot=500)["auroc"]["method"]
+
+
+def test_degrees_of_freedom_count_the_test_image_variance_as_estimated():
+    """Welch-Satterthwaite over every estimated term: runs - 1 per arm and (smaller class - 1) / 2 for the test
+    images, so df stays within what those allow (it was about 70 at 5 runs per arm when the test-image variance,
+    counted as known, dominated)."""
+    rng = np.random.default_rng(24)
+    y, d = _simulated_test_set(rng, 90)  # 27 positives: test-image df 13
+    a, b = (d + k * np.where(y, 1, -1) + rng.normal(0, 1, 90) + rng.normal(0, 0.1, (5, 90)) for k in (1.0, 1.1))
+    r = paired_bootstrap_auroc(y, a, b, n_boot=200)  # runs of an arm nearly agree: the test images dominate
+    assert min(4, 13) <= r["df"] <= 4 + 4 + 13
+    assert df_of_test_images(y) == 13 and df_of_test_images([0, 1]) == 1
+    assert plug_in_correction(y) == pytest.approx(27 / 26) and plug_in_correction([0, 1]) == 1
+    only_runs = _seed_aware(0.1, [(0.01, 5), (0.02, 3)], 0.0, 13, 0.95)
+    assert only_runs["df"] == pytest.approx(0.03 ** 2 / (0.01 ** 2 / 4 + 0.02 ** 2 / 2))
+    assert _seed_aware(0.1, [(0.0, 5)], 0.01, 13, 0.95)["df"] == pytest.approx(13)
+    assert _seed_aware(0.1, [(0.0, 5)], 0.0, 13, 0.95) is None

@@ -299,8 +299,11 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     extra = "".join(f" On {set_label(x['test'])} ({x['n_test']} test images): {_outcome(x, baseline_kind)}."
                     for x in p.get("extra", []))
     internal = "on the internal test set, " if extra else ""
+    one_run = min(p.get("runs") or [1]) < 2
     caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "
-                                              "only; use SEEDS ≥ 2 for a verdict about the method.")
+                                              "only; use SEEDS ≥ 2 for a verdict about the method." if one_run else
+                                              " The runs agreed exactly, so no spread between them could be measured: "
+                                              "this is about these trained models only.")
     if run.m.get("synthetic_trained_on", {}).get("sees_more_real_data"):
         caveat += (" Caution: its GAN saw real patients this arm held back, so a gain may come from them, not from "
                    "synthesis.")

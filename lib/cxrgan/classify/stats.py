@@ -78,30 +78,61 @@ def _arm_components(full: np.ndarray, boot: np.ndarray) -> tuple[float, float]:
     particular images (model x image noise); the test-image bootstrap of the run mean holds that luck again, divided
     by the number of runs. Adding both would count it twice (a null simulation showed 0.5% false positives instead
     of 5%), so its bootstrap share is estimated, from how much more a single run's metric varies over test resamples
-    than the run mean's, and subtracted."""
+    than the run mean's, and subtracted. That share is part of s^2, so its estimate is capped at s^2: above it, the
+    subtraction would remove test-image variance the runs never showed (runs that agree exactly, s^2 = 0, left a
+    standard error of 0 and p = 0 before this cap)."""
     r = len(full)
     if r < 2:
         return float("nan"), 0.0
+    spread = float(full.var(ddof=1))
     single = boot.var(axis=0, ddof=1).mean()
     mean = boot.mean(axis=1).var(ddof=1)
-    interaction = max(0.0, r / (r - 1) * (single - mean))
-    return float(full.var(ddof=1) / r), float(interaction / r)
+    interaction = min(spread, max(0.0, r / (r - 1) * (single - mean)))
+    return spread / r, float(interaction / r)
 
 
-def _seed_aware(estimate: float, seed_terms: list[tuple[float, int]], test_var: float, level: float) -> dict:
-    """Student-t interval of ``estimate`` with variance sum(seed variances) + test_var; Welch-Satterthwaite degrees
-    of freedom from the seed terms (runs - 1 each), the test-image term counted as known."""
+def df_of_test_images(y_true) -> float:
+    """Degrees of freedom of a test-image bootstrap variance of AUROC-like metrics: (images of the smaller class
+    - 1) / 2, at least 1. The variance rests mostly on the smaller class, and its per-image placement values are
+    skewed, so the estimate varies about twice as much as a normal sample variance of that many values would: under
+    the model of bench/experiments/stats_coverage.py the estimate v's effective df over test sets, 2 E[v]^2 / Var(v),
+    came out 13-17 at 27 positives (of 90 images) and 41 at 90 (of 300)."""
+    return max(1.0, (_smaller_class(y_true) - 1) / 2)
+
+
+def plug_in_correction(y_true) -> float:
+    """m / (m - 1), m the smaller class's images: the bootstrap's variance is a plug-in one (it divides by m, not
+    m - 1) and comes out too small by up to that factor (by (m - 1) / m for the class that dominates the variance
+    of AUROC-like metrics, less for the other); it scales the test-image variance back, at the bound."""
+    m = _smaller_class(y_true)
+    return m / (m - 1) if m > 1 else 1.0
+
+
+def _smaller_class(y_true) -> int:
+    y = np.asarray(y_true).astype(bool)
+    return min(int(y.sum()), int((~y).sum()))
+
+
+def _seed_aware(estimate: float, seed_terms: list[tuple[float, int]], test_var: float, test_df: float,
+                level: float) -> dict | None:
+    """Student-t interval of ``estimate`` with variance sum(seed variances) + test_var; None when that variance is
+    0 (no spread measured anywhere: not certainty, so the caller falls back to its test-image bootstrap).
+
+    Degrees of freedom: Welch-Satterthwaite over every estimated term, each seed term with runs - 1 and the
+    test-image term with ``test_df`` (``df_of_test_images``). Counting the test-image variance as known gave df of
+    about 70-80 at 5 runs where that term dominates, and a method-mean interval covering 93% instead of 95%; now the
+    df lies between the smallest term's df and their sum (at most sum(runs - 1) + test_df). The seed terms' df alone
+    (runs - 1 at one arm) would hold too, but waste power: 97-100% coverage at 3-5 runs in an exploratory run of the
+    same simulation model (docs/benchmarks.md, "Interval coverage of the seed-aware statistics", has this rule's)."""
     seed_var = sum(v for v, _ in seed_terms)
     var = seed_var + test_var
+    if not var > 0:
+        return None
     se = float(np.sqrt(var))
-    denom = sum(v * v / (n - 1) for v, n in seed_terms)
-    df = var * var / denom if denom > 0 else float("inf")
-    q = float(_st.t.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(_st.norm.ppf((1 + level) / 2))
-    if se == 0:
-        p = 1.0 if estimate == 0 else 0.0
-    else:
-        z = abs(estimate) / se
-        p = float(2 * (_st.t.sf(z, df) if np.isfinite(df) else _st.norm.sf(z)))
+    denom = sum(v * v / (n - 1) for v, n in seed_terms) + test_var * test_var / test_df
+    df = var * var / denom
+    q = float(_st.t.ppf((1 + level) / 2, df))
+    p = float(2 * _st.t.sf(abs(estimate) / se, df))
     return {"ci95": (estimate - q * se, estimate + q * se), "se": se, "df": df, "p_value": p}
 
 
@@ -118,33 +149,49 @@ def bootstrap_p(draws: np.ndarray) -> float:
     return float(min(1.0, 2 * (k + 1) / (len(d) + 1)))
 
 
+SEED_AWARE = "seed-aware: Student t over training runs + test-image bootstrap"
+FIXED_ONE_RUN = "bootstrap over test images (one run: models held fixed)"
+FIXED_NO_SPREAD = "bootstrap over test images (no spread between runs or test resamples left: models held fixed)"
+
+
 def bootstrap_ci(y_true, score, n_boot: int = 2000, seed: int = 0, level: float = 0.95, threshold: float = 0.5
                  ) -> dict[str, dict]:
     """Every metric's mean over training runs (``score``: (runs, n) or (n,)) with two intervals:
 
     - ``ci95``: about the training method (a new set of runs on a new test set): Student-t with the spread between
-      runs plus the test-image bootstrap variance, the model x image noise counted once (``_arm_components``), on
-      the logit scale. With a single run there is no spread to measure and it equals the test-images-only interval
-      (``seed_aware`` False).
+      runs plus the test-image bootstrap variance (``plug_in_correction``), the model x image noise counted once
+      (``_arm_components``), on the logit scale, with the degrees of freedom of ``_seed_aware``. With a single run
+      there is no spread to measure, and with a variance of 0 (every run equal, no test-image variance left) a zero
+      width would claim certainty: both times it equals the test-images-only interval (``seed_aware`` False;
+      ``method`` says which).
     - ``ci95_test_images_only``: percentile bootstrap over test images with these trained models held fixed.
     """
     s = np.atleast_2d(np.asarray(score, np.float64))
     y = np.asarray(y_true).astype(bool)
     boot = resampled_metrics(y, [s], n_boot, seed, threshold)[0]
     out = {}
+    test = (plug_in_correction(y), df_of_test_images(y))
     for k in METRICS:
         full = np.array([binary_metrics(y, run, threshold)[k] for run in s])
-        mean_draws = boot[k].mean(axis=1)
-        fixed = _percentile(mean_draws, level)
-        if len(s) < 2:
-            out[k] = {"ci95": fixed, "ci95_test_images_only": fixed, "seed_aware": False}
-            continue
-        seed_var, interaction = _arm_components(full, boot[k])
-        test_var = max(0.0, float(mean_draws.var(ddof=1)) - interaction)
-        res = _seed_aware(float(full.mean()), [(seed_var, len(s))], test_var, level)
-        out[k] = {"ci95": _on_logit_scale(float(full.mean()), res), "ci95_test_images_only": fixed,
-                  "seed_aware": True}
+        out[k] = _arm_interval(full, boot[k], test, level)
     return out
+
+
+def _arm_interval(full: np.ndarray, boot: np.ndarray, test: tuple[float, float], level: float) -> dict:
+    """bootstrap_ci's result for one metric: ``full`` (runs,) on all test images, ``boot`` (B, runs); ``test``: the
+    test-image variance's (plug-in correction, df)."""
+    mean_draws = boot.mean(axis=1)
+    fixed = _percentile(mean_draws, level)
+    res = None
+    if len(full) >= 2:
+        seed_var, interaction = _arm_components(full, boot)
+        test_var = test[0] * max(0.0, float(mean_draws.var(ddof=1)) - interaction)
+        res = _seed_aware(float(full.mean()), [(seed_var, len(full))], test_var, test[1], level)
+    if res is None:
+        return {"ci95": fixed, "ci95_test_images_only": fixed, "seed_aware": False,
+                "method": FIXED_ONE_RUN if len(full) < 2 else FIXED_NO_SPREAD}
+    return {"ci95": _on_logit_scale(float(full.mean()), res), "ci95_test_images_only": fixed, "seed_aware": True,
+            "method": SEED_AWARE}
 
 
 def _on_logit_scale(p: float, res: dict) -> tuple[float, float]:
@@ -162,11 +209,13 @@ def _on_logit_scale(p: float, res: dict) -> tuple[float, float]:
 def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Method b against method a (scores (runs, n) each, on the same test images): the difference in mean AUROC
     over runs. Main result (``ci95``, ``p_value``): a seed-aware interval and test, Welch-t over the runs of both
-    arms plus the paired test-image bootstrap variance of the difference, the model x image noise counted once, so
-    it holds for the training methods, not only for these trained models. Secondary: the paired percentile bootstrap
-    over test images with the models held fixed (``ci95_test_images_only``, ``p_value_test_images_only``). With a
-    single run in either arm the main result cannot include training variation (``seed_aware`` False) and equals
-    the secondary one."""
+    arms plus the paired test-image bootstrap variance of the difference (``plug_in_correction``), the model x
+    image noise counted once, so it holds for the training methods, not only for these trained models. Secondary:
+    the paired percentile bootstrap over test images with the models held fixed (``ci95_test_images_only``,
+    ``p_value_test_images_only``). With a single run in either arm the main result cannot include training
+    variation, and with a variance of 0 (every run of each arm equal, no test-image variance left) a zero standard
+    error would claim certainty (p = 0): both times it equals the secondary one (``seed_aware`` False; ``method``
+    says which). Degrees of freedom: see ``_seed_aware``; the interval is clipped to [-1, 1]."""
     y = np.asarray(y_true).astype(bool)
     a, b = np.atleast_2d(np.asarray(score_a, np.float64)), np.atleast_2d(np.asarray(score_b, np.float64))
     full_a, full_b = np.array([auroc(y, r) for r in a]), np.array([auroc(y, r) for r in b])
@@ -177,14 +226,17 @@ def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: i
     base = {"delta_auroc": delta, "runs": [len(a), len(b)]}
     if len(a) < 2 or len(b) < 2:
         return {**base, "ci95": fixed["ci95_test_images_only"], "p_value": fixed["p_value_test_images_only"],
-                "seed_aware": False, "method": "paired bootstrap over test images (one run: models held fixed)",
-                **fixed}
+                "seed_aware": False, "method": "paired " + FIXED_ONE_RUN, **fixed}
     (va, ia), (vb, ib) = _arm_components(full_a, boot_a), _arm_components(full_b, boot_b)
-    test_var = max(0.0, float(deltas.var(ddof=1)) - ia - ib)
-    res = _seed_aware(delta, [(va, len(a)), (vb, len(b))], test_var, level)
-    return {**base, "ci95": res["ci95"], "p_value": res["p_value"], "se": res["se"], "df": res["df"],
-            "seed_aware": True, "method": "seed-aware: Welch t over training runs + paired test-image bootstrap",
-            **fixed}
+    test_var = plug_in_correction(y) * max(0.0, float(deltas.var(ddof=1)) - ia - ib)
+    res = _seed_aware(delta, [(va, len(a)), (vb, len(b))], test_var, df_of_test_images(y), level)
+    if res is None:
+        return {**base, "ci95": fixed["ci95_test_images_only"], "p_value": fixed["p_value_test_images_only"],
+                "seed_aware": False, "method": "paired " + FIXED_NO_SPREAD, **fixed}
+    lo, hi = res["ci95"]
+    return {**base, "ci95": (max(-1.0, lo), min(1.0, hi)), "p_value": res["p_value"], "se": res["se"],
+            "df": res["df"], "seed_aware": True, "method": "seed-aware: Welch t over training runs + paired "
+            "test-image bootstrap", **fixed}
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict[str, float]:

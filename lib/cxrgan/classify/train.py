@@ -392,9 +392,7 @@ def _summary(cfg: ClassifierConfig, data: dict, runs: list[dict], gan_data, call
         widest = max(gan_data, key=lambda g: g["real_fraction"])
         summary["synthetic_trained_on"] = {**widest, "generators": gan_data, "sees_more_real_data": any(leaks),
                                            "recipe": generated_by(data["synthetic"].info.attrs)}
-    summary["ci_method"] = ("seed-aware: training runs and test images" if cfg.seeds > 1 else
-                            "test images only (one training run: no run-to-run variation to measure)")
-    summary.update(_over_seeds(y, scores, runs, cfg))
+    summary.update(_over_seeds(y, scores, runs, cfg))  # ci_method first, then the metrics
     extra = [(ref_of(d), d.names, d.labels, np.stack([r["extra_scores"][j] for r in runs]))
              for j, d in enumerate(data["extra"])]
     summary["extra_tests"] = [{"test": ref, "n_test": int(len(y_x)),
@@ -412,9 +410,12 @@ def _summary(cfg: ClassifierConfig, data: dict, runs: list[dict], gan_data, call
 
 
 def _over_seeds(y: np.ndarray, scores: np.ndarray, runs: list[dict], cfg: ClassifierConfig) -> dict:
-    """Every metric on one test set: the mean over seeds, its seed-aware and test-images-only intervals, the sd."""
+    """Every metric on one test set: the mean over seeds, its seed-aware and test-images-only intervals, the sd;
+    ``ci_method`` says which interval ``<key>_ci95`` is."""
     ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
-    out = {}
+    out = {"ci_method": "seed-aware: training runs and test images" if ci["auroc"].get("seed_aware") else
+           "test images only (one training run: no run-to-run variation to measure)" if cfg.seeds < 2 else
+           "test images only (the runs agreed exactly: no spread to measure)"}
     for key in stats.METRICS:
         values = [r[key] for r in runs]
         out[key] = float(np.mean(values))
@@ -521,7 +522,7 @@ def markdown(s: dict) -> str:
             + _metrics_table(s, s.get("ci_method", "test images only")))
     for x in s.get("extra_tests", []):
         text += (f"\n\n## Extra test set {x['test']} ({x['n_test']} real test images)\n\n"
-                 + _metrics_table(x, s.get("ci_method", "test images only")))
+                 + _metrics_table(x, x.get("ci_method", "test images only")))
     for p in s.get("comparisons", [s["paired"]] if "paired" in s else []):
         text += f"\n\nAgainst {p['baseline']}: " + _comparison_text(p)
         text += "".join(f"\n\nAgainst {p['baseline']} on {x['test']}: " + _comparison_text(x)
