@@ -60,6 +60,8 @@ FEATURES_EXTRA ?=
 FEATURES_EPOCHS ?= 30
 MIRROR ?=
 GAN_ARGS ?=
+# extra test sets, FILE.h5[:split] each (space-separated): every classifier arm is also evaluated on each
+TEST_EXTRA ?=
 CLF_DIR := $(OUTPUTS)/classify
 GAN_DIR := $(OUTPUTS)/gan
 # what a recipe generates, and the stages that use it, are named after the recipe: after `make all` and
@@ -128,7 +130,7 @@ TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc
 TRAIN_ARGS = --overwrite --data $(DATASET) --out $(@D) $(if $(EPOCHS),--epochs $(EPOCHS) )$(if $(KIMG),--kimg $(KIMG) )--seed $(SEED) \
 	--device $(DEVICE) $(GAN_ARGS)
 CLF_ARGS = --overwrite --data $(DATASET) --out $(@D) --epochs $(CLF_EPOCHS) --seeds $(SEEDS) --seed $(SEED) --size $(CLF_SIZE) \
-	--device $(DEVICE)
+	--device $(DEVICE)$(if $(strip $(TEST_EXTRA)), $(foreach t,$(TEST_EXTRA),--test-extra $(t)))
 # What the synthetic arm adds per class, and so each count-matched control arm: SYNTH_RATIO synthetic images per real
 # training image (DATA=nih-mini and phantom: 1), or, with SYNTH_RATIO empty (DATA=nih), N_SYNTH per class: the study's
 # 500 beside the real training set
@@ -180,7 +182,7 @@ GAN_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/gan-$(RECIPE),DATASET=$(DATASET)
 	SEED=$(SEED) NPROC=$(NPROC) GAN_ARGS=$(GAN_ARGS))
 SAMPLE_ARGS := $(call args_stamp,$(ARGS_DIR)/samples-$(RECIPE),N_SYNTH=$(N_SYNTH) SEED=$(SEED))
 CLF_STAGE_ARGS := $(call args_stamp,$(ARGS_DIR)/classify,DATASET=$(DATASET) CLF_EPOCHS=$(CLF_EPOCHS) SEEDS=$(SEEDS) \
-	SEED=$(SEED) CLF_SIZE=$(CLF_SIZE))
+	SEED=$(SEED) CLF_SIZE=$(CLF_SIZE)$(if $(strip $(TEST_EXTRA)), TEST_EXTRA=$(strip $(TEST_EXTRA))))
 ADDED_ARGS := $(call args_stamp,$(ARGS_DIR)/added,$(ADDED))
 # the synthetic arms also depend on which controls they are compared with and which GAN made their images
 SYNTH_ARM_ARGS := $(call args_stamp,$(ARGS_DIR)/classify-$(RECIPE),CONTROLS=$(CONTROLS) REUSE_GAN=$(REUSE_GAN))
@@ -212,6 +214,7 @@ help:  ## list the targets
 	DATA_DIR"
 	@echo "           FRACTIONS REUSE_GAN=0|1 $(foreach v,$(FEATURE_VARS),$(v)=0|1 $(v)_WEIGHTS) MIRROR GAN_ARGS"
 	@echo "           FEATURES_EXTRA=DIR FEATURES_EPOCHS (make features)"
+	@echo "           TEST_EXTRA=\"FILE.h5[:split] ...\" (extra test sets for every classifier arm)"
 
 setup: $(STAMP)  ## create .venv from nothing and install the pinned dependencies
 

@@ -300,3 +300,101 @@ def test_a_test_only_backbone_registered_in_the_table_trains_and_names_the_repor
                              **TOOL_FAST))
     with pytest.raises(UserError, match="--arch must be one of resnet18, tiny"):
         ClassifierConfig(data="x", arch="vgg").validate()
+
+
+# ---------------------------------------------------------------- extra test sets (--test-extra)
+
+EXTRA_FAST = dict(size=32, device="cpu", n_boot=20, lr=1e-3, epochs=1, seeds=2)
+
+
+def _external(path, seed: int, shift: int, n: int = 40, keep=None):
+    """Every image of a phantom file of another seed in one test split, under other names and patients (phantom
+    ids and names restart in every file): an external test set, as make_hdf5 --fractions 0,0,1 builds."""
+    src = path.with_name(path.stem + "-src.h5")
+    generate(src, n=n, size=32, seed=seed)
+    parts = [H5ImageDataset(src, s, in_memory=True) for s in ("train", "val", "test")]
+    rows = [(int(y), im, int(pid)) for p in parts for y, im, pid in zip(p.labels, p.images, p.patient_ids)]
+    rows = [r for r in rows if keep is None or keep(r)]
+    w = DatasetWriter(path, 32, ["No Finding", "Infiltration"], {"test": len(rows)})
+    for i, (label, image, pid) in enumerate(rows):
+        w.add("test", label, f"external{seed}_{i:04d}.png", image=image, patient_id=pid + shift)
+    w.close(source="test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def externals(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ext")
+    return _external(d / "ext-a.h5", 5, 10_000), _external(d / "ext-b.h5", 6, 20_000)
+
+
+def test_extra_test_sets_end_to_end(phantoms, fake_samples, externals, tmp_path):
+    from cxrgan.report import build
+
+    ext_a, ext_b = externals
+    clf = tmp_path / "outputs" / "classify"
+    fast = [a for k, v in EXTRA_FAST.items() for a in (f"--{k.replace('_', '-')}", v)]
+    r = run_tool("train_resnet.py", "--data", phantoms, "--out", clf / "real", "--test-extra", ext_a,
+                 "--test-extra", f"{ext_b}:test", *fast, timeout=300)  # the flag repeated: two extra sets
+    assert r.returncode == 0, r.stderr
+    m = json.loads((clf / "real" / "metrics.json").read_text())
+    assert [x["test"] for x in m["extra_tests"]] == [f"{ext_a}:test", f"{ext_b}:test"]
+    for x, path in zip(m["extra_tests"], externals):
+        assert x["n_test"] == len(H5ImageDataset(path, "test"))
+        for k in ("accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity"):
+            assert {k, f"{k}_ci95", f"{k}_ci95_test_images_only", f"{k}_sd"} <= set(x)
+            assert x[f"{k}_ci95"][0] <= x[k] <= x[f"{k}_ci95"][1]
+    assert all(len(s["extra_tests"]) == 2 and "auroc" in s["extra_tests"][1] for s in m["per_seed"])
+    npz = np.load(clf / "real" / "predictions.npz")
+    assert {"names", "y", "scores"} <= set(npz.files) and npz["scores"].shape == (2, m["n_test"])
+    assert npz["extra1_scores"].shape == (2, m["extra_tests"][1]["n_test"]) and len(npz["extra_tests"]) == 2
+    assert "## Extra test set" in (clf / "real" / "metrics.md").read_text()
+    # the synthetic arm names ext-b by another path: comparisons match a set by its images, not its path
+    copy_b = tmp_path / "copy-of-b.h5"
+    copy_b.write_bytes(ext_b.read_bytes())
+    s = run(ClassifierConfig(data=str(phantoms), out=str(clf / "real+synthetic"), synthetic=str(fake_samples),
+                             synthetic_ratio=0.5, test_extra=f"{ext_a},{copy_b}", baseline=str(clf / "real"),
+                             **EXTRA_FAST))
+    extra = s["comparisons"][0]["extra"]
+    assert [x["test"] for x in extra] == [f"{ext_a}:test", f"{copy_b}:test"]
+    assert all(-1 <= x["delta_auroc"] <= 1 and "only_b_correct" in x["mcnemar"] for x in extra)
+    report = build(tmp_path / "outputs").read_text()
+    for name in ("internal", "ext-a.h5", "copy-of-b.h5"):
+        assert f"| real+synthetic | {name} | real + synthetic" in report
+    assert "| real+synthetic | real | ext-a.h5 | 2/2 |" in report
+    assert re.search(r"\*\*real\+synthetic\*\* vs real: on the internal test set, .*\. On ext-a\.h5 \(\d+ test "
+                     r"images\): .*\. On copy-of-b\.h5", report)
+
+
+def test_extra_test_sets_are_refused_when_they_cannot_test(phantoms, externals, tmp_path):
+    same_patients = _external(tmp_path / "same.h5", 5, 0)  # phantom ids from 1: they are --data's patients too
+    r = run_tool("train_resnet.py", "--data", phantoms, "--out", tmp_path / "x", "--test-extra", same_patients,
+                 "--size", "32", "--device", "cpu")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"has images in both {phantoms}:train and --test-extra {same_patients}:test" in r.stderr
+    assert "give a --test-extra file of other patients" in r.stderr
+    other = tmp_path / "64.h5"
+    generate(other, n=20, size=64, seed=3)
+    one_class = _external(tmp_path / "one.h5", 7, 30_000, keep=lambda row: row[0] == 0)
+    cases = {f"{phantoms}:train": "of its images are training images",
+             f"{phantoms}:val": "patient", str(other): "holds 64x64 images",
+             str(one_class): "holds only 'No Finding' images"}
+    for ref, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "y"), test_extra=ref, **EXTRA_FAST))
+
+
+def test_a_synthetic_file_holding_an_external_test_image_is_refused(phantoms, fake_samples, externals, tmp_path):
+    ext = H5ImageDataset(externals[0], "test", in_memory=True)
+    syn = H5ImageDataset(fake_samples, "synthetic", in_memory=True)
+    images = syn.images.copy()
+    images[3] = ext.images[5]
+    leaky = _samples(tmp_path / "leak.h5", images, syn.labels, syn.names, phantoms)
+    with pytest.raises(UserError, match="pixel-identical to validation/test images"):
+        run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), synthetic=str(leaky),
+                             test_extra=str(externals[0]), **EXTRA_FAST))
+    images[3] = np.clip(ext.images[5].astype(int) + 1, 0, 255)
+    near = _samples(tmp_path / "near.h5", images, syn.labels, syn.names, phantoms)
+    with pytest.raises(UserError, match="near-identical"):
+        run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), synthetic=str(near),
+                             test_extra=str(externals[0]), **EXTRA_FAST))

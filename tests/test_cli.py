@@ -74,3 +74,21 @@ def test_command_passes_the_config_and_every_argument_as_called():
     assert seen == [(Config("d.h5", 3, 0.5), {"data": "d.h5", "epochs": 3, "rate": 0.5})]
     with pytest.raises(UserError, match="see --help"):
         cmd(epochs=2)
+
+
+def test_a_repeatable_option_given_twice_becomes_one_comma_separated_value():
+    """python-fire keeps only the last of a repeated flag; a field marked repeatable keeps every value."""
+    @dataclasses.dataclass
+    class Config:
+        data: str
+        extra: str | None = dataclasses.field(default=None, metadata={cli.REPEATABLE: True})
+        other: str | None = None
+
+    cmd = cli.command(Config, lambda cfg, call_args: None)
+    argv = ["--data", "d.h5", "--extra", "a.h5", "--other", "x", "--extra=b.h5:test"]
+    assert cli.merge_repeated(cmd, argv) == ["--data", "d.h5", "--extra=a.h5,b.h5:test", "--other", "x"]
+    assert cli.merge_repeated(cmd, ["--other", "x", "--other", "y"]) == ["--other", "x", "--other", "y"]
+    assert cli.merge_repeated(cmd, ["--extra"]) == ["--extra"]  # no value: left for the usual error
+    main = _load_tool("train_resnet").main
+    assert cli.repeatable_options(main) == {"test_extra"}
+    assert "Repeatable: --test-extra a.h5 --test-extra b.h5:test" in " ".join(main.__doc__.split())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrgan.cli import join_repeated
+from cxrgan.cli import merge_repeated
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter
 from cxrgan.data.ingest import IngestConfig, build_dataset
 from cxrgan.data.phantoms import generate
@@ -131,9 +131,9 @@ def test_held_out_splits_are_refused_unless_allowed(phantoms, tmp_path):
                  "--device", "cpu")
     assert r.returncode == 2 and "held-out split" in r.stderr and "--allow-held-out" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.pt").exists()
-    assert join_repeated(["--data", "a.h5", "--epochs", "2", "--data=b.h5:train"], "data") == \
-        ["--data=a.h5,b.h5:train", "--epochs", "2"]  # python-fire alone would keep only the last --data
     tool = load_tool("train_features")
+    assert merge_repeated(tool.main, ["--data", "a.h5", "--epochs", "2", "--data=b.h5:train"]) == \
+        ["--data=a.h5,b.h5:train", "--epochs", "2"]  # python-fire alone would keep only the last --data
     with pytest.raises(UserError, match="held-out"):
         tool.main(data=f"{phantoms}:val", out=str(tmp_path / "y.pt"), device="cpu")
     tool.main(data=f"{phantoms}:val", out=str(tmp_path / "y.pt"), epochs=1, width=8, val_fraction=0,

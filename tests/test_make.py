@@ -126,3 +126,11 @@ def test_a_new_row_in_either_table_gives_its_make_targets(tmp_path):
     assert "--real-fraction 0.5 --control inverted" in curve
     assert "--baseline out/classify/fraction-0.5/real,out/classify/fraction-0.5/real+oversample," \
            "out/classify/fraction-0.5/real+inverted" in curve
+
+
+def test_test_extra_reaches_every_classifier_arm(tmp_path):
+    text = dry_run(tmp_path, "all", "TEST_EXTRA=ext.h5 other.h5:test")
+    classifiers = [line for line in text.splitlines() if "train_resnet.py" in line]
+    assert classifiers and all("--test-extra ext.h5 --test-extra other.h5:test" in line for line in classifiers)
+    assert check(text)[1] == []
+    assert "--test-extra" not in dry_run(tmp_path, "all")

@@ -415,3 +415,20 @@ def test_a_failed_run_keeps_the_previous_runs_report(nih_tree, tmp_path):
         build(src, out, balance=False, overwrite=True)
     assert report_path(out).read_text() == good
     assert json.loads(report_path(out, failed=True).read_text())["skipped"]
+
+
+def test_fractions_0_0_1_puts_every_image_in_the_test_split(nih_tree, tmp_path):
+    """An external test set: every chosen image in test, the classes balanced there as in any split."""
+    src, rows = nih_tree
+    build(src, tmp_path / "all.h5", balance=False, fractions="0,0,1")
+    got = contents(tmp_path / "all.h5")
+    eligible = {r["name"] for r in rows if expected_label(r["findings"]) >= 0}
+    assert not got["train"] and not got["val"] and set(got["test"]) == eligible
+    build(src, tmp_path / "balanced.h5", fractions="0,0,1")
+    labels = [label for label, _, _ in contents(tmp_path / "balanced.h5")["test"].values()]
+    assert labels.count(0) == labels.count(1) > 0
+    r = run_tool("make_hdf5.py", "--src", src, "--out", tmp_path / "x.h5", "--fractions", "0,0,1", "--official-split")
+    assert r.returncode == 2 and "cannot be combined with --official-split" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_tool("make_hdf5.py", "--src", src, "--out", tmp_path / "x.h5", "--fractions", "0,0.5,0.5")
+    assert r.returncode == 2 and "0,0,1 puts every image in the test split" in r.stderr

@@ -28,7 +28,9 @@ def make_hdf5(cfg: IngestConfig, call_args: dict):
             each keeps its Finding Labels in the findings field.
         view: PA, AP or both (default both).
         max_per_class: keep at most this many images per class (random, seeded).
-        fractions: train,val,test fractions of images, split by patient (default 0.7,0.1,0.2).
+        fractions: train,val,test fractions of images, split by patient (default 0.7,0.1,0.2); 0,0,1 puts every
+            image in the test split (an external test set for train_resnet --test-extra; with --balance, the test
+            split's classes are balanced as any split's).
         official_split: use NIH's test_list.txt as test and split train_val_list.txt by patient into train/val.
         fit: make non-square images square by centre crop (default), zero pad, or stretch.
         workers: decoding processes (default: the CPU count; 0 or 1 decodes in this process).

@@ -1,8 +1,6 @@
 #!/usr/bin/env python3
 """Train the chest X-ray feature network of the image metrics (fid_is --features cxr:PATH) on real radiographs."""
 
-import sys
-
 from cxrgan import cli
 from cxrgan.metrics.cxr import FINDINGS
 from cxrgan.metrics.cxr_train import FeaturesConfig, run
@@ -42,5 +40,4 @@ train_features.__doc__ = train_features.__doc__.replace("{findings}", ", ".join(
 main = cli.command(FeaturesConfig, train_features)
 
 if __name__ == "__main__":
-    sys.argv[1:] = cli.join_repeated(sys.argv[1:], "data")
     cli.run(main, name="train_features.py")

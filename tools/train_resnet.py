@@ -39,6 +39,11 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
             for every seed, and smaller fractions nested in larger ones.
         subset_seed: which patients --real-fraction keeps.
         test: external test set FILE.h5[:split] (default: --data's test split).
+        test_extra: more test sets, FILE.h5[:split] each (default split test; make_hdf5 --fractions 0,0,1 builds a
+            file whose every image is in test): every seed's best model is evaluated on each too (metrics.json
+            "extra_tests", and "extra" in each comparison where the baseline has the same images). Repeatable:
+            --test-extra a.h5 --test-extra b.h5:test (or comma-separated). Refused if its image size or classes
+            differ from --data's, it lacks a class, or it shares a patient or an image with training/validation.
         epochs: most epochs per seed (early stopping on val AUROC, --patience).
         seeds: independent trainings (seeds SEED, SEED+1, ...).
         seed: first seed.

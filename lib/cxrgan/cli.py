@@ -33,8 +33,9 @@ def run(fn: Callable, name: str | None = None) -> None:
     # SIGTERM (e.g. from `timeout` or a scheduler) unwinds like Ctrl-C, so temp files are cleaned up.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        check_flags(fn, sys.argv[1:])
-        fire.Fire(fn, name=name)
+        argv = merge_repeated(fn, sys.argv[1:])
+        check_flags(fn, argv)
+        fire.Fire(fn, command=argv, name=name)
     except UserError as e:
         _fail(str(e))
     except OSError as e:  # the machine, not the program: disk full, permission denied, read-only file system, ...
@@ -157,25 +158,37 @@ def _field_default(f: dataclasses.Field):
     return inspect.Parameter.empty
 
 
-def join_repeated(argv: list[str], name: str) -> list[str]:
-    """``--NAME a --NAME b`` (or ``--NAME=a``) -> one ``--NAME a,b`` where the first was: python-fire keeps only the
-    last of a repeated flag."""
-    flag, values, out, i = f"--{name.replace('_', '-')}", [], [], 0
+REPEATABLE = "repeatable"  # a config field with metadata {REPEATABLE: True} may be given more than once
+
+
+def repeatable_options(fn: Callable) -> set[str]:
+    """The options of a command (cxrgan.cli.command) that may be given more than once."""
+    config = getattr(fn, "_config", None)
+    return {f.name for f in dataclasses.fields(config) if f.metadata.get(REPEATABLE)} if config else set()
+
+
+def merge_repeated(fn: Callable, argv: list[str]) -> list[str]:
+    """python-fire keeps only the last of a repeated flag: every occurrence of a repeatable option becomes one
+    comma-separated value, at the place of the first (``--x a --x b`` -> ``--x=a,b``)."""
+    names, out, values, i = repeatable_options(fn), [], {}, 0
     while i < len(argv):
-        a = argv[i]
-        if a == flag and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            values.append(argv[i + 1])
-            i += 2
-        elif a.startswith(flag + "="):
-            values.append(a.split("=", 1)[1])
-            i += 1
-        else:
-            out.append(a)
+        word = argv[i]
+        if word == "--":  # what follows is for python-fire itself
+            out += argv[i:]
+            break
+        name = word[2:].split("=", 1)[0].replace("-", "_") if word.startswith("--") else None
+        has_value = "=" in word or (i + 1 < len(argv) and not argv[i + 1].startswith("--"))
+        if name not in names or not has_value:
+            out.append(word)
             i += 1
             continue
-        if len(values) == 1:
-            out.append(None)  # where the first one goes
-    return [f"{flag}={','.join(values)}" if a is None else a for a in out]
+        value = word.split("=", 1)[1] if "=" in word else argv[i + 1]
+        if name not in values:
+            values[name] = []
+            out.append((name,))  # where the merged option goes
+        values[name].append(value)
+        i += 1 if "=" in word else 2
+    return [f"--{w[0].replace('_', '-')}={','.join(values[w[0]])}" if isinstance(w, tuple) else w for w in out]
 
 
 def check_flags(fn: Callable, argv: list[str]) -> None:

@@ -205,47 +205,68 @@ def _added(run: ClassifierRun) -> str:
     return f"{1.0 if ratio is None else ratio:g} per real training image of each class"
 
 
+METRIC_COLUMNS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
+
+
+def set_label(ref: str) -> str:
+    """How the report names an extra test set: its file name (and split, when not test)."""
+    path, split = parse_ref(ref, "test")
+    return Path(path).name + ("" if split == "test" else f":{split}")
+
+
 def classifier_section(runs: list[ClassifierRun]) -> tuple[str, list[str]]:
     if not runs:
         return ("## Table 1 — classifier: real vs real + synthetic\n\nNo classifier runs found (`make classify`).\n",
                 [])
+    extra = any(r.m.get("extra_tests") for r in runs)  # a test set column only then: older reports read as before
     titles = " / ".join(dict.fromkeys(backbone_title(r.m["config"]) for r in runs))  # one per architecture
     lines = ["## Table 1 — classifier: real vs real + synthetic vs the control arms", "",
              f"{titles}, mean over seeds with the 95% CI (in brackets; with two or more seeds it is seed-aware: it "
              "counts the spread between training runs as well as the choice of test images) and the sd over "
              "seeds (±). Model selection on the real validation split only; test images are real and never seen in "
-             "training.", "",
-             "| run | training data | real fraction | train images (real + extra) | seeds | test images | AUROC | "
-             "accuracy | balanced accuracy | sensitivity | specificity |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "training." + (EXTRA_NOTE if extra else ""), "",
+             "| run |" + (" test set |" if extra else "") + " training data | real fraction | train images (real + "
+             "extra) | seeds | test images | AUROC | accuracy | balanced accuracy | sensitivity | specificity |",
+             "|---|" + ("---|" if extra else "") + "---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        lines.append(f"| {r.name} | {r.training_data} | {r.fraction:g} | {_n_train(r)} | {r.m.get('n_seeds', '?')} | "
-                     f"{r.m.get('n_test', '?')} | " + " | ".join(_ci(r.m, k) for k in
-                                                              ("auroc", "accuracy", "balanced_accuracy",
-                                                               "sensitivity", "specificity")) + " |")
+        for name, m in [("internal", r.m)] + [(set_label(x["test"]), x) for x in r.m.get("extra_tests", [])]:
+            lines.append(f"| {r.name} |" + (f" {name} |" if extra else "") + f" {r.training_data} | {r.fraction:g} | "
+                         f"{_n_train(r)} | {r.m.get('n_seeds', '?')} | {m.get('n_test', '?')} | "
+                         + " | ".join(_ci(m, k) for k in METRIC_COLUMNS) + " |")
     kinds = {r.path.resolve(): r.kind for r in runs}
     paired = [(r, p) for r in runs for p in r.m.get("comparisons", [r.m["paired"]] if "paired" in r.m else [])]
-    verdicts = []
-    if paired:
-        lines += ["", "Paired comparisons on the same test images. The main 95% CI and p are seed-aware (Welch t over "
-                  "the training runs of both arms plus the paired test-image bootstrap), so a verdict is about the "
-                  "training method; the test-images-only CI holds the trained models fixed. A synthetic arm is "
-                  "compared with real data alone and with the control arms, which add as many real copies "
-                  "(re-drawn, or classically augmented) as it adds synthetic images. McNemar: exact test on the "
-                  "accuracy of the seed-averaged predictions (an ensemble of each arm's runs).", "",
-                  "| run | against | runs | ΔAUROC | 95% CI | p | 95% CI, test images only | McNemar: only baseline "
-                  "right / only run right | McNemar p |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r, p in paired:
-            mc = p["mcnemar"]
-            base = Path(p["baseline"]).name
-            fixed = p.get("ci95_test_images_only", p["ci95"])
-            runs_ab = "/".join(str(n) for n in p.get("runs", ["?", "?"]))
-            lines.append(f"| {r.name} | {base} | {runs_ab} | {p['delta_auroc']:+.3f} | "
-                         f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | {p['p_value']:.3g} | "
-                         f"[{fixed[0]:+.3f}, {fixed[1]:+.3f}] | {mc['only_a_correct']} / {mc['only_b_correct']} | "
-                         f"{mc['p_value']:.3g} |")
-            verdicts.append(_verdict(r, p, _baseline_kind(p, kinds)))
-    return "\n".join(lines) + "\n", verdicts
+    if not paired:
+        return "\n".join(lines) + "\n", []
+    lines += paired_table(paired)
+    return "\n".join(lines) + "\n", [_verdict(r, p, _baseline_kind(p, kinds)) for r, p in paired]
+
+
+EXTRA_NOTE = (" One row per test set: internal is the run's own test set (the dataset's test split, or --test), the "
+              "others are its extra test sets (--test-extra), the same trained models evaluated on other images.")
+
+
+def paired_table(paired: list[tuple[ClassifierRun, dict]]) -> list[str]:
+    """The paired comparisons' rows (with a test set column when a comparison has extra test sets)."""
+    extra = any(p.get("extra") for _, p in paired)
+    lines = ["", "Paired comparisons on the same test images. The main 95% CI and p are seed-aware (Welch t over "
+             "the training runs of both arms plus the paired test-image bootstrap), so a verdict is about the "
+             "training method; the test-images-only CI holds the trained models fixed. A synthetic arm is "
+             "compared with real data alone and with the control arms, which add as many real copies "
+             "(re-drawn, or classically augmented) as it adds synthetic images. McNemar: exact test on the "
+             "accuracy of the seed-averaged predictions (an ensemble of each arm's runs).", "",
+             "| run | against |" + (" test set |" if extra else "") + " runs | ΔAUROC | 95% CI | p | 95% CI, test "
+             "images only | McNemar: only baseline right / only run right | McNemar p |",
+             "|---|---|" + ("---|" if extra else "") + "---:|---:|---:|---:|---:|---:|---:|"]
+    for r, p in paired:
+        for name, c in [("internal", p)] + [(set_label(x["test"]), x) for x in p.get("extra", [])]:
+            mc = c["mcnemar"]
+            fixed = c.get("ci95_test_images_only", c["ci95"])
+            runs_ab = "/".join(str(n) for n in c.get("runs", ["?", "?"]))
+            lines.append(f"| {r.name} | {Path(p['baseline']).name} |" + (f" {name} |" if extra else "")
+                         + f" {runs_ab} | {c['delta_auroc']:+.3f} | [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | "
+                         f"{c['p_value']:.3g} | [{fixed[0]:+.3f}, {fixed[1]:+.3f}] | {mc['only_a_correct']} / "
+                         f"{mc['only_b_correct']} | {mc['p_value']:.3g} |")
+    return lines
 
 
 def _baseline_kind(p: dict, kinds: dict) -> str:
@@ -256,12 +277,10 @@ def _baseline_kind(p: dict, kinds: dict) -> str:
     return kinds.get(Path(p["baseline"]).resolve(), "real")
 
 
-def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
-    base = Path(p["baseline"]).name
-    lo, hi = p["ci95"]
-    numbers = f"ΔAUROC {p['delta_auroc']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, p = {p['p_value']:.3g}"
-    what = (f"synthetic data ({run.recipe})" if run.recipe else "synthetic data") if run.kind == "real + synthetic" \
-        else run.kind
+def _outcome(c: dict, baseline_kind: str) -> str:
+    """A comparison's outcome in words, and its numbers."""
+    lo, hi = c["ci95"]
+    numbers = f"ΔAUROC {c['delta_auroc']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, p = {c['p_value']:.3g}"
     verdicts = {arm.display: arm.verdict for arm in ARMS.values()}
     if baseline_kind in verdicts:
         control = verdicts[baseline_kind]
@@ -269,6 +288,17 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
             f"did not beat {control}"
     else:
         outcome = "helped" if lo > 0 else "hurt" if hi < 0 else "made no significant difference"
+    return f"{outcome} ({numbers})"
+
+
+def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
+    """One line per comparison: the internal test set, then each extra test set the two runs share."""
+    base = Path(p["baseline"]).name
+    what = (f"synthetic data ({run.recipe})" if run.recipe else "synthetic data") if run.kind == "real + synthetic" \
+        else run.kind
+    extra = "".join(f" On {set_label(x['test'])} ({x['n_test']} test images): {_outcome(x, baseline_kind)}."
+                    for x in p.get("extra", []))
+    internal = "on the internal test set, " if extra else ""
     one_run = min(p.get("runs") or [1]) < 2
     caveat = "" if p.get("seed_aware") else (" With one training run in an arm this is about these trained models "
                                               "only; use SEEDS ≥ 2 for a verdict about the method." if one_run else
@@ -277,7 +307,7 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     if run.m.get("synthetic_trained_on", {}).get("sees_more_real_data"):
         caveat += (" Caution: its GAN saw real patients this arm held back, so a gain may come from them, not from "
                    "synthesis.")
-    return f"**{run.name}** vs {base}: {what} {outcome} ({numbers}).{caveat}"
+    return f"**{run.name}** vs {base}: {internal}{what} {_outcome(p, baseline_kind)}.{extra}{caveat}"
 
 
 def efficiency_note(runs: list[ClassifierRun]) -> str:

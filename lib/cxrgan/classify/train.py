@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import options, runtime
-from ..cli import ProgressFn, no_progress
+from ..cli import REPEATABLE, ProgressFn, no_progress
 from ..data.datasetfile import SAMPLES_SCHEMA, SCHEMA, generated_by, parse_ref, shared_patient
 from ..data.reader import H5ImageDataset, to_model_input
 from ..data.splits import patient_fraction
@@ -41,6 +41,8 @@ class ClassifierConfig:
     real_fraction: float = 1.0
     subset_seed: int = 0  # which patients --real-fraction keeps (the same for every training seed; nested fractions)
     test: str | None = None
+    # more test sets, FILE.h5[:split] each (comma-separated, or the flag repeated): every model is evaluated on each
+    test_extra: str | None = field(default=None, metadata={REPEATABLE: True})
     epochs: int = 20
     seeds: int = 1
     seed: int = 0
@@ -93,7 +95,8 @@ class ClassifierConfig:
 
     def input_paths(self) -> dict:
         return {"--data": self.data, "--synthetic": _file_of(self.synthetic), "--test": _file_of(self.test),
-                "--weights": self.weights, "--baseline": str(self.baseline).split(",") if self.baseline else None}
+                "--test-extra": [_file_of(r) for r in extra_test_refs(self)], "--weights": self.weights,
+                "--baseline": baselines(self)}
 
     def output_paths(self) -> dict:
         return {"--out": self.out}
@@ -168,10 +171,9 @@ def predict(model, images: np.ndarray, size: int, device, batch: int = 128) -> n
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
-    seed = cfg.seed + k
-    torch.manual_seed(seed)
-    train_ds, val_ds, syn = data["train"], data["val"], data["synthetic"]
+def _training_set(cfg: ClassifierConfig, data: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """This seed's training images and labels (real, control copies, synthetic), and what they are made of."""
+    train_ds, syn = data["train"], data["synthetic"]
     images, labels, names = [], [], []
     if not cfg.synthetic_only:
         idx = patient_fraction(train_ds.labels, train_ds.patient_ids, cfg.real_fraction, cfg.subset_seed)
@@ -194,11 +196,17 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
     if len(x_all) < 2:  # batch norm needs two images per step: no step would be taken, the metrics meaningless
         raise UserError(f"{len(x_all)} training image(s) in this arm; a classifier needs at least 2 (raise "
                         "--real-fraction or add data)")
-    held_out = set(val_ds.names) | set(data["test"].names)
+    held_out = set(data["val"].names) | set(data["test"].names) | {n for d in data["extra"] for n in d.names}
     leaked = held_out & set(names)
     if leaked:  # synthetic or training images must never be in validation or test
         raise UserError(f"{len(leaked)} training images also appear in validation/test (e.g. {sorted(leaked)[0]})")
-    model = classifier.build(len(train_ds.classes), cfg.pretrained, cfg.weights, cfg.arch).to(device)
+    n_real = int(sum(real_counts.values())) if not cfg.synthetic_only else 0
+    return x_all, y_all, {"n_train_real": n_real, "n_train_synthetic": n_synthetic, "n_train_control": n_control}
+
+
+def _fit(cfg: ClassifierConfig, model, x_all: torch.Tensor, y_all: torch.Tensor, val_ds, device, seed: int
+         ) -> tuple[dict, float, int, list[dict]]:
+    """Train with early stopping on the validation AUROC: (best state, its val AUROC, its epoch, history)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     best, best_auc, best_epoch, history = None, -1.0, 0, []
@@ -226,36 +234,92 @@ def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
             best, best_auc, best_epoch = copy.deepcopy(model.state_dict()), val_auc, epoch
         elif epoch - best_epoch >= cfg.patience:
             break
+    return best, best_auc, best_epoch, history
+
+
+def _evaluate(model, ds: H5ImageDataset, cfg: ClassifierConfig, device, seed: int) -> tuple[np.ndarray, dict]:
+    """One trained model on one test set: its scores, and every metric with its test-image interval."""
+    scores = predict(model, ds.images, cfg.size, device)
+    ci = stats.bootstrap_ci(ds.labels, scores, cfg.n_boot, seed)
+    return scores, {**stats.binary_metrics(ds.labels, scores), **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}}
+
+
+def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
+    seed = cfg.seed + k
+    torch.manual_seed(seed)
+    x_all, y_all, counts = _training_set(cfg, data, seed)
+    model = classifier.build(len(data["train"].classes), cfg.pretrained, cfg.weights, cfg.arch).to(device)
+    best, best_auc, best_epoch, history = _fit(cfg, model, x_all, y_all, data["val"], device, seed)
     model.load_state_dict(best)
-    test = data["test"]
-    scores = predict(model, test.images, cfg.size, device)
-    metrics = stats.binary_metrics(test.labels, scores)
-    ci = stats.bootstrap_ci(test.labels, scores, cfg.n_boot, seed)
-    n_real = int(sum(real_counts.values())) if not cfg.synthetic_only else 0
-    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, "n_train_real": n_real,
-            "n_train_synthetic": n_synthetic, "n_train_control": n_control, "history": history,
-            **metrics, **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}, "scores": scores, "state": best}
+    scores, metrics = _evaluate(model, data["test"], cfg, device, seed)
+    extra = [_evaluate(model, d, cfg, device, seed) for d in data["extra"]]
+    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, **counts, "history": history, **metrics,
+            "extra_tests": [{"test": ref_of(d), **m} for d, (_, m) in zip(data["extra"], extra)],
+            "scores": scores, "extra_scores": [sc for sc, _ in extra], "state": best}
+
+
+def ref_of(ds: H5ImageDataset) -> str:
+    return f"{ds.path}:{ds.split}"
 
 
 def check_splits(data: dict, cfg: ClassifierConfig) -> None:
-    """What a binary classifier's numbers rest on: two classes, both in every split, and no patient of the test set
-    in training or validation (also when the test set comes from another file)."""
+    """What a binary classifier's numbers rest on: two classes, both in every split and every extra test set, and no
+    patient of a test set in training or validation (also when the test set comes from another file)."""
     train = data["train"]
     if len(train.classes) != 2:
         raise UserError(f"--data {cfg.data} has {len(train.classes)} classes {train.classes}; train_resnet is a binary "
                         "classifier (AUROC of class 1 against class 0): build a file of two classes")
-    for name in ("train", "val", "test"):
-        present = np.unique(data[name].labels)
+    for d in (train, data["val"], data["test"], *data["extra"]):
+        present = np.unique(d.labels)
         if len(present) == 0:
-            raise UserError(f"the {name} set of {data[name].path} holds no images; rebuild the dataset with more data")
+            raise UserError(f"the {d.split} set of {d.path} holds no images; rebuild the dataset with more data")
         if len(present) < 2:
-            raise UserError(f"the {name} set of {data[name].path} holds only {train.classes[int(present[0])]!r} "
+            raise UserError(f"the {d.split} set of {d.path} holds only {train.classes[int(present[0])]!r} "
                             "images; a classifier needs both classes there (rebuild the dataset with more data)")
-    ids = {f"{d.path}:{d.split}": d.patient_ids for d in (train, data["val"], data["test"]) if d.patient_ids is not None}
+    ids = {ref_of(d): d.patient_ids for d in (train, data["val"], data["test"]) if d.patient_ids is not None}
     clash = shared_patient(ids)
     if clash:
         raise UserError(f"{clash}: the test images' patients must be kept out of training and validation; give a "
                         "--test file of other patients")
+    check_extra_tests(data)
+
+
+def check_extra_tests(data: dict) -> None:
+    """An extra test set holds no image training uses (by name) and no patient of --data's train or val split."""
+    used = set(data["train"].names) | set(data["synthetic"].names if data["synthetic"] is not None else [])
+    fitted = {ref_of(d): d.patient_ids for d in (data["train"], data["val"]) if d.patient_ids is not None}
+    for d in data["extra"]:
+        both = used & set(d.names)
+        if both:
+            raise UserError(f"--test-extra {ref_of(d)}: {len(both)} of its images are training images (e.g. "
+                            f"{sorted(both)[0]}); give a test set of images training never sees")
+        clash = shared_patient({**fitted, f"--test-extra {ref_of(d)}": d.patient_ids}) \
+            if d.patient_ids is not None else None
+        if clash:
+            raise UserError(f"{clash}: an extra test set's patients must be kept out of training and validation; "
+                            "give a --test-extra file of other patients")
+
+
+def _load(cfg: ClassifierConfig) -> dict:
+    """The run's datasets, each checked against --data's image size and classes."""
+    test_path, test_split = parse_ref(cfg.test or cfg.data, "test")
+    data = {"train": H5ImageDataset(cfg.data, "train", in_memory=True, schemas=(SCHEMA,)),
+            "val": H5ImageDataset(cfg.data, "val", in_memory=True, schemas=(SCHEMA,)),
+            "test": H5ImageDataset(test_path, test_split, in_memory=True, schemas=(SCHEMA,)),
+            "synthetic": None,
+            "extra": [H5ImageDataset(*parse_ref(r, "test"), in_memory=True, schemas=(SCHEMA,))
+                      for r in extra_test_refs(cfg)]}
+    if cfg.synthetic:
+        path, split = parse_ref(cfg.synthetic, "synthetic")
+        data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
+    train = data["train"]
+    for flag, d in (("--test", data["test"]), ("--synthetic", data["synthetic"]),
+                    *(("--test-extra", d) for d in data["extra"])):
+        if d is not None and (d.size != train.size or d.classes != train.classes):
+            raise UserError(f"{flag} {d.path} holds {d.size}x{d.size} images of classes {d.classes}, but --data "
+                            f"{cfg.data} holds {train.size}x{train.size} of {train.classes}; give files of one size "
+                            "and class list")
+    return data
 
 
 def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: ProgressFn = no_progress) -> dict:
@@ -264,25 +328,13 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     cfg.validate()
     rt = runtime.setup(cfg.device)
     out = Path(cfg.out)
-    test_path, test_split = parse_ref(cfg.test or cfg.data, "test")
-    data = {"train": H5ImageDataset(cfg.data, "train", in_memory=True, schemas=(SCHEMA,)),
-            "val": H5ImageDataset(cfg.data, "val", in_memory=True, schemas=(SCHEMA,)),
-            "test": H5ImageDataset(test_path, test_split, in_memory=True, schemas=(SCHEMA,)),
-            "synthetic": None}
-    if cfg.synthetic:
-        path, split = parse_ref(cfg.synthetic, "synthetic")
-        data["synthetic"] = H5ImageDataset(path, split, in_memory=True, schemas=(SAMPLES_SCHEMA,))
-    for name, flag in (("test", "--test"), ("synthetic", "--synthetic")):
-        d = data[name]
-        if d is not None and (d.size != data["train"].size or d.classes != data["train"].classes):
-            raise UserError(f"{flag} {d.path} holds {d.size}x{d.size} images of classes {d.classes}, but --data "
-                            f"{cfg.data} holds {data['train'].size}x{data['train'].size} of {data['train'].classes}; "
-                            "give files of one size and class list")
+    data = _load(cfg)
     gan_data = None
     if data["synthetic"] is not None:
-        gan_data = provenance.check_synthetic(data["synthetic"], data["train"], [data["val"], data["test"]])
+        gan_data = provenance.check_synthetic(data["synthetic"], data["train"],
+                                              [data["val"], data["test"], *data["extra"]])
     check_splits(data, cfg)
-    for b in baselines(cfg) if cfg.baseline else []:  # before hours of training, not after
+    for b in baselines(cfg):  # before hours of training, not after
         if not (Path(b) / "predictions.npz").is_file():
             raise UserError(f"--baseline {b}: no predictions.npz (run train_resnet there first)")
         _same_arch(Path(b), cfg)
@@ -292,14 +344,25 @@ def run(cfg: ClassifierConfig, call_args: dict | None = None, progress: Progress
     with Staging() as staged:  # nothing in --out changes until every file of this run is written
         runs = _train_seeds(cfg, data, rt.device, out, staged, progress)
         summary = _summary(cfg, data, runs, gan_data, call_args)
-        scores = np.stack([r["scores"] for r in runs])
         with open(staged.path(out / "predictions.npz"), "wb") as f:
-            np.savez(f, names=np.array(data["test"].names), y=data["test"].labels, scores=scores)
+            np.savez(f, **_predictions(data, runs))
         staged.path(out / "metrics.md").write_text(markdown(summary))
         write_json(staged.path(out / "metrics.json"), summary)  # staged last, so renamed last
         kill_point("train_resnet:before-publish")
         _publish(out, staged, [r["seed"] for r in runs])
     return summary
+
+
+def _predictions(data: dict, runs: list[dict]) -> dict[str, np.ndarray]:
+    """predictions.npz: the test images' names, labels and every seed's scores; each extra test set's the same under
+    ``extraJ_names``, ``extraJ_y``, ``extraJ_scores`` (J from 0, in the order of ``extra_tests``, their refs)."""
+    arrays = {"names": np.array(data["test"].names), "y": data["test"].labels,
+              "scores": np.stack([r["scores"] for r in runs]),
+              "extra_tests": np.array([ref_of(d) for d in data["extra"]], dtype=str)}
+    for j, d in enumerate(data["extra"]):
+        arrays.update({f"extra{j}_names": np.array(d.names), f"extra{j}_y": d.labels,
+                       f"extra{j}_scores": np.stack([r["extra_scores"][j] for r in runs])})
+    return arrays
 
 
 def _train_seeds(cfg: ClassifierConfig, data: dict, device, out: Path, staged: Staging, progress: ProgressFn
@@ -329,24 +392,37 @@ def _summary(cfg: ClassifierConfig, data: dict, runs: list[dict], gan_data, call
         widest = max(gan_data, key=lambda g: g["real_fraction"])
         summary["synthetic_trained_on"] = {**widest, "generators": gan_data, "sees_more_real_data": any(leaks),
                                            "recipe": generated_by(data["synthetic"].info.attrs)}
-    ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
-    summary["ci_method"] = ("seed-aware: training runs and test images" if ci["auroc"].get("seed_aware") else
-                            "test images only (one training run: no run-to-run variation to measure)" if cfg.seeds < 2
-                            else "test images only (the runs agreed exactly: no spread to measure)")
-    for key in stats.METRICS:
-        values = [r[key] for r in runs]
-        summary[key] = float(np.mean(values))
-        summary[f"{key}_ci95"] = list(ci[key]["ci95"])
-        summary[f"{key}_ci95_test_images_only"] = list(ci[key]["ci95_test_images_only"])
-        summary[f"{key}_sd"] = stats.over_seeds(values)["sd"] if cfg.seeds > 1 else None
-    summary["per_seed"] = [{k: v for k, v in r.items() if k not in ("scores", "state")} for r in runs]
+    summary.update(_over_seeds(y, scores, runs, cfg))  # ci_method first, then the metrics
+    extra = [(ref_of(d), d.names, d.labels, np.stack([r["extra_scores"][j] for r in runs]))
+             for j, d in enumerate(data["extra"])]
+    summary["extra_tests"] = [{"test": ref, "n_test": int(len(y_x)),
+                               **_over_seeds(y_x, s_x, [r["extra_tests"][j] for r in runs], cfg)}
+                              for j, (ref, _, y_x, s_x) in enumerate(extra)]
+    summary["per_seed"] = [{k: v for k, v in r.items() if k not in ("scores", "extra_scores", "state")} for r in runs]
     if cfg.baseline:
-        summary["comparisons"] = [paired_with(Path(b), data["test"].names, y, scores, cfg) for b in baselines(cfg)]
+        summary["comparisons"] = [paired_with(Path(b), data["test"].names, y, scores, cfg, extra)
+                                  for b in baselines(cfg)]
         summary["paired"] = summary["comparisons"][0]
     summary["config"] = {k: v for k, v in asdict(cfg).items()}
     summary["args"] = call_args or {}
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return summary
+
+
+def _over_seeds(y: np.ndarray, scores: np.ndarray, runs: list[dict], cfg: ClassifierConfig) -> dict:
+    """Every metric on one test set: the mean over seeds, its seed-aware and test-images-only intervals, the sd;
+    ``ci_method`` says which interval ``<key>_ci95`` is."""
+    ci = stats.bootstrap_ci(y, scores, cfg.n_boot, cfg.seed)
+    out = {"ci_method": "seed-aware: training runs and test images" if ci["auroc"].get("seed_aware") else
+           "test images only (one training run: no run-to-run variation to measure)" if cfg.seeds < 2 else
+           "test images only (the runs agreed exactly: no spread to measure)"}
+    for key in stats.METRICS:
+        values = [r[key] for r in runs]
+        out[key] = float(np.mean(values))
+        out[f"{key}_ci95"] = list(ci[key]["ci95"])
+        out[f"{key}_ci95_test_images_only"] = list(ci[key]["ci95_test_images_only"])
+        out[f"{key}_sd"] = stats.over_seeds(values)["sd"] if cfg.seeds > 1 else None
+    return out
 
 
 def _publish(out: Path, staged: Staging, seeds: list[int]) -> None:
@@ -362,15 +438,28 @@ def _publish(out: Path, staged: Staging, seeds: list[int]) -> None:
 
 
 def baselines(cfg: ClassifierConfig) -> list[str]:
-    """--baseline as a list of run folders (python-fire may hand over "a,b" as a string or a tuple)."""
-    b = cfg.baseline
-    items = b if isinstance(b, (list, tuple)) else str(b).split(",")
+    """--baseline as a list of run folders."""
+    return _as_list(cfg.baseline)
+
+
+def extra_test_refs(cfg: ClassifierConfig) -> list[str]:
+    """--test-extra as a list of FILE.h5[:split] refs."""
+    return _as_list(cfg.test_extra)
+
+
+def _as_list(value) -> list[str]:
+    """A comma-separated option as a list (python-fire may hand over "a,b" as a string or a tuple)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return [str(x).strip() for x in items if str(x).strip()]
 
 
-def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClassifierConfig) -> dict:
+def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndarray, cfg: ClassifierConfig,
+                extra: list[tuple] = ()) -> dict:
     """This run (b) against a baseline run (a) on the same test images: paired bootstrap of the difference in mean
-    AUROC over seeds, and exact McNemar on the accuracy of each run's seed-averaged probabilities."""
+    AUROC over seeds, and exact McNemar on the accuracy of each run's seed-averaged probabilities; ``extra``: this
+    run's extra test sets as (ref, names, labels, scores), each compared where the baseline has it too."""
     f = baseline / "predictions.npz"
     if not f.is_file():
         raise UserError(f"--baseline {baseline}: no predictions.npz (run train_resnet there first)")
@@ -380,9 +469,35 @@ def paired_with(baseline: Path, names: list[str], y: np.ndarray, scores: np.ndar
     was = _same_arch(baseline, cfg)
     arm = {"control": was.get("control"), "synthetic": bool(was.get("synthetic")),
            "real_fraction": was.get("real_fraction", 1.0)}
-    return {"baseline": str(baseline), "baseline_arm": arm,
-            **stats.paired_bootstrap_auroc(y, base["scores"], scores, cfg.n_boot, cfg.seed),
-            "mcnemar": stats.mcnemar(y, base["scores"].mean(axis=0) >= 0.5, scores.mean(axis=0) >= 0.5)}
+    theirs = _extra_sets(base)
+    matched = [(ref, y_x, s_x, _scores_on(theirs, n_x, y_x)) for ref, n_x, y_x, s_x in extra]
+    return {"baseline": str(baseline), "baseline_arm": arm, **_paired(y, base["scores"], scores, cfg),
+            "extra": [{"test": ref, "n_test": int(len(y_x)), **_paired(y_x, s_a, s_x, cfg)}
+                      for ref, y_x, s_x, s_a in matched if s_a is not None]}
+
+
+def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, cfg: ClassifierConfig) -> dict:
+    return {**stats.paired_bootstrap_auroc(y, a, b, cfg.n_boot, cfg.seed),
+            "mcnemar": stats.mcnemar(y, a.mean(axis=0) >= 0.5, b.mean(axis=0) >= 0.5)}
+
+
+def _extra_sets(predictions) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+    """A predictions.npz's extra test sets as (names, labels, scores); none in files from before --test-extra."""
+    n = len(predictions["extra_tests"]) if "extra_tests" in predictions.files else 0
+    return [(list(predictions[f"extra{j}_names"]), predictions[f"extra{j}_y"], predictions[f"extra{j}_scores"])
+            for j in range(n)]
+
+
+def _scores_on(sets: list[tuple], names: list[str], y: np.ndarray) -> np.ndarray | None:
+    """The scores of the set among ``sets`` holding the same images (by name) with the same labels, in the order of
+    ``names``; None when there is none (the set is matched by content, not by path)."""
+    for their_names, their_y, their_scores in sets:
+        index = {n: i for i, n in enumerate(their_names)}
+        if len(index) == len(names) and all(n in index for n in names):
+            order = np.array([index[n] for n in names])
+            if np.array_equal(their_y[order], y):
+                return their_scores[:, order]
+    return None
 
 
 def _same_arch(baseline: Path, cfg: ClassifierConfig) -> dict:
@@ -402,18 +517,31 @@ def _same_arch(baseline: Path, cfg: ClassifierConfig) -> dict:
 
 
 def markdown(s: dict) -> str:
-    def sd(k):
-        return "" if s[f"{k}_sd"] is None else f"{s[f'{k}_sd']:.4f}"
-
-    rows = [f"| {k} | {s[k]:.4f} | {s[f'{k}_ci95'][0]:.4f} – {s[f'{k}_ci95'][1]:.4f} | {sd(k)} |"
-            for k in stats.METRICS]
+    """metrics.md: the metrics on the test set and on each extra test set, then the paired comparisons."""
     text = (f"# Classifier results ({s['n_seeds']} seed(s), {s['n_test']} real test images)\n\n"
-            f"| metric | mean over seeds | 95% CI ({s.get('ci_method', 'test images only')}) | sd over seeds |\n"
-            "|---|---:|---:|---:|\n" + "\n".join(rows))
+            + _metrics_table(s, s.get("ci_method", "test images only")))
+    for x in s.get("extra_tests", []):
+        text += (f"\n\n## Extra test set {x['test']} ({x['n_test']} real test images)\n\n"
+                 + _metrics_table(x, x.get("ci_method", "test images only")))
     for p in s.get("comparisons", [s["paired"]] if "paired" in s else []):
-        text += (f"\n\nAgainst {p['baseline']}: ΔAUROC {p['delta_auroc']:+.4f} (95% CI {p['ci95'][0]:+.4f} to "
-                 f"{p['ci95'][1]:+.4f}, p = {p['p_value']:.3g}; {p.get('method', 'paired bootstrap')}); "
-                 "McNemar on the accuracy of the seed-averaged predictions: "
-                 f"{p['mcnemar']['only_a_correct']} vs {p['mcnemar']['only_b_correct']} discordant, "
-                 f"p = {p['mcnemar']['p_value']:.3g}.")
+        text += f"\n\nAgainst {p['baseline']}: " + _comparison_text(p)
+        text += "".join(f"\n\nAgainst {p['baseline']} on {x['test']}: " + _comparison_text(x)
+                        for x in p.get("extra", []))
     return text + "\n"
+
+
+def _metrics_table(m: dict, ci_method: str) -> str:
+    def sd(k):
+        return "" if m[f"{k}_sd"] is None else f"{m[f'{k}_sd']:.4f}"
+
+    rows = [f"| {k} | {m[k]:.4f} | {m[f'{k}_ci95'][0]:.4f} – {m[f'{k}_ci95'][1]:.4f} | {sd(k)} |"
+            for k in stats.METRICS]
+    return (f"| metric | mean over seeds | 95% CI ({ci_method}) | sd over seeds |\n"
+            "|---|---:|---:|---:|\n" + "\n".join(rows))
+
+
+def _comparison_text(p: dict) -> str:
+    return (f"ΔAUROC {p['delta_auroc']:+.4f} (95% CI {p['ci95'][0]:+.4f} to {p['ci95'][1]:+.4f}, p = "
+            f"{p['p_value']:.3g}; {p.get('method', 'paired bootstrap')}); McNemar on the accuracy of the seed-averaged "
+            f"predictions: {p['mcnemar']['only_a_correct']} vs {p['mcnemar']['only_b_correct']} discordant, "
+            f"p = {p['mcnemar']['p_value']:.3g}.")

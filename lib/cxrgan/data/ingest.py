@@ -64,7 +64,10 @@ class IngestConfig:
         options.whole_number(self, "workers", minimum=0, hint=" (0 or 1: decode in this process)")
         options.optional_whole_number(self, "max_per_class")
         options.seed(self)
-        self.fractions = splits.parse_fractions(self.fractions)
+        self.fractions = splits.parse_fractions(self.fractions, test_only=True)
+        if self.fractions[0] == 0 and self.official_split:
+            raise UserError("--fractions 0,0,1 (every image in the test split) cannot be combined with "
+                            "--official-split, which takes its test split from test_list.txt; give one of them")
         if not Path(self.src).is_dir():
             raise UserError(f"--src {self.src}: not a directory; point it at the folder holding the images, "
                             "the .tar.gz archives, or the class folders")

@@ -7,16 +7,22 @@ import numpy as np
 from ..errors import UserError
 
 
-def parse_fractions(value) -> tuple[float, float, float]:
-    """``"0.7,0.1,0.2"`` (or a tuple, as python-fire passes it) -> train/val/test fractions summing to 1."""
+def parse_fractions(value, test_only: bool = False) -> tuple[float, float, float]:
+    """``"0.7,0.1,0.2"`` (or a tuple, as python-fire passes it) -> train/val/test fractions summing to 1.
+    ``test_only``: a zero train fraction is allowed as ``0,0,1`` (every image in the test split: an external test
+    set); otherwise the train fraction must be positive."""
     parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
     try:
         fr = tuple(float(p) for p in parts)
     except (TypeError, ValueError):
         fr = ()
-    if len(fr) != 3 or min(fr) < 0 or not abs(sum(fr) - 1) < 1e-6 or fr[0] <= 0:
+    if len(fr) != 3 or min(fr) < 0 or not abs(sum(fr) - 1) < 1e-6:
         raise UserError(f"--fractions must be three non-negative numbers train,val,test summing to 1 "
                         f"(e.g. 0.7,0.1,0.2), got {value!r}")
+    if fr[0] <= 0 and not (test_only and fr[2] == 1):
+        hint = "; 0,0,1 puts every image in the test split" if test_only else ""
+        raise UserError(f"--fractions {value!r} leaves no training images; give a positive train fraction "
+                        f"(e.g. 0.7,0.1,0.2){hint}")
     return fr
 
 

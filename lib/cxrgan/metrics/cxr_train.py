@@ -12,7 +12,7 @@ each epoch; the last epoch's network is saved.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import h5py
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .. import options, runtime
 from ..classify import stats
 from ..classify.model import augment as light_augment, resize
-from ..cli import ProgressFn, console, no_progress
+from ..cli import REPEATABLE, ProgressFn, console, no_progress
 from ..data.datasetfile import SCHEMA, parse_ref
 from ..data.reader import H5ImageDataset, to_tensor
 from ..data.splits import patient_split
@@ -36,7 +36,7 @@ HELD_OUT = ("test", "val")  # split names (and their prefixes: test-extra, valid
 
 @dataclass
 class FeaturesConfig:
-    data: str  # FILE.h5[:split], comma-separated (or repeated --data); default split train
+    data: str = field(metadata={REPEATABLE: True})  # FILE.h5[:split], comma-separated or repeated; default train
     out: str = "outputs/features/cxr.pt"
     epochs: int = 30
     seed: int = 0
