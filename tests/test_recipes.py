@@ -93,7 +93,7 @@ def test_the_makefile_reads_the_table(monkeypatch):
     out = subprocess.run(["make", "-n", "gan", "RECIPE=seed"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "--recipe seed --cls 0" in out.stdout and "--recipe seed --cls 1" in out.stdout
     bad = subprocess.run(["make", "-n", "gan", "RECIPE=nope"], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode != 0 and "RECIPE must be one of: study-dcgan improved limited" in bad.stderr
+    assert bad.returncode != 0 and "RECIPE must be one of study-dcgan improved limited" in bad.stderr
 
 
 def test_make_efficiency_retrains_the_gan_per_fraction_unless_told_to_reuse():
