@@ -27,7 +27,7 @@ def remove_stale_temps(final: Path) -> None:
     """Delete temp files left by killed runs (their process no longer exists)."""
     for stale in final.parent.glob(f".{final.name}.*.tmp"):
         pid = stale.name[len(final.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
 
@@ -35,11 +35,12 @@ def remove_stale_temps_in(folder: Path) -> None:
     """Delete every temp file in ``folder`` (``.NAME.PID.tmp``) whose process no longer exists."""
     for stale in folder.glob(".*.tmp"):
         pid = stale.name[:-len(".tmp")].rpartition(".")[2]
-        if stale.is_file() and pid.isdigit() and not _pid_alive(int(pid)):
+        if stale.is_file() and pid.isdigit() and not pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Does process ``pid`` exist (perhaps as another user's)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

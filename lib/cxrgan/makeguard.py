@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import pid_alive
 
 LOCK_NAME = ".make.lock"
 # variable: (its least value, an example); EPOCHS may be left empty (the recipe's or KIMG's length)
@@ -76,21 +77,11 @@ def _wait_for_exit(pid: int) -> None:
     try:
         fd = os.pidfd_open(pid)
     except (AttributeError, OSError):
-        while _alive(pid):
+        while pid_alive(pid):
             time.sleep(0.05)
         return
     select.select([fd], [], [])
     os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(path: Path) -> int | None:
@@ -114,7 +105,7 @@ def take_lock(outputs: Path, make_pid: int, wait: float = 2.0) -> None:
             break
         except BlockingIOError:
             holder = _holder(path)
-            if (holder is not None and _alive(holder)) or time.monotonic() > deadline:
+            if (holder is not None and pid_alive(holder)) or time.monotonic() > deadline:
                 os.close(fd)
                 who = f" (pid {holder})" if holder else ""
                 raise UserError(f"another make{who} is running in {outputs}; wait for it to end, or give this one "
