@@ -17,7 +17,7 @@ def small_file(tmp_path):
     with write_dataset(path, 16, ["No Finding", "Infiltration"], {"train": 30, "val": 5, "test": 10}) as w:
         for i, im in enumerate(images):
             split = "train" if i < 30 else "val" if i < 35 else "test"
-            w.add(split, i % 2, f"img{i:03d}.png", image=im, patient_id=i // 2)
+            w.add(split, i % 2, f"img{i:03d}.png", image=im, patient_id=i)  # no patient in two splits
         w.close(source="test")
     return path, images
 
