@@ -350,7 +350,7 @@ def test_the_largest_seed_is_accepted(world, capsys):
     assert out.is_file()
 
 
-# ------------------------------------------------------------------- every checkpoint kind, given where it does not belong
+# ------------------------------------------------------------ every checkpoint kind, given where it does not belong
 
 @pytest.fixture(scope="module")
 def checkpoints(world):
@@ -359,7 +359,8 @@ def checkpoints(world):
     from cxrgan.generative.train import GanConfig, train
     from cxrgan.metrics.inception import random_weights
     train(GanConfig(data=str(w / "ph32.h5"), out=str(w / "diff"), recipe="diffusion", epochs=1, **TINY_GAN))
-    kinds = {"gan": w / "gan" / "last.pt", "diffusion": w / "diff" / "last.pt", "classifier": w / "clf" / "model-seed0.pt"}
+    kinds = {"gan": w / "gan" / "last.pt", "diffusion": w / "diff" / "last.pt",
+             "classifier": w / "clf" / "model-seed0.pt"}
     kinds["imagenet"] = w / "imagenet.pt"  # torchvision's layout (3-channel conv1), random weights
     torch.save(__import__("torchvision").models.resnet18().state_dict(), kinds["imagenet"])
     kinds["inception"] = w / "inception.pt"
