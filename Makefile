@@ -57,7 +57,7 @@ XRV_WEIGHTS ?=
 # make features: the cxr feature network, trained on DATASET's train split, plus with FEATURES_EXTRA (a folder of NIH
 # images and their Data_Entry csv, e.g. ../shared/data/nih64-extra) its images with other findings than the two classes
 FEATURES_EXTRA ?=
-FEATURES_EPOCHS ?= 30
+FEATURES_EPOCHS ?= 20
 MIRROR ?=
 GAN_ARGS ?=
 # extra test sets, FILE.h5[:split] each (space-separated): every classifier arm is also evaluated on each

@@ -84,6 +84,48 @@ def test_synthetic_joins_training_only_and_pairs_with_a_baseline(phantoms, fake_
 
 
 
+def test_pretrain_on_synthetic_then_fine_tune_on_real(phantoms, fake_samples, tmp_path):
+    """--synthetic-mode pretrain: epochs on the synthetic images alone, then the real ones with the usual selection;
+    the kept epoch is a fine-tuning one, and the run differs from mixing the same images in."""
+    cfg = dict(data=str(phantoms), epochs=2, synthetic=str(fake_samples), synthetic_ratio=0.5, **FAST)
+    pre = run(ClassifierConfig(out=str(tmp_path / "pre"), synthetic_mode="pretrain", pretrain_epochs=3, **cfg))
+    mix = run(ClassifierConfig(out=str(tmp_path / "mix"), **cfg))
+    phases = [h["phase"] for h in pre["per_seed"][0]["history"]]
+    assert phases[:3] == ["pretrain"] * 3 and set(phases[3:]) == {"train"} and len(phases) == 5
+    assert pre["per_seed"][0]["n_train_synthetic"] == mix["per_seed"][0]["n_train_synthetic"] > 0
+    assert pre["config"]["synthetic_mode"] == "pretrain" and pre["auroc"] != mix["auroc"]
+    with pytest.raises(UserError, match="needs --synthetic"):
+        ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), synthetic_mode="pretrain").validate()
+    with pytest.raises(UserError, match="applies to --synthetic-mode pretrain"):
+        ClassifierConfig(data=str(phantoms), out=str(tmp_path / "x"), pretrain_epochs=2).validate()
+
+
+@pytest.mark.parametrize("variant", [dict(select="last"), dict(select="loss", schedule="cosine"),
+                                     dict(ema=0.9, select="last")])
+def test_epoch_selection_schedule_and_weight_average(phantoms, tmp_path, variant):
+    """Each variance-cutting option trains, records val loss and AUROC per epoch, and keeps the epoch it should."""
+    s = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path), epochs=3, patience=1, **FAST, **variant))
+    seed = s["per_seed"][0]
+    history = seed["history"]
+    assert all(np.isfinite(h["val_loss"]) for h in history)
+    if variant["select"] == "last":
+        assert len(history) == 3 and seed["best_epoch"] == 3
+    else:
+        best = min(history, key=lambda h: h["val_loss"])
+        assert seed["best_epoch"] == best["epoch"]
+    plain = run(ClassifierConfig(data=str(phantoms), out=str(tmp_path / "plain"), epochs=3, patience=1, **FAST,
+                                 select="last"))
+    if variant != dict(select="last"):
+        assert s["auroc"] != plain["auroc"] or s["per_seed"][0]["val_auroc"] != plain["per_seed"][0]["val_auroc"]
+
+
+@pytest.mark.parametrize("bad, message", [(dict(ema=1.0), "--ema must be in"), (dict(select="best"), "--select"),
+                                          (dict(schedule="step"), "--schedule")])
+def test_variance_options_refuse_bad_values(phantoms, tmp_path, bad, message):
+    with pytest.raises(UserError, match=message):
+        ClassifierConfig(data=str(phantoms), out=str(tmp_path), **bad).validate()
+
+
 def test_tstr_uses_the_real_class_ratio():
     """500 + 500 synthetic images, a 251:80 real training split: train-on-synthetic takes 500 + 159."""
     syn = SimpleNamespace(labels=np.repeat([0, 1], 500))

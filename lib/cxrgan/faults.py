@@ -6,6 +6,7 @@ rename); when the environment variable ``CXRGAN_KILL_AT`` equals that name, the 
 
 - ``wrote:FILE``: right after a generative checkpoint FILE (e.g. ``ckpt-000001.pt``) is written
 - ``train_resnet:seedK-epochE-stepS``: mid-epoch, after optimiser step S (from 1) of epoch E of seed K
+  (``seedK-pretrain-epochE-stepS`` in the synthetic pretraining of --synthetic-mode pretrain)
 - ``train_resnet:wrote-model-seedK.pt``: after seed K's model file is written (under a temp name in --out)
 - ``train_resnet:before-publish``: every file of the run written, before it replaces --out
 - ``sample:wrote-batch-K``: after batch K (from 1, over all classes) is written to the temp file

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import options, runtime
 from ..cli import REPEATABLE, ProgressFn, no_progress
@@ -28,6 +29,10 @@ from . import model as classifier, provenance
 from . import stats
 from .arms import ARMS
 
+SELECT = ("auroc", "loss", "last")
+SCHEDULES = ("constant", "cosine")
+SYNTHETIC_MODES = ("mix", "pretrain")
+
 
 @dataclass
 class ClassifierConfig:
@@ -38,6 +43,10 @@ class ClassifierConfig:
     synthetic_ratio: float | None = None  # synthetic images per real training image, per class (default 1)
     synthetic_per_class: int | None = None
     control: str | None = None  # a row of arms.ARMS ("oversample", "augment"): the synthetic arm's control
+    # how synthetic images train: "mix" (added to the real ones) or "pretrain" (the network first trains on them
+    # alone for --pretrain-epochs, then fine-tunes on the real images with the usual selection)
+    synthetic_mode: str = "mix"
+    pretrain_epochs: int | None = None  # default: --epochs
     real_fraction: float = 1.0
     subset_seed: int = 0  # which patients --real-fraction keeps (the same for every training seed; nested fractions)
     test: str | None = None
@@ -51,6 +60,9 @@ class ClassifierConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     patience: int = 5
+    select: str = "auroc"  # which epoch is kept: best val "auroc", lowest val "loss", or the "last" (no stopping)
+    schedule: str = "constant"  # learning rate: "constant", or "cosine" decay to 0 over --epochs
+    ema: float = 0.0  # decay per step of an average of the weights (0: none); validated, kept and tested
     augment: bool = True
     arch: str = "resnet18"  # a row of model.BACKBONES
     pretrained: bool = False
@@ -79,6 +91,19 @@ class ClassifierConfig:
         if self.synthetic_ratio is not None:
             options.positive_number(self, "synthetic_ratio")
         options.one_of(self, "arch", tuple(classifier.BACKBONES))
+        options.one_of(self, "select", SELECT)
+        options.one_of(self, "schedule", SCHEDULES)
+        options.one_of(self, "synthetic_mode", SYNTHETIC_MODES)
+        if not isinstance(self.ema, (int, float)) or isinstance(self.ema, bool) or not 0 <= self.ema < 1:
+            raise UserError(f"--ema must be in [0, 1) (0: no weight average; 0.99: about 100 steps), got {self.ema!r}")
+        if self.synthetic_mode == "pretrain":
+            if not self.synthetic or self.synthetic_only:
+                raise UserError("--synthetic-mode pretrain needs --synthetic FILE.h5 (and not --synthetic-only): the "
+                                "network trains on synthetic images first, then on the real ones")
+            if self.pretrain_epochs is not None:
+                options.whole_number(self, "pretrain_epochs")
+        elif self.pretrain_epochs is not None:
+            raise UserError("--pretrain-epochs applies to --synthetic-mode pretrain only")
         if self.control is not None:
             options.one_of(self, "control", tuple(ARMS))
             if self.synthetic:
@@ -204,37 +229,63 @@ def _training_set(cfg: ClassifierConfig, data: dict, seed: int) -> tuple[torch.T
     return x_all, y_all, {"n_train_real": n_real, "n_train_synthetic": n_synthetic, "n_train_control": n_control}
 
 
-def _fit(cfg: ClassifierConfig, model, x_all: torch.Tensor, y_all: torch.Tensor, val_ds, device, seed: int
-         ) -> tuple[dict, float, int, list[dict]]:
-    """Train with early stopping on the validation AUROC: (best state, its val AUROC, its epoch, history)."""
+def _fit(cfg: ClassifierConfig, model, x_all: torch.Tensor, y_all: torch.Tensor, val_ds, device, seed: int,
+         epochs: int, select: str, phase: str = "train") -> tuple[dict, float, int, list[dict]]:
+    """Train up to ``epochs`` epochs, validating on the real validation split after each, and keep the epoch
+    ``select`` picks (best val AUROC, lowest val loss, or the last; the first two stop after --patience epochs
+    without a better one). With --ema the averaged weights are the ones validated and kept. Returns (kept state,
+    its val AUROC, its epoch, history)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    best, best_auc, best_epoch, history = None, -1.0, 0, []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        losses = []
-        for b in _batches(len(x_all), cfg.batch, gen):
-            if len(b) < 2:
-                continue  # batch norm needs two images
-            x = to_model_input(x_all[b].to(device))
-            if cfg.augment:
-                x = classifier.augment(x, gen)
-            loss = F.cross_entropy(model(classifier.resize(x, cfg.size)), y_all[b].to(device))
-            if not torch.isfinite(loss):
-                raise UserError(f"classifier training diverged (loss {loss.item()}) at epoch {epoch}, seed {seed}; "
-                                "lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            kill_point(f"train_resnet:seed{seed}-epoch{epoch}-step{len(losses)}")
-        val_auc = stats.auroc(val_ds.labels, predict(model, val_ds.images, cfg.size, device))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auroc": val_auc})
-        if val_auc > best_auc:
-            best, best_auc, best_epoch = copy.deepcopy(model.state_dict()), val_auc, epoch
+    steps = sum(len(b) >= 2 for b in _batches(len(x_all), cfg.batch, torch.Generator().manual_seed(0)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps)) if cfg.schedule == "cosine" \
+        else None
+    avg = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    judged = avg.module if avg is not None else model
+    best, best_score, best_auc, best_epoch, history = None, -np.inf, float("nan"), 0, []
+    for epoch in range(1, epochs + 1):
+        where = f"seed{seed}-{'pretrain-' if phase == 'pretrain' else ''}epoch{epoch}"  # faults.py's kill points
+        loss = _epoch(cfg, model, opt, sched, avg, x_all, y_all, device, gen, where)
+        val_p = predict(judged, val_ds.images, cfg.size, device)
+        val_auc, val_loss = stats.auroc(val_ds.labels, val_p), log_loss(val_ds.labels, val_p)
+        history.append({"epoch": epoch, "phase": phase, "loss": loss, "val_auroc": val_auc, "val_loss": val_loss})
+        score = {"auroc": val_auc, "loss": -val_loss, "last": epoch}[select]
+        if score > best_score:
+            best, best_score, best_auc, best_epoch = copy.deepcopy(judged.state_dict()), score, val_auc, epoch
         elif epoch - best_epoch >= cfg.patience:
             break
     return best, best_auc, best_epoch, history
+
+
+def _epoch(cfg: ClassifierConfig, model, opt, sched, avg, x_all, y_all, device, gen, where: str) -> float:
+    """One pass over the training images; the mean loss."""
+    model.train()
+    losses = []
+    for b in _batches(len(x_all), cfg.batch, gen):
+        if len(b) < 2:
+            continue  # batch norm needs two images
+        x = to_model_input(x_all[b].to(device))
+        if cfg.augment:
+            x = classifier.augment(x, gen)
+        loss = F.cross_entropy(model(classifier.resize(x, cfg.size)), y_all[b].to(device))
+        if not torch.isfinite(loss):
+            raise UserError(f"classifier training diverged (loss {loss.item()}) at {where}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if avg is not None:
+            avg.update_parameters(model)
+        losses.append(loss.item())
+        kill_point(f"train_resnet:{where}-step{len(losses)}")
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def log_loss(y_true, p: np.ndarray) -> float:
+    """Mean cross-entropy of probabilities ``p`` of class 1 (clipped away from 0 and 1)."""
+    y, p = np.asarray(y_true).astype(bool), np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
 
 
 def _evaluate(model, ds: H5ImageDataset, cfg: ClassifierConfig, device, seed: int) -> tuple[np.ndarray, dict]:
@@ -244,17 +295,30 @@ def _evaluate(model, ds: H5ImageDataset, cfg: ClassifierConfig, device, seed: in
     return scores, {**stats.binary_metrics(ds.labels, scores), **{f"{k}_ci95": v["ci95"] for k, v in ci.items()}}
 
 
-def train_one(cfg: ClassifierConfig, k: int, data: dict, device) -> dict:
+def train_one(cfg: ClassifierConfig, k: int, data: dict, device, init_seed: int | None = None) -> dict:
+    """Seed ``cfg.seed + k``'s model: it sets the initial weights (unless ``init_seed``, which a variance study uses
+    to hold them fixed), the batches, the augmentation and which extra images join. With --synthetic-mode pretrain
+    the network first trains on the synthetic images alone (its last epoch kept), then fine-tunes on the rest."""
     seed = cfg.seed + k
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if init_seed is None else init_seed)
     x_all, y_all, counts = _training_set(cfg, data, seed)
     model = classifier.build(len(data["train"].classes), cfg.pretrained, cfg.weights, cfg.arch).to(device)
-    best, best_auc, best_epoch, history = _fit(cfg, model, x_all, y_all, data["val"], device, seed)
+    history = []
+    if cfg.synthetic_mode == "pretrain":  # the synthetic images come last in the training set
+        n_syn = counts["n_train_synthetic"]
+        if n_syn == 0:
+            raise UserError("--synthetic-mode pretrain: no synthetic image was selected; raise --synthetic-ratio")
+        pre, _, _, history = _fit(cfg, model, x_all[-n_syn:], y_all[-n_syn:], data["val"], device, seed,
+                                  cfg.pretrain_epochs or cfg.epochs, "last", "pretrain")
+        model.load_state_dict(pre)
+        x_all, y_all = x_all[:-n_syn], y_all[:-n_syn]
+    best, best_auc, best_epoch, tuned = _fit(cfg, model, x_all, y_all, data["val"], device, seed, cfg.epochs,
+                                             cfg.select)
     model.load_state_dict(best)
     scores, metrics = _evaluate(model, data["test"], cfg, device, seed)
     extra = [_evaluate(model, d, cfg, device, seed) for d in data["extra"]]
-    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, **counts, "history": history, **metrics,
-            "extra_tests": [{"test": ref_of(d), **m} for d, (_, m) in zip(data["extra"], extra)],
+    return {"seed": seed, "best_epoch": best_epoch, "val_auroc": best_auc, **counts, "history": history + tuned,
+            **metrics, "extra_tests": [{"test": ref_of(d), **m} for d, (_, m) in zip(data["extra"], extra)],
             "scores": scores, "extra_scores": [sc for sc, _ in extra], "state": best}
 
 

@@ -5,7 +5,8 @@ penultimate layer (256-d) is the feature space; its logits score the 14 findings
 
 Checkpoint ``cxrgan-cxr-features/1`` (a ``torchfile``: tensors and plain values only, digest-checked): ``state``,
 ``findings`` (the logits' order), ``size``, ``width``, ``trained_on`` (one ``{path, split, content_sha256, n,
-findings}`` per input), ``history`` (per epoch: loss and validation macro-AUROC), ``config``, ``args``, ``seed``.
+findings}`` per input), ``history`` (per epoch: loss, validation loss and macro-AUROC), ``kept_epoch`` (the
+saved one: lowest validation loss), ``config``, ``args``, ``seed``.
 """
 
 from __future__ import annotations

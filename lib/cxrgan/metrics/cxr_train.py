@@ -5,8 +5,9 @@ other findings, ``make features``).
 Targets come from each file's optional ``findings`` dataset (make_hdf5 stores the csv's "Finding Labels"); a file
 without it trains on its class labels, a class named "No Finding" or one of the 14 findings. Splits named test or
 val are refused unless ``--allow-held-out``: the network must never have seen the images it will help judge. A
-patient-level share of the training images (``--val-fraction``) is held out to report the macro-AUROC over findings
-each epoch; the last epoch's network is saved.
+patient-level share of the training images (``--val-fraction``) is held out to report the loss and macro-AUROC over
+findings each epoch; the network of the epoch with the lowest validation loss is saved (without a held-out share,
+the last epoch's): on ~1,300 radiographs at 64x64 the network overfits after 10-15 epochs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ HELD_OUT = ("test", "val")  # split names (and their prefixes: test-extra, valid
 class FeaturesConfig:
     data: str = field(metadata={REPEATABLE: True})  # FILE.h5[:split], comma-separated or repeated; default train
     out: str = "outputs/features/cxr.pt"
-    epochs: int = 30
+    epochs: int = 20
     seed: int = 0
     batch: int = 64
     lr: float = 1e-3
@@ -186,22 +187,30 @@ def run(cfg: FeaturesConfig, call_args: dict | None = None, progress: ProgressFn
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     gen, history = torch.Generator().manual_seed(cfg.seed), []
+    kept, kept_loss = None, np.inf
     task = progress("train cxr features", cfg.epochs)
     for epoch in range(1, cfg.epochs + 1):
         loss = train_epoch(model, opt, data.x[train], data.y[train], cfg, device, gen)
         sched.step()
         history.append(_epoch_row(epoch, loss, model, data, val, device))
         row = history[-1]
+        if row["val_loss"] is None or row["val_loss"] < kept_loss:
+            kept = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            kept_loss, row["kept"] = (row["val_loss"] if row["val_loss"] is not None else np.inf), True
         task(1, info=f"loss {loss:.4f} val macro-AUROC {row['val_macro_auroc']}")
         console.print(f"epoch {epoch}: loss {row['loss']}, val loss {row['val_loss']}, val macro-AUROC "
                       f"{row['val_macro_auroc']}", highlight=False)
+    model.load_state_dict(kept)
+    kept_epoch = max(r["epoch"] for r in history if r.get("kept"))
     summary = {"trained_on": data.trained_on, "n_train": int(train.sum()), "n_val": int(val.sum()),
-               "history": history, "config": _plain(asdict(cfg)), "args": _plain(call_args or asdict(cfg)),
+               "kept_epoch": kept_epoch, "history": history, "config": _plain(asdict(cfg)),
+               "args": _plain(call_args or asdict(cfg)),
                "seed": cfg.seed, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     cxr.save(cfg.out, model.cpu(), cxr.INPUT_SIZE, **summary)
     write_json_atomic(Path(cfg.out).with_suffix(".json"), {"format": cxr.FORMAT, "out": str(cfg.out), **summary})
-    console.print(f"wrote {cfg.out}: {summary['n_train']} training images, {summary['n_val']} held out; last "
-                  f"epoch loss {history[-1]['loss']}, val macro-AUROC {history[-1]['val_macro_auroc']}")
+    best = history[kept_epoch - 1]
+    console.print(f"wrote {cfg.out}: {summary['n_train']} training images, {summary['n_val']} held out; kept epoch "
+                  f"{kept_epoch} (val loss {best['val_loss']}, val macro-AUROC {best['val_macro_auroc']})")
     return summary
 
 
