@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from cxrgan.classify.stats import (METRICS, _arm_components, _group_index, _seed_aware, auroc, binary_metrics,
-                                   bootstrap_ci, bootstrap_p, df_of_test_images, mcnemar, over_seeds,
+from cxrgan.classify.stats import (METRICS, _arm_components, _group_index, _resampled_auroc, _seed_aware, auroc,
+                                   binary_metrics, bootstrap_ci, bootstrap_p, df_of_test_images, mcnemar, over_seeds,
                                    paired_bootstrap_auroc, plug_in_correction, resampled_metrics)
 
 
@@ -116,6 +116,27 @@ def test_vectorised_resampled_metrics_match_binary_metrics():
             m = binary_metrics(y[idx[b]], s[run, idx[b]])
             for k in METRICS:
                 assert boot[k][b, run] == pytest.approx(m[k])
+
+
+def test_resampled_auroc_from_counts_equals_the_ranks_bit_for_bit():
+    """paired_bootstrap_auroc's fast bootstrap AUROC: the same resamples and the same numbers as resampled_metrics,
+    with and without tied scores (within a run, across classes), over several chunks of resamples."""
+    rng = np.random.default_rng(8)
+    y, d = _simulated_test_set(rng, 70)
+    smooth = _simulated_arm(rng, y, d, 4, 0.3)
+    tied = np.round(smooth, 1)
+    tied[1] = 0.5  # a run scoring every image the same: AUROC 1/2 on every resample
+    for arms in ([smooth, tied], [smooth[:1]], [tied[2:]]):
+        fast = _resampled_auroc(y, arms, n_boot=450, seed=3)
+        ranks = resampled_metrics(y, arms, n_boot=450, seed=3)
+        for f, r in zip(fast, ranks):
+            assert f.shape == r["auroc"].shape and np.array_equal(f, r["auroc"]) and f.flags["C_CONTIGUOUS"]
+    assert np.all(_resampled_auroc(y, [tied], 50, 0)[0][:, 1] == 0.5)
+    with_nan = smooth.copy()
+    with_nan[0, 3] = np.nan
+    fallback = _resampled_auroc(y, [with_nan], 50, 0)[0]  # (NaN where a resample holds the NaN image)
+    assert np.isnan(fallback).any() and np.array_equal(fallback, resampled_metrics(y, [with_nan], 50, 0)[0]["auroc"],
+                                                       equal_nan=True)
 
 
 def test_bootstrap_p_is_never_zero():

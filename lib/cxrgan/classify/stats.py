@@ -55,19 +55,70 @@ def resampled_metrics(y_true, arms, n_boot: int = 2000, seed: int = 0, threshold
     Returns per arm {metric: (n_boot, runs)}."""
     y = np.asarray(y_true).astype(bool)
     arms = [np.atleast_2d(np.asarray(a, np.float64)) for a in arms]
+    out = [{k: [] for k in METRICS} for _ in arms]
+    for idx in _resamples(y, n_boot, seed):
+        for arm, acc in zip(arms, out):
+            per_run = _sorted_metrics(arm[:, idx].transpose(1, 0, 2), int(y.sum()), threshold)  # each (b, runs)
+            for k in METRICS:
+                acc[k].append(per_run[k])
+    return [{k: np.concatenate(v) for k, v in acc.items()} for acc in out]
+
+
+def _resamples(y: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """The test-image resamples, ``_CHUNK`` at a time: (b, n) image indices, each row the positives' then the
+    negatives' draws (with replacement, within each class)."""
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("the test set needs both classes")
     rng = np.random.default_rng(seed)
-    out = [{k: [] for k in METRICS} for _ in arms]
+    out = []
     for start in range(0, n_boot, _CHUNK):
         b = min(_CHUNK, n_boot - start)
-        idx = np.concatenate([rng.choice(pos, (b, len(pos))), rng.choice(neg, (b, len(neg)))], axis=1)
-        for arm, acc in zip(arms, out):
-            per_run = _sorted_metrics(arm[:, idx].transpose(1, 0, 2), len(pos), threshold)  # each (b, runs)
-            for k in METRICS:
-                acc[k].append(per_run[k])
-    return [{k: np.concatenate(v) for k, v in acc.items()} for acc in out]
+        out.append(np.concatenate([rng.choice(pos, (b, len(pos))), rng.choice(neg, (b, len(neg)))], axis=1))
+    return out
+
+
+def _resampled_auroc(y: np.ndarray, arms: list[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
+    """``resampled_metrics(y, arms, n_boot, seed)``'s AUROC of every arm, (n_boot, runs) each, bit for bit, about
+    four times faster: each run's images are sorted once, and a resample is how often it holds each image. The
+    Mann-Whitney U = sum over positives of count x (negatives' count below its score + half of those at its score),
+    from the running count of negatives in the run's order; every term is a whole or half number, so U and
+    U / (positives x negatives) come out exactly as the ranks' do. Scores with NaN go the ranks' way."""
+    if any(np.isnan(arm).any() for arm in arms):
+        return [m["auroc"] for m in resampled_metrics(y, arms, n_boot, seed)]
+    n, n_pos = len(y), int(y.sum())
+    prepared = [(order, y[order], _tie_blocks(arm, order)) for arm in arms for order in [np.argsort(arm, axis=-1)]]
+    out = [[] for _ in arms]
+    for idx in _resamples(y, n_boot, seed):
+        b = len(idx)
+        counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+        for (order, positive, ties), acc in zip(prepared, out):
+            w = np.take(counts, order, axis=1)  # (b, runs, n): each image's count, in each run's score order
+            below = np.cumsum(np.where(positive, 0, w), axis=-1)  # negatives at or before each position
+            if ties is None:  # a positive's own position holds no negative: below counts those under its score
+                u = (np.where(positive, w, 0) * below).sum(-1)
+            else:  # negatives before its block of equal scores + those up to the block's end, halved
+                below = np.concatenate([np.zeros_like(below[..., :1]), below], axis=-1)
+                row = np.arange(len(order))[:, None]
+                u = (np.where(positive, w, 0) * (below[:, row, ties[0]] + below[:, row, ties[1]])).sum(-1) / 2
+            acc.append(u / (n_pos * (n - n_pos)))
+    return [np.ascontiguousarray(np.concatenate(acc)) for acc in out]  # (C order: sums over it round the same)
+
+
+def _tie_blocks(arm: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """For each run (row of ``arm``, images in ``order`` of score) and position: the first position of its block
+    of equal scores and the position just past the block's end; None when no run has equal scores."""
+    ranked = np.take_along_axis(arm, order, axis=-1)
+    new = np.ones(arm.shape, bool)
+    new[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    if new.all():
+        return None
+    at = np.broadcast_to(np.arange(arm.shape[-1]), arm.shape)
+    last = np.ones(arm.shape, bool)
+    last[:, :-1] = new[:, 1:]
+    first = np.maximum.accumulate(np.where(new, at, 0), axis=-1)
+    past = np.minimum.accumulate(np.where(last, at + 1, arm.shape[-1])[:, ::-1], axis=-1)[:, ::-1]
+    return first, past
 
 
 def _arm_components(full: np.ndarray, boot: np.ndarray, index: np.ndarray | None = None
@@ -269,7 +320,7 @@ def paired_bootstrap_auroc(y_true, score_a, score_b, n_boot: int = 2000, seed: i
     index_a, index_b = _group_index(groups_a, len(a)), _group_index(groups_b, len(b))
     full_a, full_b = np.array([auroc(y, r) for r in a]), np.array([auroc(y, r) for r in b])
     delta = float(full_b.mean() - full_a.mean())
-    boot_a, boot_b = (d["auroc"] for d in resampled_metrics(y, [a, b], n_boot, seed))
+    boot_a, boot_b = _resampled_auroc(y, [a, b], n_boot, seed)
     deltas = boot_b.mean(axis=1) - boot_a.mean(axis=1)
     fixed = {"ci95_test_images_only": _percentile(deltas, level), "p_value_test_images_only": bootstrap_p(deltas)}
     base = {"delta_auroc": delta, "runs": [len(a), len(b)]}
