@@ -121,3 +121,23 @@ def test_a_script_runs_from_the_repository_root():
                        text=True, timeout=120, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "NAME" in r.stdout + r.stderr
+
+
+def test_power_analysis_interpolates_its_detectable_effect_and_writes_its_table(tmp_path, monkeypatch):
+    """bench/experiments/power.py: the 80%-power effect between grid points, the control arm's size option, and a
+    tiny run's section (one design, a few replicates) with its table."""
+    spec = importlib.util.spec_from_file_location("bench_power", BENCH / "experiments" / "power.py")
+    power = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, power)
+    spec.loader.exec_module(power)
+    assert power.min_detectable([0, 0.02, 0.04], [0.05, 0.6, 1.0]) == pytest.approx(0.03)
+    assert power.min_detectable([0, 0.02], [0.05, 0.5]) != power.min_detectable([0, 0.02], [0.05, 0.5])  # NaN
+    assert [power.control_runs(c, 3, 5) for c in ("total", "C", 4)] == [15, 5, 4]
+    out = tmp_path / "power.md"
+    power.main(reps=6, designs="3x2", effects="0.01,0.18", n=100, positives=40, n_boot=30, out=str(out))
+    text = out.read_text()
+    assert "<!-- bench:power -->" in text and "| 3 x 2 | 6 | 6 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 3 x 2"))
+    assert row.split("|")[-3].strip() == "100%"  # a gain of 0.18 AUROC (0.785 to 0.965) is always detected
+    with pytest.raises(ValueError, match="above 1"):
+        power.main(reps=2, designs="3x2", effects="0.3", out="")

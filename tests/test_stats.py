@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from cxrgan.classify.stats import (METRICS, _seed_aware, auroc, binary_metrics, bootstrap_ci, bootstrap_p,
-                                   df_of_test_images, mcnemar, over_seeds, paired_bootstrap_auroc, plug_in_correction,
-                                   resampled_metrics)
+from cxrgan.classify.stats import (METRICS, _arm_components, _group_index, _resampled_auroc, _seed_aware, auroc,
+                                   binary_metrics, bootstrap_ci, bootstrap_p, df_of_test_images, mcnemar, over_seeds,
+                                   paired_bootstrap_auroc, plug_in_correction, resampled_metrics)
 
 
 def _brute_auroc(y, s):
@@ -118,6 +118,27 @@ def test_vectorised_resampled_metrics_match_binary_metrics():
                 assert boot[k][b, run] == pytest.approx(m[k])
 
 
+def test_resampled_auroc_from_counts_equals_the_ranks_bit_for_bit():
+    """paired_bootstrap_auroc's fast bootstrap AUROC: the same resamples and the same numbers as resampled_metrics,
+    with and without tied scores (within a run, across classes), over several chunks of resamples."""
+    rng = np.random.default_rng(8)
+    y, d = _simulated_test_set(rng, 70)
+    smooth = _simulated_arm(rng, y, d, 4, 0.3)
+    tied = np.round(smooth, 1)
+    tied[1] = 0.5  # a run scoring every image the same: AUROC 1/2 on every resample
+    for arms in ([smooth, tied], [smooth[:1]], [tied[2:]]):
+        fast = _resampled_auroc(y, arms, n_boot=450, seed=3)
+        ranks = resampled_metrics(y, arms, n_boot=450, seed=3)
+        for f, r in zip(fast, ranks):
+            assert f.shape == r["auroc"].shape and np.array_equal(f, r["auroc"]) and f.flags["C_CONTIGUOUS"]
+    assert np.all(_resampled_auroc(y, [tied], 50, 0)[0][:, 1] == 0.5)
+    with_nan = smooth.copy()
+    with_nan[0, 3] = np.nan
+    fallback = _resampled_auroc(y, [with_nan], 50, 0)[0]  # (NaN where a resample holds the NaN image)
+    assert np.isnan(fallback).any() and np.array_equal(fallback, resampled_metrics(y, [with_nan], 50, 0)[0]["auroc"],
+                                                       equal_nan=True)
+
+
 def test_bootstrap_p_is_never_zero():
     assert bootstrap_p(np.full(999, 0.1)) == pytest.approx(2 / 1000)
     assert bootstrap_p(np.zeros(10)) == 1.0
@@ -188,3 +209,93 @@ def test_degrees_of_freedom_count_the_test_image_variance_as_estimated():
     assert only_runs["df"] == pytest.approx(0.03 ** 2 / (0.01 ** 2 / 4 + 0.02 ** 2 / 2))
     assert _seed_aware(0.1, [(0.0, 5)], 0.01, 13, 0.95)["df"] == pytest.approx(13)
     assert _seed_aware(0.1, [(0.0, 5)], 0.0, 13, 0.95) is None
+
+
+def _nested_arm(rng, y, difficulty, generators, per_generator, generator_sd, run_sd=0.1):
+    """Scores of a synthetic arm: ``per_generator`` classifier runs on each of ``generators`` generators, each
+    generator shifting its runs' skill (sd ``generator_sd``); runs in generator order, and their generator ids."""
+    shift = np.repeat(rng.normal(0, generator_sd, generators), per_generator)[:, None]
+    runs = generators * per_generator
+    logit = (1.0 + shift + rng.normal(0, run_sd, (runs, 1))) * np.where(y, 1, -1) + difficulty
+    return logit + rng.normal(0, 1, (runs, len(y))), np.repeat(np.arange(generators) * 10 + 7, per_generator)
+
+
+def _without_groups(result):
+    return {k: v for k, v in result.items() if k != "groups"}
+
+
+def test_no_groups_is_the_ungrouped_result_and_adds_nothing():
+    rng = np.random.default_rng(30)
+    y, d = _simulated_test_set(rng, 80)
+    a, b = _simulated_arm(rng, y, d, 4, 0.35), _simulated_arm(rng, y, d, 6, 0.35)
+    plain = paired_bootstrap_auroc(y, a, b, n_boot=200, seed=4)
+    assert paired_bootstrap_auroc(y, a, b, n_boot=200, seed=4, groups_a=None, groups_b=None) == plain
+    assert "groups" not in plain
+    ci = bootstrap_ci(y, b, n_boot=200, seed=4)
+    assert bootstrap_ci(y, b, n_boot=200, seed=4, groups=None) == ci and "groups" not in ci["auroc"]
+
+
+def test_every_run_its_own_group_or_one_group_equals_ungrouped():
+    """Every run its own group: var(group means) / G is the runs' spread / runs, with runs - 1 df, bit for bit (in
+    whatever order the ids come). One group: nothing to estimate a group variance from; the ungrouped result."""
+    rng = np.random.default_rng(31)
+    y, d = _simulated_test_set(rng, 90)
+    a, b = _simulated_arm(rng, y, d, 5, 0.35), _simulated_arm(rng, y, d, 5, 0.35)
+    plain = paired_bootstrap_auroc(y, a, b, n_boot=200, seed=1)
+    own = paired_bootstrap_auroc(y, a, b, n_boot=200, seed=1, groups_a=[4, 2, 0, 3, 1], groups_b=np.arange(5))
+    assert own["groups"] == [5, 5] and _without_groups(own) == plain
+    one = paired_bootstrap_auroc(y, a, b, n_boot=200, seed=1, groups_b=["g"] * 5)
+    assert one["groups"] == [None, 1] and _without_groups(one) == plain
+    ci = bootstrap_ci(y, b, n_boot=200, seed=1)
+    for groups in (np.arange(5)[::-1], np.zeros(5)):
+        grouped = bootstrap_ci(y, b, n_boot=200, seed=1, groups=groups)
+        assert {k: _without_groups(v) for k, v in grouped.items()} == ci
+        assert grouped["auroc"]["groups"] == len(set(groups))
+
+
+def test_generators_that_differ_widen_the_interval_and_cut_the_df():
+    """3 generators x 4 classifier runs whose generators differ far more than their runs: counted as 12 independent
+    runs the interval claims 11 df and is too narrow; grouped, the synthetic arm's term has 2 df."""
+    rng = np.random.default_rng(32)
+    y, d = _simulated_test_set(rng, 150)
+    control = _simulated_arm(rng, y, d, 12, 0.1)
+    synthetic, generator = _nested_arm(rng, y, d, 3, 4, generator_sd=0.4)
+    plain = paired_bootstrap_auroc(y, control, synthetic, n_boot=300)
+    grouped = paired_bootstrap_auroc(y, control, synthetic, n_boot=300, groups_b=generator)
+    assert grouped["groups"] == [None, 3] and grouped["delta_auroc"] == plain["delta_auroc"]
+    assert grouped["df"] < plain["df"] and grouped["df"] < 6
+    assert grouped["se"] > 1.5 * plain["se"]
+    width = {k: r["ci95"][1] - r["ci95"][0] for k, r in (("plain", plain), ("grouped", grouped))}
+    assert width["grouped"] > 1.5 * width["plain"]
+    ci, ci_grouped = (bootstrap_ci(y, synthetic, n_boot=300, groups=g)["auroc"]["ci95"] for g in (None, generator))
+    assert ci_grouped[1] - ci_grouped[0] > 1.5 * (ci[1] - ci[0])
+
+
+def test_grouped_training_term_is_the_variance_of_group_means_over_groups():
+    """var(group means, ddof 1) / G with G units; the model x image share it caps is noise / runs, at most that
+    term (generators whose means agree exactly leave no share to subtract)."""
+    rng = np.random.default_rng(33)
+    y, d = _simulated_test_set(rng, 60)
+    synthetic, generator = _nested_arm(rng, y, d, 3, 2, generator_sd=0.3)
+    full = np.array([auroc(y, s) for s in synthetic])
+    boot = resampled_metrics(y, [synthetic], n_boot=200)[0]["auroc"]
+    index = _group_index(generator, 6)
+    assert index.tolist() == [[0, 1], [2, 3], [4, 5]]
+    seed_var, share, units = _arm_components(full, boot, index)
+    assert units == 3 and seed_var == pytest.approx(full.reshape(3, 2).mean(1).var(ddof=1) / 3)
+    noise = max(0.0, 6 / 5 * (boot.var(axis=0, ddof=1).mean() - boot.mean(axis=1).var(ddof=1)))  # one run's
+    assert share == pytest.approx(min(seed_var, noise / 6)) and _arm_components(full, boot)[2] == 6
+    agreeing = np.array([0.7, 0.8, 0.8, 0.7, 0.75, 0.75])  # group means all 0.75
+    assert _arm_components(agreeing, boot, index)[:2] == (0.0, 0.0)
+
+
+def test_unequal_or_misfit_groups_are_refused():
+    rng = np.random.default_rng(34)
+    y, d = _simulated_test_set(rng, 40)
+    a = _simulated_arm(rng, y, d, 5, 0.35)
+    with pytest.raises(ValueError, match="unequal sizes"):
+        paired_bootstrap_auroc(y, a, a, n_boot=50, groups_b=[0, 0, 0, 1, 1])
+    with pytest.raises(ValueError, match="unequal sizes"):
+        bootstrap_ci(y, a, n_boot=50, groups=[0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match="one id per run"):
+        paired_bootstrap_auroc(y, a, a, n_boot=50, groups_a=[0, 0, 1, 1])
