@@ -406,6 +406,44 @@ def test_extra_test_sets_end_to_end(phantoms, fake_samples, externals, tmp_path)
     assert "| real+synthetic | real | ext-a.h5 | 2/2 |" in report
     assert re.search(r"\*\*real\+synthetic\*\* vs real: on the internal test set, .*\. On ext-a\.h5 \(\d+ test "
                      r"images\): .*\. On copy-of-b\.h5", report)
+    # the study's verdict shape: the synthetic arm against every control on the pooled test images (matched by
+    # image, so ext-b and its copy pool together)
+    pooled = m["n_test"] + sum(x["n_test"] for x in m["extra_tests"])
+    assert "## Primary endpoint" in report and f"| real+synthetic | 1 | real | {pooled} |" in report
+    assert re.search(rf"\*\*Primary endpoint, real\+synthetic\*\* \(real fraction 1, {pooled} pooled test images from "
+                     r"3 test set\(s\)\): .* — \*\*(helps|hurts|no detectable difference)\*\*", report)
+
+
+def test_the_verdict_helps_only_when_every_control_is_beaten(tmp_path):
+    """verdict.primary: an intersection-union decision over the controls, on images matched by name."""
+    from cxrgan.classify import verdict
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    names = np.array([f"img{i}.png" for i in range(len(y))])
+
+    def arm(name, skill, order=slice(None)):
+        scores = skill * (2 * y - 1) + rng.normal(0, 1, (4, len(y)))
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "predictions.npz", names=names[order], y=y[order], scores=scores[:, order],
+                 extra_tests=np.array([], dtype=str))
+        return tmp_path / name
+
+    real, weak, strong = arm("real", 1.0), arm("weak", 0.2), arm("strong", 3.0, order=slice(None, None, -1))
+    res = verdict.primary(strong, {"real": real, "weak": weak})
+    assert res["decision"] == verdict.HELPS and res["best_control"] == "real"
+    assert res["comparisons"]["real"]["n_test"] == len(y) and res["comparisons"]["real"]["delta_auroc"] > 0
+    assert verdict.primary(real, {"weak": weak, "strong": strong})["decision"] == verdict.HURTS
+    same = verdict.primary(arm("again", 1.0), {"real": real})
+    lo, hi = same["comparisons"]["real"]["ci95"]
+    assert same["half_width"] > 0 and lo < 0 < hi
+    assert verdict.decide({"a": {"ci95": (0.01, 0.2)}, "b": {"ci95": (-0.01, 0.2)}}) == verdict.UNDECIDED
+    other = tmp_path / "other"
+    other.mkdir()
+    np.savez(other / "predictions.npz", names=np.array(["x.png", "z.png"]), y=np.array([0, 1]),
+             scores=np.zeros((2, 2)), extra_tests=np.array([], dtype=str))
+    with pytest.raises(UserError, match="share no test images"):
+        verdict.primary(strong, {"other": other})
 
 
 def test_extra_test_sets_are_refused_when_they_cannot_test(phantoms, externals, tmp_path):

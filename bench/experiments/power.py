@@ -66,7 +66,7 @@ def draw(rng: np.random.Generator, reps: int, y: np.ndarray, runs: tuple[int, in
 
 
 def simulate(design: tuple[int, int], runs_control: int, effects: list[float], reps: int, y: np.ndarray,
-             taus: tuple[float, float], n_boot: int, seed: int) -> dict[float, list[dict]]:
+             taus: tuple[float, float], n_boot: int, seed: int, level: float = 0.95) -> dict[float, list[dict]]:
     """One design's verdicts: {true effect (0 first): one dict per replicate}."""
     g, c = design
     rng = np.random.default_rng([seed, g, c, runs_control])
@@ -80,7 +80,8 @@ def simulate(design: tuple[int, int], runs_control: int, effects: list[float], r
         mu = skill_for(base + effect, *taus)
         verdicts = []
         for r in range(reps):
-            res = stats.paired_bootstrap_auroc(y, control[r], synthetic[r] + mu * sign, n_boot, r, groups_b=generator)
+            res = stats.paired_bootstrap_auroc(y, control[r], synthetic[r] + mu * sign, n_boot, r, level,
+                                              groups_b=generator)
             lo, hi = res["ci95"]
             verdicts.append({"detected": lo > 0, "excludes_0": not lo <= 0 <= hi, "half_width": (hi - lo) / 2,
                              "df": res.get("df", np.nan), "delta": res["delta_auroc"], "se": res.get("se", np.nan)})
@@ -124,11 +125,12 @@ def run_spread(y: np.ndarray, tau: float, runs: int = 8, sets: int = 200, seed: 
 
 def main(reps: int = 200, designs: str = DESIGNS, effects: str = EFFECTS, run_sd: float = 0.05,
          gen_sd: float = 0.03, n: int = 420, positives: int = 295, control: str = "total", n_boot: int = 200,
-         seed: int = 0, out: str = None):
+         seed: int = 0, level: float = 0.95, out: str = None):
     """Power of the paired, generator-aware ΔAUROC test for each design ("GxC": G generators x C classifier seeds
     each; ``control`` the control arm's runs: "total" = G x C, "C", or a number) at each true effect (``effects``,
     AUROC) and under the null; ``n`` test images, ``positives`` of them positive (default: the internal test set,
-    90 images / 27 positive, and the external one, 330 / 268, pooled). Writes the table to docs/benchmarks.md
+    90 images / 27 positive, and the external one, 330 / 268, pooled); ``level``: the interval's (two-sided)
+coverage, e.g. 0.9875 for a Bonferroni share of 0.05 over 4 synthetic arms. Writes the table to docs/benchmarks.md
     (``out`` another file; "" none)."""
     record_start()
     start = time.perf_counter()
@@ -141,19 +143,19 @@ def main(reps: int = 200, designs: str = DESIGNS, effects: str = EFFECTS, run_sd
     for text in as_list(designs, str):
         design = tuple(int(v) for v in text.lower().split("x"))
         runs_control = control_runs(control, *design)
-        verdicts = simulate(design, runs_control, grid, reps, y, taus, n_boot, seed)
+        verdicts = simulate(design, runs_control, grid, reps, y, taus, n_boot, seed, level)
         rows.append(design_row(design, runs_control, verdicts))
         log(f"design {text}: null false positives {rows[-1][3]}, MDE {rows[-1][-1]}")
     minutes = (time.perf_counter() - start) / 60
     headers = ["G x C", "synthetic runs", "control runs", "null false positives", "null CI half-width",
                "null median df", "null SE / sd(Δ)", *(f"power Δ = {e:+.2f}" for e in grid), "MDE (80% power)"]
     table = show_table("power of the study design", headers, rows)
-    body = describe(table, reps, n, positives, run_sd, gen_sd, n_boot, control, taus, y, minutes)
+    body = describe(table, reps, n, positives, run_sd, gen_sd, n_boot, control, taus, y, minutes, level)
     write_section("power", "Power analysis of the study design", body, out)
 
 
 def describe(table: str, reps: int, n: int, positives: int, run_sd: float, gen_sd: float, n_boot: int,
-             control: str, taus: tuple[float, float], y: np.ndarray, minutes: float) -> str:
+             control: str, taus: tuple[float, float], y: np.ndarray, minutes: float, level: float = 0.95) -> str:
     """The section's text: model, parameters, the table, how to read it."""
     spread = run_spread(y, taus[0])
     base = mean_auroc(MU, taus[0])
@@ -166,8 +168,8 @@ and the synthetic arm's G generators by a generator effect of AUROC sd {gen_sd:g
 (tau_g = {taus[1]:.3f}), shared by the C classifier runs trained on each. The control arm has no generator level;
 its runs: {control!r} ("total": as many as the synthetic arm, G x C). The test: `stats.paired_bootstrap_auroc(y,
 control, synthetic, groups_b=generator)`, the synthetic arm's training variance from its G generator means (G - 1
-df), {n_boot} bootstrap resamples; "detected" = its 95% interval lies above 0. {reps} replicates per design, each
-judged at every true effect on the same draws; a power near 50% has a Monte Carlo SE of about
+df), {n_boot} bootstrap resamples; "detected" = its {100 * level:g}% interval lies above 0. {reps} replicates per
+design, each judged at every true effect on the same draws; a power near 50% has a Monte Carlo SE of about
 {50 / np.sqrt(reps):.1f}%. The whole grid took {minutes:.1f} min on one thread.
 
 {table}
@@ -175,7 +177,8 @@ judged at every true effect on the same draws; a power near 50% has a Monte Carl
 How to read it: "power Δ = x" is the share of replicates whose interval lies above 0 when the synthetic arm's
 true mean AUROC is x above the control's; "MDE" is the true gain detected with 80% power (interpolated in the grid;
 "> max" when none reached it). "null false positives": replicates of equal true means whose interval excludes 0
-(nominal 5%); "null CI half-width" and "null median df" are the medians of the interval's half-width and its Welch df;
+(nominal {100 * (1 - level):.3g}%); "null CI half-width" and "null median df" are the medians of the interval's
+half-width and its Welch df;
 "null SE / sd(Δ)": the root mean square of the reported standard error over the actual sd of the estimated Δ
 (1 = the variance estimated without bias; its Monte Carlo error is about 1 / sqrt(2 x replicates)).
 With one generator (G = 1) the generators' spread cannot be estimated: the interval then holds for that

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .classify import verdict
 from .classify.arms import ARMS
 from .classify.model import BACKBONES
 from .data.datasetfile import generated_by, parse_ref, read_info
@@ -46,7 +47,13 @@ def arm_kind(cfg: dict) -> str:
     """How the report names an arm's training data, from its config (or a comparison's ``baseline_arm``): a control
     arm by its row of ``classify.arms.ARMS``."""
     control = cfg.get("control")
-    return "real + synthetic" if cfg.get("synthetic") else ARMS[control].display if control in ARMS else "real"
+    if cfg.get("synthetic"):
+        return PRETRAIN_KIND if cfg.get("synthetic_mode") == "pretrain" else "real + synthetic"
+    return ARMS[control].display if control in ARMS else "real"
+
+
+PRETRAIN_KIND = "synthetic pretraining, then real"
+SYNTHETIC_KINDS = ("real + synthetic", PRETRAIN_KIND)
 
 
 def backbone_title(cfg: dict) -> str:
@@ -294,8 +301,8 @@ def _outcome(c: dict, baseline_kind: str) -> str:
 def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
     """One line per comparison: the internal test set, then each extra test set the two runs share."""
     base = Path(p["baseline"]).name
-    what = (f"synthetic data ({run.recipe})" if run.recipe else "synthetic data") if run.kind == "real + synthetic" \
-        else run.kind
+    what = ((f"synthetic data ({run.recipe})" if run.recipe else "synthetic data")
+            + (", as pretraining," if run.kind == PRETRAIN_KIND else "")) if run.kind in SYNTHETIC_KINDS else run.kind
     extra = "".join(f" On {set_label(x['test'])} ({x['n_test']} test images): {_outcome(x, baseline_kind)}."
                     for x in p.get("extra", []))
     internal = "on the internal test set, " if extra else ""
@@ -308,6 +315,45 @@ def _verdict(run: ClassifierRun, p: dict, baseline_kind: str) -> str:
         caveat += (" Caution: its GAN saw real patients this arm held back, so a gain may come from them, not from "
                    "synthesis.")
     return f"**{run.name}** vs {base}: {internal}{what} {_outcome(p, baseline_kind)}.{extra}{caveat}"
+
+
+def primary_section(runs: list[ClassifierRun], seed: int = 0) -> tuple[str, list[str]]:
+    """The study's verdict shape (classify/verdict.py, docs/study-protocol.md): every synthetic arm against every
+    control arm of its real fraction, on the pooled test images; one glance line per synthetic arm."""
+    rows, glance = [], []
+    for syn in (r for r in runs if r.kind in SYNTHETIC_KINDS):
+        controls = {}
+        for r in runs:
+            if r.fraction == syn.fraction and r.kind not in SYNTHETIC_KINDS and "TSTR" not in r.kind \
+                    and r.m["config"].get("arch", "resnet18") == syn.m["config"].get("arch", "resnet18"):
+                controls.setdefault(r.kind, r.path)
+        if not controls:
+            continue
+        with _reading(syn.path / "metrics.json", "train_resnet"):
+            res = verdict.primary(syn.path, controls, seed=seed)
+        best = res["comparisons"][res["best_control"]]
+        sets = 1 + len(syn.m.get("extra_tests", []))
+        glance.append(f"**Primary endpoint, {syn.name}** (real fraction {syn.fraction:g}, {best['n_test']} pooled "
+                      f"test images from {sets} test set(s)): {syn.training_data} — **{res['decision']}** against "
+                      f"{len(controls)} control(s); against the best control ({res['best_control']}) ΔAUROC "
+                      f"{best['delta_auroc']:+.3f} (95% CI {best['ci95'][0]:+.3f} to {best['ci95'][1]:+.3f}, "
+                      f"half-width {res['half_width']:.3f}).")
+        rows += [f"| {syn.name} | {syn.fraction:g} | {name} | {c['n_test']} | {c['auroc_control']:.3f} | "
+                 f"{c['auroc_synthetic']:.3f} | {c['delta_auroc']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | "
+                 f"{c['p_value']:.3g} |" + (" **best control** |" if name == res["best_control"] else " |")
+                 for name, c in res["comparisons"].items()]
+    if not rows:
+        return "", []
+    text = "\n".join(["## Primary endpoint — does synthetic data help beyond showing the real images again?", "",
+                      "Each synthetic arm against every control arm of its real fraction, on the pooled test images "
+                      "(the internal test set and every extra test set both arms were evaluated on, matched by "
+                      "image), seed-aware 95% intervals. *Helps* only if it beats every control (an "
+                      "intersection-union test: beating real data alone may come from showing the real images "
+                      "again); *hurts* if it loses to any. With one generator per arm the interval holds for that "
+                      "generator only: the study (docs/study-protocol.md) retrains the generator too.", "",
+                      "| synthetic arm | real fraction | control | test images | control AUROC | synthetic AUROC | "
+                      "ΔAUROC [95% CI] | p | |", "|---|---:|---|---:|---:|---:|---:|---:|---|", *rows])
+    return text + "\n", glance
 
 
 def efficiency_note(runs: list[ClassifierRun]) -> str:
@@ -570,17 +616,18 @@ def build(outputs: str | Path = "outputs", out: str | Path | None = None, n_grid
     base = out.parent
     clf_runs, quality_runs = find_classifier_runs(root), find_quality_runs(root)
     clf_text, clf_verdicts = classifier_section(clf_runs)
+    primary_text, primary_verdicts = primary_section(clf_runs, seed)
     q_text, q_verdicts = quality_section(quality_runs, base)
     real_ref = next((f"{m['real']['file']}:{m['real']['split']}" for _, m in quality_runs if "real" in m), None)
     if real_ref is None and clf_runs:
         real_ref = clf_runs[0].m["config"].get("data")
     missing = missing_stages(root, clf_runs, quality_runs)
-    glance = clf_verdicts + q_verdicts + ([f"Partial report: {len(missing)} stage(s) not run yet (see Not run yet; "
-                                           "`make all` completes them)."] if missing else [])
+    partial = [f"Partial report: {len(missing)} stage(s) not run yet (see Not run yet; `make all` completes them)."]
+    glance = primary_verdicts + clf_verdicts + q_verdicts + (partial if missing else [])
     parts = [f"# cxrgan report\n\nBuilt {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
              f"`{root}`.\n", "## At a glance\n",
              "\n".join(f"- {v}" for v in glance) if glance else "- Nothing to summarise yet.", "",
-             missing_section(missing), data_section(clf_runs), clf_text]
+             missing_section(missing), data_section(clf_runs), primary_text, clf_text]
     efficiency = report_dir / "data-efficiency.png"
     if efficiency_figure(clf_runs, efficiency):
         parts.append(f"## Data efficiency\n\n![data efficiency]({_rel(efficiency, base)})\n\n"

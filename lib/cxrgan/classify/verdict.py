@@ -1,0 +1,71 @@
+"""The study's verdict shape (docs/study-protocol.md) for any set of train_resnet runs, so a user's own `make all`
+reads like the study: each synthetic arm against every control arm of the same real fraction (real alone, and
+each count-matched control of ``arms.ARMS``), on the pooled test images (the internal test set and every extra
+test set, by image name), with an intersection-union decision: synthetic data *helps* only if it beats every
+control, since beating real alone could come from showing the real images again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from . import stats
+
+HELPS, HURTS, UNDECIDED = "helps", "hurts", "no detectable difference"
+
+
+def pooled_predictions(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A run's test images over its internal and extra test sets: (names, labels, scores (runs, n))."""
+    f = Path(run) / "predictions.npz"
+    try:
+        with np.load(f) as z:
+            names, y, scores = [z["names"]], [z["y"]], [z["scores"]]
+            for j in range(len(z["extra_tests"]) if "extra_tests" in z.files else 0):
+                names.append(z[f"extra{j}_names"]), y.append(z[f"extra{j}_y"]), scores.append(z[f"extra{j}_scores"])
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{f}: unreadable predictions ({e}); re-run train_resnet there") from None
+    return np.concatenate(names).astype(str), np.concatenate(y), np.concatenate(scores, axis=1)
+
+
+def paired_on_shared_images(control: Path, synthetic: Path, n_boot: int, seed: int, level: float,
+                            groups: list | None = None) -> dict:
+    """``synthetic`` against ``control`` on the test images both were evaluated on (matched by name, with equal
+    labels): the seed-aware paired interval of ``stats.paired_bootstrap_auroc``."""
+    names_a, y_a, a = pooled_predictions(control)
+    names_b, y_b, b = pooled_predictions(synthetic)
+    index = {n: i for i, n in enumerate(names_b)}
+    shared = [i for i, n in enumerate(names_a) if n in index]
+    ia, ib = np.array(shared, int), np.array([index[names_a[i]] for i in shared], int)
+    if len(shared) == 0 or not np.array_equal(y_a[ia], y_b[ib]):
+        raise UserError(f"{control} and {synthetic} share no test images with the same labels; evaluate both arms "
+                        "on the same test sets")
+    res = stats.paired_bootstrap_auroc(y_a[ia], a[:, ia], b[:, ib], n_boot, seed, level, groups_b=groups)
+    return {**res, "n_test": len(shared), "auroc_control": float(np.mean([stats.auroc(y_a[ia], s) for s in a[:, ia]])),
+            "auroc_synthetic": float(np.mean([stats.auroc(y_b[ib], s) for s in b[:, ib]]))}
+
+
+def decide(comparisons: dict[str, dict]) -> str:
+    """The intersection-union decision over one synthetic arm's comparisons with every control."""
+    if comparisons and all(c["ci95"][0] > 0 for c in comparisons.values()):
+        return HELPS
+    if any(c["ci95"][1] < 0 for c in comparisons.values()):
+        return HURTS
+    return UNDECIDED
+
+
+def primary(synthetic: Path, controls: dict[str, Path], n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+            groups: list | None = None) -> dict:
+    """One synthetic arm against every control (``controls``: name -> run folder): each comparison, the decision,
+    and the comparison with the best control (the highest pooled mean AUROC), whose interval's half-width says how
+    large a difference the run could have missed."""
+    comparisons = {name: paired_on_shared_images(run, synthetic, n_boot, seed, level, groups)
+                   for name, run in controls.items()}
+    if not comparisons:
+        raise UserError(f"{synthetic}: no control arm to compare with; train the real arm (make classify)")
+    best = max(comparisons, key=lambda k: comparisons[k]["auroc_control"])
+    lo, hi = comparisons[best]["ci95"]
+    return {"comparisons": comparisons, "decision": decide(comparisons), "best_control": best,
+            "half_width": (hi - lo) / 2, "level": level}
