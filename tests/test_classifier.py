@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from cxrgan.classify import model as classifier
+from cxrgan.classify import model as classifier, stats
 from cxrgan.classify.arms import ARMS
 from cxrgan.classify.train import ClassifierConfig, _synthetic_subset, control_copies, run
 from cxrgan.data.datasetfile import SAMPLES_SCHEMA, DatasetWriter, read_info
@@ -438,6 +438,16 @@ def test_the_verdict_helps_only_when_every_control_is_beaten(tmp_path):
     lo, hi = same["comparisons"]["real"]["ci95"]
     assert same["half_width"] > 0 and lo < 0 < hi
     assert verdict.decide({"a": {"ci95": (0.01, 0.2)}, "b": {"ci95": (-0.01, 0.2)}}) == verdict.UNDECIDED
+    # one folder per generator: the runs are grouped by folder (the interval holds over generator retraining)
+    folders = [arm("gen0", 1.8), arm("gen1", 0.6)]  # two generators far apart
+    nested = verdict.primary(folders, {"real": real})["comparisons"]["real"]
+    names_b, y_b, b, groups = verdict.combined_predictions(folders)
+    assert groups == [0] * 4 + [1] * 4 and nested["groups"] == [None, 2]
+    names_a, _, a, _ = verdict.combined_predictions(real)
+    order = np.array([list(names_b).index(n) for n in names_a])
+    flat = stats.paired_bootstrap_auroc(y, a, b[:, order], 2000, 0)
+    assert nested["delta_auroc"] == pytest.approx(flat["delta_auroc"])
+    assert nested["se"] > 1.5 * flat["se"] and nested["df"] < flat["df"]
     other = tmp_path / "other"
     other.mkdir()
     np.savez(other / "predictions.npz", names=np.array(["x.png", "z.png"]), y=np.array([0, 1]),

@@ -30,19 +30,41 @@ def pooled_predictions(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(names).astype(str), np.concatenate(y), np.concatenate(scores, axis=1)
 
 
-def paired_on_shared_images(control: Path, synthetic: Path, n_boot: int, seed: int, level: float,
-                            groups: list | None = None) -> dict:
+def combined_predictions(runs: Path | list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list | None]:
+    """One arm's pooled predictions over one run folder, or over several (e.g. one per generator, each trained on
+    its own samples): (names, labels, scores of every run of every folder, the folder index of each run, None for
+    one folder). Every folder must hold the same test images."""
+    folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+    names, y, scores = pooled_predictions(folders[0])
+    parts, groups = [scores], [0] * len(scores)
+    index = {n: i for i, n in enumerate(names)}
+    for g, folder in enumerate(folders[1:], 1):
+        n_g, y_g, s_g = pooled_predictions(folder)
+        if sorted(n_g) != sorted(names):
+            raise UserError(f"{folder} and {folders[0]} were evaluated on different test images; use the same sets")
+        order = np.array([index[n] for n in n_g])
+        aligned = np.empty_like(s_g)
+        aligned[:, order] = s_g
+        parts.append(aligned)
+        groups += [g] * len(s_g)
+    return names, y, np.concatenate(parts), (groups if len(folders) > 1 else None)
+
+
+def paired_on_shared_images(control: Path | list[Path], synthetic: Path | list[Path], n_boot: int, seed: int,
+                            level: float) -> dict:
     """``synthetic`` against ``control`` on the test images both were evaluated on (matched by name, with equal
-    labels): the seed-aware paired interval of ``stats.paired_bootstrap_auroc``."""
-    names_a, y_a, a = pooled_predictions(control)
-    names_b, y_b, b = pooled_predictions(synthetic)
+    labels): the seed-aware paired interval of ``stats.paired_bootstrap_auroc``. An arm given as several folders
+    (one per generator) has its runs grouped by folder, so its interval holds over generator retraining."""
+    names_a, y_a, a, groups_a = combined_predictions(control)
+    names_b, y_b, b, groups_b = combined_predictions(synthetic)
     index = {n: i for i, n in enumerate(names_b)}
     shared = [i for i, n in enumerate(names_a) if n in index]
     ia, ib = np.array(shared, int), np.array([index[names_a[i]] for i in shared], int)
     if len(shared) == 0 or not np.array_equal(y_a[ia], y_b[ib]):
         raise UserError(f"{control} and {synthetic} share no test images with the same labels; evaluate both arms "
                         "on the same test sets")
-    res = stats.paired_bootstrap_auroc(y_a[ia], a[:, ia], b[:, ib], n_boot, seed, level, groups_b=groups)
+    res = stats.paired_bootstrap_auroc(y_a[ia], a[:, ia], b[:, ib], n_boot, seed, level, groups_a=groups_a,
+                                       groups_b=groups_b)
     return {**res, "n_test": len(shared), "auroc_control": float(np.mean([stats.auroc(y_a[ia], s) for s in a[:, ia]])),
             "auroc_synthetic": float(np.mean([stats.auroc(y_b[ib], s) for s in b[:, ib]]))}
 
@@ -56,12 +78,13 @@ def decide(comparisons: dict[str, dict]) -> str:
     return UNDECIDED
 
 
-def primary(synthetic: Path, controls: dict[str, Path], n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-            groups: list | None = None) -> dict:
-    """One synthetic arm against every control (``controls``: name -> run folder): each comparison, the decision,
+def primary(synthetic: Path | list[Path], controls: dict[str, Path | list[Path]], n_boot: int = 2000, seed: int = 0,
+            level: float = 0.95) -> dict:
+    """One synthetic arm (a run folder, or one per generator) against every control (``controls``: name -> run
+    folder(s)): each comparison, the decision,
     and the comparison with the best control (the highest pooled mean AUROC), whose interval's half-width says how
     large a difference the run could have missed."""
-    comparisons = {name: paired_on_shared_images(run, synthetic, n_boot, seed, level, groups)
+    comparisons = {name: paired_on_shared_images(run, synthetic, n_boot, seed, level)
                    for name, run in controls.items()}
     if not comparisons:
         raise UserError(f"{synthetic}: no control arm to compare with; train the real arm (make classify)")
