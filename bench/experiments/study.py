@@ -63,7 +63,7 @@ def generator_job(job: dict) -> str:
         [(folder / f"gan-c{c}", c) for c in (0, 1)]
     for run_dir, cls in runs:
         train_for(dict(data=job["data"], out=str(run_dir), recipe=job["recipe"], cls=cls, seed=job["seed"],
-                       real_fraction=job["fraction"], device="cpu"), job["minutes"], chunk=20)
+                       real_fraction=job["fraction"], device="cpu"), job["minutes"], chunk=job["chunk"])
     gens = resolve_generators(",".join(str(r) for r, _ in runs), folder, [0, 1], torch.device("cpu"))
     sample_to_file(out, gens, job["n"], job["seed"], torch.device("cpu"))
     return str(out)
@@ -112,9 +112,10 @@ class Design:
                                                      self.fractions]
 
 
-def generator_jobs(d: Design, data: Path) -> list[dict]:
+def generator_jobs(d: Design, data: Path, chunk: int) -> list[dict]:
     return [{"folder": str(d.gen_folder(f, r, g)), "recipe": r, "seed": g, "fraction": f, "data": str(data),
-             "minutes": d.minutes, "n": d.n} for f in d.fractions for r in d.recipes for g in range(d.g)]
+             "minutes": d.minutes, "n": d.n, "chunk": chunk} for f in d.fractions for r in d.recipes
+            for g in range(d.g)]
 
 
 def classifier_jobs(d: Design, data: Path, extra: Path) -> list[dict]:
@@ -144,14 +145,15 @@ def classifier_jobs(d: Design, data: Path, extra: Path) -> list[dict]:
 
 def train(stage: str = "all", fractions: str = "0.1,0.25,0.5,1", recipes: str = "limited,diffusion",
           generators: int = 4, seeds: int = 5, ratios: str = "0.5,1,2,4", modes: str = "mix,pretrain",
-          minutes: float = 35, n: int = 500, workers: int = 2, options: dict = None, workdir: str = None):
+          minutes: float = 35, n: int = 500, workers: int = 2, options: dict = None, chunk: int = 20,
+          workdir: str = None):
     """Run the stages (``stage``: generators, classifiers or all); ``options``: train_resnet options fixed by the
-    protocol (e.g. '{"select": "last", "ema": 0.99}')."""
+    protocol (e.g. '{"select": "last", "ema": 0.99}'); ``chunk``: generator epochs between budget checks."""
     work = work_dir(workdir, "study")
     data, extra = datasets(work)
     d = Design(work, fractions, recipes, generators, seeds, ratios, modes, minutes, n, options)
     if stage in ("generators", "all"):
-        _pool(generator_job, generator_jobs(d, data), workers, "generator")
+        _pool(generator_job, generator_jobs(d, data, chunk), workers, "generator")
     if stage in ("classifiers", "all"):
         missing = [j["config"]["synthetic"] for j in classifier_jobs(d, data, extra) if "synthetic" in j["config"]
                    and not Path(j["config"]["synthetic"]).is_file()]
