@@ -92,10 +92,16 @@ class Design:
     """The study's plan: which folders exist for which arm (both stages and the report read it)."""
 
     def __init__(self, work: Path, fractions, recipes, generators: int, seeds: int, ratios, modes, minutes: float,
-                 n: int, options: dict):
+                 n: int, options: dict, primary: float = 0.25, secondary_generators: int | None = None):
         self.work, self.fractions, self.recipes = work, as_list(fractions, float), as_list(recipes, str)
-        self.g, self.c, self.ratios, self.modes = generators, seeds, as_list(ratios, float), as_list(modes, str)
+        self.c, self.ratios, self.modes = seeds, as_list(ratios, float), as_list(modes, str)
         self.minutes, self.n, self.options = minutes, n, options or {}
+        self.primary, self.g_primary = primary, generators
+        self.g_secondary = generators if secondary_generators is None else secondary_generators
+
+    def g(self, f: float) -> int:
+        """Generators per recipe at real fraction ``f``: the primary fraction has more (the power analysis)."""
+        return self.g_primary if f == self.primary else self.g_secondary
 
     def gen_folder(self, f: float, recipe: str, g: int) -> Path:
         return self.work / f"fraction-{f:g}" / f"{recipe}-gen{g}"
@@ -104,18 +110,19 @@ class Design:
         return self.work / f"fraction-{f:g}" / f"ratio-{ratio:g}" / arm.replace(" + ", "+")
 
     def synthetic_folders(self, f: float, recipe: str, mode: str, ratio: float) -> list[Path]:
-        return [self.work / f"fraction-{f:g}" / f"ratio-{ratio:g}" / f"{mode}-{recipe}-gen{g}" for g in range(self.g)]
+        return [self.work / f"fraction-{f:g}" / f"ratio-{ratio:g}" / f"{mode}-{recipe}-gen{g}"
+                for g in range(self.g(f))]
 
     def cells(self):
         """(fraction, ratio): the primary ratio 1 at every fraction, the other ratios at 25% real only."""
-        return [(f, 1.0) for f in self.fractions] + [(0.25, r) for r in self.ratios if r != 1 and 0.25 in
-                                                     self.fractions]
+        return [(f, 1.0) for f in self.fractions] + [(self.primary, r) for r in self.ratios if r != 1 and
+                                                     self.primary in self.fractions]
 
 
 def generator_jobs(d: Design, data: Path, chunk: int) -> list[dict]:
     return [{"folder": str(d.gen_folder(f, r, g)), "recipe": r, "seed": g, "fraction": f, "data": str(data),
              "minutes": d.minutes, "n": d.n, "chunk": chunk} for f in d.fractions for r in d.recipes
-            for g in range(d.g)]
+            for g in range(d.g(f))]
 
 
 def classifier_jobs(d: Design, data: Path, extra: Path) -> list[dict]:
@@ -127,7 +134,7 @@ def classifier_jobs(d: Design, data: Path, extra: Path) -> list[dict]:
             if arm == "real" and ratio != 1:
                 continue  # real alone adds nothing: one run per fraction
             folder = d.control_folder(f, arm, 1.0 if arm == "real" else ratio)
-            cfg = {**common, **opts, "seeds": d.g * d.c, "out": str(folder)}
+            cfg = {**common, **opts, "seeds": d.g(f) * d.c, "out": str(folder)}
             if arm == "real":
                 cfg.pop("synthetic_ratio")
             jobs.append({"out": str(folder), "config": cfg})
@@ -143,15 +150,17 @@ def classifier_jobs(d: Design, data: Path, extra: Path) -> list[dict]:
     return jobs
 
 
-def train(stage: str = "all", fractions: str = "0.1,0.25,0.5,1", recipes: str = "limited,diffusion",
-          generators: int = 4, seeds: int = 5, ratios: str = "0.5,1,2,4", modes: str = "mix,pretrain",
+def train(stage: str = "all", fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion",
+          generators: int = 6, secondary_generators: int = 2, seeds: int = 3, ratios: str = "1,0.5,2,4",
+          modes: str = "mix,pretrain", primary: float = 0.25,
           minutes: float = 35, n: int = 500, workers: int = 2, options: dict = None, chunk: int = 20,
           workdir: str = None):
     """Run the stages (``stage``: generators, classifiers or all); ``options``: train_resnet options fixed by the
     protocol (e.g. '{"select": "last", "ema": 0.99}'); ``chunk``: generator epochs between budget checks."""
     work = work_dir(workdir, "study")
     data, extra = datasets(work)
-    d = Design(work, fractions, recipes, generators, seeds, ratios, modes, minutes, n, options)
+    d = Design(work, fractions, recipes, generators, seeds, ratios, modes, minutes, n, options, primary,
+               secondary_generators)
     if stage in ("generators", "all"):
         _pool(generator_job, generator_jobs(d, data, chunk), workers, "generator")
     if stage in ("classifiers", "all"):
@@ -167,16 +176,17 @@ def finished(folders: list[Path]) -> bool:
     return all((Path(p) / "metrics.json").is_file() for p in folders)
 
 
-def report(fractions: str = "0.1,0.25,0.5,1", recipes: str = "limited,diffusion", generators: int = 4,
-           seeds: int = 5, ratios: str = "0.5,1,2,4", modes: str = "mix,pretrain", level: float = 0.9875,
-           primary_fraction: float = 0.25, workdir: str = None, out: str = None):
+def report(fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion", generators: int = 6,
+           secondary_generators: int = 2, seeds: int = 3, ratios: str = "1,0.5,2,4", modes: str = "mix,pretrain",
+           level: float = 0.9875, primary: float = 0.25, workdir: str = None, out: str = None):
     """The study's tables, verdict and figure from the finished runs (``level``: the per-arm interval of the
     decision, Bonferroni over the synthetic arms)."""
     from cxrgan.classify import verdict
 
     record_start()
     work = work_dir(workdir, "study")
-    d = Design(work, fractions, recipes, generators, seeds, ratios, modes, 0, 0, None)
+    d = Design(work, fractions, recipes, generators, seeds, ratios, modes, 0, 0, None, primary,
+               secondary_generators)
     rows, lines = [], []
     for f, ratio in d.cells():
         controls = {arm: d.control_folder(f, arm, 1.0 if arm == "real" else ratio) for arm in CONTROLS}
@@ -193,20 +203,20 @@ def report(fractions: str = "0.1,0.25,0.5,1", recipes: str = "limited,diffusion"
                                  f"{c['auroc_synthetic']:.3f}", f"{c['delta_auroc']:+.3f}",
                                  f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]", f"{c['p_value']:.3g}",
                                  f"{(c['ci95'][1] - c['ci95'][0]) / 2:.3f}"])
-                if f == primary_fraction and ratio == 1:
+                if f == primary and ratio == 1:
                     lines.append(f"- {arm}: **{res['decision']}** (against the best control, {res['best_control']}: "
                                  f"half-width {res['half_width']:.3f})")
     table = show_table("study", ["real fraction", "ratio", "synthetic arm", "control", "test images",
                                  "control AUROC", "synthetic AUROC", "ΔAUROC", f"{100 * level:g}% CI", "p",
                                  "half-width"], rows)
-    body = f"""The pre-registered study of docs/study-protocol.md, from the runs finished in `{work}`: {d.g}
-generator(s) per recipe and real fraction, {d.c} classifier seed(s) per generator, controls with {d.g * d.c}
-seeds; pooled internal + external test images; {100 * level:g}% seed-aware intervals, each synthetic arm's runs
+    body = f"""The pre-registered study of docs/study-protocol.md, from the runs finished in `{work}`: {d.g_primary}
+generator(s) per recipe at real fraction {primary:g} and {d.g_secondary} at the others, {d.c} classifier seed(s)
+per generator, control arms with as many runs as a synthetic arm; pooled internal + external test images; {100 * level:g}% seed-aware intervals, each synthetic arm's runs
 grouped by generator.
 
 {table}
 
-Decisions at real fraction {primary_fraction:g} (ratio 1), by the protocol's rule:
+Decisions at real fraction {primary:g} (ratio 1), by the protocol's rule:
 
 {chr(10).join(lines) or "- not finished yet"}
 """
