@@ -213,17 +213,23 @@ def real_classifier(work: Path) -> Path:
     return work / "eval" / "real" / "model-seed0.pt"
 
 
-def train_for(cfg: dict, minutes: float, chunk: int = 5) -> dict:
+def train_for(cfg: dict, minutes: float, chunk: int = 5, ledger: Path | None = None) -> dict:
     """Train (resuming) for ``minutes`` more of training time. The first ``chunk`` epochs measure the time per
-    epoch; every later call is sized to end at the budget, so the run stops within about half an epoch of it."""
+    epoch; every later call is sized to end at the budget, so the run stops within about half an epoch of it. With
+    a ``ledger`` (a json file) the budget is the run's total: the training time of earlier, interrupted calls is
+    read from it and each finished chunk is added to it (a chunk killed midway is not counted)."""
     from cxrgan.generative.train import GanConfig, train
 
-    budget, seconds, epochs, result = minutes * 60, 0.0, 0, {}
+    done_before = json.loads(Path(ledger).read_text()) if ledger and Path(ledger).is_file() else {}
+    budget, seconds, epochs, result = minutes * 60, float(done_before.get("seconds", 0.0)), 0, {}
+    epochs = int(done_before.get("epochs", 0))
     while seconds < budget:
         result = train(GanConfig(epochs=epochs + chunk, **cfg))
         done = result.get("epochs", epochs + chunk)
         if done > epochs and result.get("seconds", 0.0) > 0:  # (a resumed run may already be past epochs + chunk)
             seconds += result["seconds"]
+            if ledger:
+                Path(ledger).write_text(json.dumps({"seconds": seconds, "epochs": done}))
             per_epoch = result["seconds"] / (done - epochs)
             if budget - seconds < per_epoch / 2:  # one more epoch would overshoot more than stopping undershoots
                 break

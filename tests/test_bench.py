@@ -39,6 +39,25 @@ def test_train_for_stops_within_half_an_epoch_of_the_budget(monkeypatch):
     assert result["kimg"] == done["epochs"] / 10
 
 
+def test_train_for_with_a_ledger_counts_the_time_of_an_interrupted_call(monkeypatch, tmp_path):
+    """A job killed after 4 minutes of a 10-minute budget, then restarted: with a ledger the second call trains
+    only the remaining 6 minutes (without one it would train 10 more)."""
+    done = {"epochs": 0}
+
+    def fake_train(cfg):
+        new = max(0, cfg.epochs - done["epochs"])
+        done["epochs"] = max(done["epochs"], cfg.epochs)
+        return {"epochs": done["epochs"], "seconds": 6.0 * new}
+
+    monkeypatch.setattr("cxrgan.generative.train.train", fake_train)
+    ledger = tmp_path / "gan-budget.json"
+    common.train_for({"data": "x", "out": "y"}, minutes=4, chunk=5, ledger=ledger)  # the "first call", cut short
+    assert json.loads(ledger.read_text())["epochs"] == done["epochs"] == 40
+    result = common.train_for({"data": "x", "out": "y"}, minutes=10, chunk=5, ledger=ledger)
+    assert abs(result["seconds"] - 600) <= 3 and done["epochs"] == 100
+    assert common.train_for({"data": "x", "out": "y"}, minutes=10, ledger=ledger)["seconds"] == result["seconds"]
+
+
 def test_continue_run_copies_the_training_state_but_not_the_scores(tmp_path):
     source, target = tmp_path / "run-35min-s0", tmp_path / "run-60min-s0"
     source.mkdir()

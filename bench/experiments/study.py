@@ -63,7 +63,8 @@ def generator_job(job: dict) -> str:
         [(folder / f"gan-c{c}", c) for c in (0, 1)]
     for run_dir, cls in runs:
         train_for(dict(data=job["data"], out=str(run_dir), recipe=job["recipe"], cls=cls, seed=job["seed"],
-                       real_fraction=job["fraction"], device="cpu"), job["minutes"], chunk=job["chunk"])
+                       real_fraction=job["fraction"], device="cpu"), job["minutes"], chunk=job["chunk"],
+                  ledger=run_dir.parent / f"{run_dir.name}-budget.json")
     gens = resolve_generators(",".join(str(r) for r, _ in runs), folder, [0, 1], torch.device("cpu"))
     sample_to_file(out, gens, job["n"], job["seed"], torch.device("cpu"))
     return str(out)
@@ -209,10 +210,11 @@ def report(fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion"
     table = show_table("study", ["real fraction", "ratio", "synthetic arm", "control", "test images",
                                  "control AUROC", "synthetic AUROC", "ΔAUROC", f"{100 * level:g}% CI", "p",
                                  "half-width"], rows)
-    body = f"""The pre-registered study of docs/study-protocol.md, from the runs finished in `{work}`: {d.g_primary}
-generator(s) per recipe at real fraction {primary:g} and {d.g_secondary} at the others, {d.c} classifier seed(s)
-per generator, control arms with as many runs as a synthetic arm; pooled internal + external test images; {100 * level:g}% seed-aware intervals, each synthetic arm's runs
-grouped by generator.
+    body = (f"The pre-registered study of docs/study-protocol.md, from the runs finished in `{work}`: "
+            f"{d.g_primary} generator(s) per recipe at real fraction {primary:g} and {d.g_secondary} at the others, "
+            f"{d.c} classifier seed(s) per generator, control arms with as many runs as a synthetic arm; pooled "
+            f"internal + external test images; {100 * level:g}% seed-aware intervals, each synthetic arm's runs "
+            f"grouped by generator.") + f"""
 
 {table}
 
