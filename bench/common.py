@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 FULLRES = ROOT.parent / "shared" / "data" / "nih-fullres"  # 18 real 1024x1024 8-bit NIH radiographs
 NIH64 = ROOT.parent / "shared" / "data" / "nih64"  # real NIH "No Finding" and "Infiltration" images at 64x64
+NIH64_EXTRA = ROOT.parent / "shared" / "data" / "nih64-extra"  # 1,261 more, other patients: the external test set
 WORK_ENV = "CXRGAN_BENCH_DIR"  # where the experiments' work folders go (default: build/bench in the repository)
 console = Console()
 
@@ -206,6 +207,20 @@ def nih64_splits(work: Path, src: str | Path = NIH64, seed: int = 0) -> tuple[Pa
     if not data.exists():
         build_dataset(IngestConfig(src=str(src), out=str(data), size=64, balance=False, workers=2, seed=seed))
     return data, {s: H5ImageDataset(data, s, in_memory=True) for s in ("train", "val", "test")}
+
+
+def nih_mini_and_external(work: Path) -> tuple[Path, Path]:
+    """Build (once) in ``work``: the shipped nih-mini at 64x64 (its own patient split) and the external test file,
+    nih64-extra's No Finding and Infiltration radiographs with every image in the test split."""
+    from cxrgan.data.ingest import IngestConfig, build_dataset
+
+    work.mkdir(parents=True, exist_ok=True)
+    data, extra = work / "nih-mini-64.h5", work / "external-test-64.h5"
+    for src, out, fractions in ((ROOT / "data" / "nih-mini", data, "0.7,0.1,0.2"), (NIH64_EXTRA, extra, "0,0,1")):
+        if not out.exists():
+            build_dataset(IngestConfig(src=str(src), out=str(out), size=64, balance=False, fractions=fractions,
+                                       workers=1, seed=0))
+    return data, extra
 
 
 def real_classifier(work: Path) -> Path:

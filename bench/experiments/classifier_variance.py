@@ -32,9 +32,8 @@ import numpy as np
 from scipy import stats as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import ROOT, log, record_start, show_table, work_dir, write_section  # noqa: E402
+from common import log, nih_mini_and_external, record_start, show_table, work_dir, write_section  # noqa: E402
 
-EXTRA = ROOT.parent / "shared" / "data" / "nih64-extra"
 BASE = {"epochs": 15, "patience": 5, "size": 64, "lr": 3e-4, "batch": 32}  # the usefulness sections' protocol
 VARIANTS = {  # name -> train_resnet options on top of BASE
     "baseline (val AUROC, constant lr)": {},
@@ -48,21 +47,6 @@ ARM_OPTIONS = {"real": {}, "real + oversampling": {"control": "oversample"},
                "real + augmentation": {"control": "augment"}}
 SOURCES = {"init and order vary (the baseline)": "both", "order only (initial weights fixed)": "order",
            "initial weights only (order fixed)": "init"}
-
-
-def datasets(work: Path) -> tuple[Path, Path]:
-    """nih-mini at 64x64 (its own split) and the external test file, built once in ``work``."""
-    from cxrgan.data.ingest import IngestConfig, build_dataset
-
-    work.mkdir(parents=True, exist_ok=True)
-    data, extra = work / "nih-mini-64.h5", work / "external-test-64.h5"
-    if not data.exists():
-        build_dataset(IngestConfig(src=str(ROOT / "data" / "nih-mini"), out=str(data), size=64, balance=False,
-                                   workers=1, seed=0))
-    if not extra.exists():
-        build_dataset(IngestConfig(src=str(EXTRA), out=str(extra), size=64, balance=False, fractions="0,0,1",
-                                   workers=1, seed=0))
-    return data, extra
 
 
 def one_run(job: dict) -> dict:
@@ -116,7 +100,7 @@ def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str
     the control arms, "" none) and write its section (``out`` another file; "" none)."""
     record_start()
     work = work_dir(workdir, "classifier-variance")
-    data, extra = datasets(work)
+    data, extra = nih_mini_and_external(work)
     (work / "runs").mkdir(exist_ok=True)
     chosen = [v for v in (variants.split("|") if variants else VARIANTS)]
     on_arms = [v for v in arm_variants.split("|") if v]

@@ -28,13 +28,12 @@ import torch
 import torchvision.transforms.functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import ROOT, log, record_start, show_table, work_dir, write_section  # noqa: E402
+from common import log, nih_mini_and_external, record_start, show_table, work_dir, write_section  # noqa: E402
 from cxrgan.classify import stats
 from cxrgan.data.reader import H5ImageDataset
 from cxrgan.metrics import scores
 from cxrgan.metrics.features import feature_net
 
-EXTRA = ROOT.parent / "shared" / "data" / "nih64-extra"
 DEGRADATIONS = {  # family -> (severity label, function of (uint8 images, rng, phantom images) -> uint8 images)
     "blur (Gaussian sigma, px)": [(f"{s:g}", lambda x, rng, ph, s=s: _blur(x, s)) for s in (0.5, 1, 2)],
     "noise (sd, of 255)": [(f"{s:g}", lambda x, rng, ph, s=s: _noise(x, s, rng)) for s in (8, 16, 32)],
@@ -75,17 +74,10 @@ def _mix(x: np.ndarray, phantoms: np.ndarray, share: float, rng: np.random.Gener
 
 def datasets(work: Path) -> dict[str, H5ImageDataset]:
     """nih-mini's splits, the external test set and phantoms, all 64x64 (built once in ``work``)."""
-    from cxrgan.data.ingest import IngestConfig, build_dataset
     from cxrgan.data.phantoms import generate
 
-    work.mkdir(parents=True, exist_ok=True)
-    data, extra, phantoms = work / "nih-mini-64.h5", work / "external-test-64.h5", work / "phantoms-64.h5"
-    if not data.exists():
-        build_dataset(IngestConfig(src=str(ROOT / "data" / "nih-mini"), out=str(data), size=64, balance=False,
-                                   workers=1, seed=0))
-    if not extra.exists():
-        build_dataset(IngestConfig(src=str(EXTRA), out=str(extra), size=64, balance=False, fractions="0,0,1",
-                                   workers=1, seed=0))
+    data, extra = nih_mini_and_external(work)
+    phantoms = work / "phantoms-64.h5"
     if not phantoms.exists():
         generate(phantoms, n=400, size=64, seed=0)
     sets = {s: H5ImageDataset(data, s, in_memory=True) for s in ("train", "val", "test")}

@@ -23,29 +23,14 @@ import fire
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import ROOT, as_list, log, record_start, show_table, train_for, work_dir, write_section  # noqa: E402
+from common import (as_list, log, nih_mini_and_external, record_start, show_table, train_for,  # noqa: E402
+                    work_dir, write_section)
 
-EXTRA = ROOT.parent / "shared" / "data" / "nih64-extra"
 CONTROLS = {"real": {}, "real + oversampling": {"control": "oversample"},
             "real + augmentation": {"control": "augment"}}
 MODES = {"mix": "real + synthetic", "pretrain": "pretrain on synthetic, fine-tune on real"}
 # the classifier protocol (docs/study-protocol.md); the variance-cutting options are fixed there before the run
 CLASSIFIER = {"epochs": 15, "patience": 5, "size": 64, "lr": 3e-4, "batch": 32, "n_boot": 100}
-
-
-def datasets(work: Path) -> tuple[Path, Path]:
-    """nih-mini at 64x64 and the external test file (every image in its test split), built once."""
-    from cxrgan.data.ingest import IngestConfig, build_dataset
-
-    work.mkdir(parents=True, exist_ok=True)
-    data, extra = work / "nih-mini-64.h5", work / "external-test-64.h5"
-    if not data.exists():
-        build_dataset(IngestConfig(src=str(ROOT / "data" / "nih-mini"), out=str(data), size=64, balance=False,
-                                   workers=1, seed=0))
-    if not extra.exists():
-        build_dataset(IngestConfig(src=str(EXTRA), out=str(extra), size=64, balance=False, fractions="0,0,1",
-                                   workers=1, seed=0))
-    return data, extra
 
 
 def generator_job(job: dict) -> str:
@@ -159,7 +144,7 @@ def train(stage: str = "all", fractions: str = "0.25,0.1,0.5,1", recipes: str = 
     """Run the stages (``stage``: generators, classifiers or all); ``options``: train_resnet options fixed by the
     protocol (e.g. '{"select": "last", "ema": 0.99}'); ``chunk``: generator epochs between budget checks."""
     work = work_dir(workdir, "study")
-    data, extra = datasets(work)
+    data, extra = nih_mini_and_external(work)
     d = Design(work, fractions, recipes, generators, seeds, ratios, modes, minutes, n, options, primary,
                secondary_generators)
     if stage in ("generators", "all"):
