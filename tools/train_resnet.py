@@ -35,6 +35,10 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
         control: a control arm instead of synthetic images, adding as many images as --synthetic would add
             (--synthetic-ratio, --synthetic-per-class); the arms of lib/cxrgan/classify/arms.py:
             {arms}.
+        synthetic_mode: how the synthetic images train: mix (default: added to the real ones) or pretrain (the
+            network trains on them alone first, --pretrain-epochs, its last epoch kept; then fine-tunes on the real
+            images with the usual selection).
+        pretrain_epochs: epochs of synthetic pretraining (default --epochs; --synthetic-mode pretrain only).
         real_fraction: keep a patient-level fraction of the real train split (low-data regime); the same patients
             for every seed, and smaller fractions nested in larger ones.
         subset_seed: which patients --real-fraction keeps.
@@ -51,7 +55,12 @@ def train_resnet(cfg: ClassifierConfig, call_args: dict):
         batch: batch size.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        patience: epochs without a better val AUROC before stopping.
+        patience: epochs without a better validation score before stopping (--select auroc or loss).
+        select: which epoch is kept: auroc (best val AUROC, the default), loss (lowest val cross-entropy) or last
+            (every epoch trained, no early stopping): selection on a small val split adds spread between seeds.
+        schedule: learning rate: constant (default) or cosine (decay to 0 over --epochs).
+        ema: decay per step of an exponential moving average of the weights (0, the default: none; 0.99 averages
+            about the last 100 steps); the average is what is validated, kept and tested.
         augment: augmentation without flips (default on; --noaugment).
         arch: the network, a row of BACKBONES (lib/cxrgan/classify/model.py): {backbones}; default resnet18.
         pretrained: start from ImageNet weights (downloaded and cached; --weights PATH offline).
