@@ -19,14 +19,15 @@ def train_features(cfg: FeaturesConfig, call_args: dict):
     Args:
         data: real images FILE.h5[:split] (default split train), comma-separated or --data repeated.
         out: the checkpoint to write (default outputs/features/cxr.pt).
-        epochs: training epochs (default 30).
+        epochs: training epochs (default 20); the epoch with the lowest validation loss is the one saved.
         seed: seed of the initialisation, the held-out patients and the batch order.
         batch: images per step (default 64).
         lr: AdamW learning rate, cosine-annealed to 0 (default 1e-3).
         weight_decay: AdamW weight decay (default 1e-4).
         width: channels of the first block; the features are 8 x width wide (default 32: 256-d).
-        val_fraction: patient-level share of the given images held out to report the validation macro-AUROC over
-            findings each epoch (default 0.1; 0: train on all).
+        val_fraction: patient-level share of the given images held out to report the validation loss and
+            macro-AUROC over findings each epoch and to pick the saved epoch (default 0.1; 0: train on all, save the
+            last epoch).
         augment: rotation, scale, shift, brightness and contrast, never flips (default on; --noaugment).
         allow_held_out: accept splits named test or val (default off: refused).
         device: auto, cpu, cuda or cuda:N.
