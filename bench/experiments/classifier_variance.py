@@ -95,9 +95,11 @@ def cells(results: list[dict]) -> list[str]:
 
 
 def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str = "baseline (val AUROC, "
-         "constant lr)|EMA 0.99 + cosine, last epoch", sources: bool = True, workdir: str = None, out: str = None):
+         "constant lr)|EMA 0.99 + cosine, last epoch", sources: bool = True, report_only: bool = False,
+         workdir: str = None, out: str = None):
     """Run the study (``variants``: '|'-separated names of VARIANTS, default all; ``arm_variants``: those also run on
-    the control arms, "" none) and write its section (``out`` another file; "" none)."""
+    the control arms, "" none) and write its section (``out`` another file; "" none); ``report_only``: train
+    nothing, and show the rows whose runs have all finished."""
     record_start()
     work = work_dir(workdir, "classifier-variance")
     data, extra = nih_mini_and_external(work)
@@ -116,6 +118,8 @@ def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str
         plan += [(list(VARIANTS)[0], "real", s) for s in ("order", "init")]
     plan += [(v, a, "both") for v in on_arms for a in ARM_OPTIONS if a != "real"]
     all_jobs = [jobs(*p) for p in plan]
+    if report_only:
+        plan, all_jobs = zip(*[(p, js) for p, js in zip(plan, all_jobs) if all(Path(j["file"]).is_file() for j in js)])
     results = run_all([j for js in all_jobs for j in js], workers)
     by_plan, i = {}, 0
     for p, js in zip(plan, all_jobs):
