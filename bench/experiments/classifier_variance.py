@@ -116,7 +116,7 @@ def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str
     plan = [(v, "real", "both") for v in chosen]
     if sources:
         plan += [(list(VARIANTS)[0], "real", s) for s in ("order", "init")]
-    plan += [(v, a, "both") for v in on_arms for a in ARM_OPTIONS if a != "real"]
+    plan += [(v, a, "both") for a in ARM_OPTIONS if a != "real" for v in on_arms]  # one arm's before/after first
     all_jobs = [jobs(*p) for p in plan]
     if report_only:
         plan, all_jobs = zip(*[(p, js) for p, js in zip(plan, all_jobs) if all(Path(j["file"]).is_file() for j in js)])
