@@ -160,3 +160,80 @@ def test_power_analysis_interpolates_its_detectable_effect_and_writes_its_table(
     assert row.split("|")[-3].strip() == "100%"  # a gain of 0.18 AUROC (0.785 to 0.965) is always detected
     with pytest.raises(ValueError, match="above 1"):
         power.main(reps=2, designs="3x2", effects="0.3", out="")
+
+
+def _study(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_study", BENCH / "experiments" / "study.py")
+    study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, study)
+    spec.loader.exec_module(study)
+    return study
+
+
+def test_study_plan_puts_the_primary_cell_first_and_sizes_the_controls(monkeypatch, tmp_path):
+    """bench/experiments/study.py: the feature networks, then the primary fraction's generator 0 with its arms and
+    the control arms (G x C seeds each), every arm tested on the external set too; pretraining takes every sample."""
+    study = _study(monkeypatch)
+    d = study.Design("0.25,1", "limited", 3, 2, "1,2", "mix,pretrain", 33, 500, {"ema": 0.99})
+    jobs = study.plan(d, tmp_path / "d.h5", tmp_path / "x.h5")
+    keys = [j["key"] for j in jobs]
+    assert keys[:8] == ["features/classifier", "features/cxr", "fraction-0.25/limited-gen0",
+                        "fraction-0.25/limited-gen0/quality", "fraction-0.25/ratio-1/mix-limited-gen0", "fraction-0.25/ratio-1/pretrain-limited-gen0",
+                        "fraction-0.25/ratio-1/real", "fraction-0.25/ratio-1/real+oversampling"]
+    assert len(keys) == len(set(keys))
+    arms = {j["key"]: j for j in jobs if j["kind"] == "classifier"}
+    assert arms["fraction-0.25/ratio-1/real"]["config"]["seeds"] == 6  # 3 generators x 2 seeds
+    assert arms["fraction-1/ratio-1/real"]["config"]["seeds"] == 6  # secondary_generators defaults to generators
+    assert all(a["config"]["test_extra"].endswith("x.h5:test") and a["config"]["ema"] == 0.99 for a in arms.values())
+    pre = arms["fraction-0.25/ratio-1/pretrain-limited-gen2"]
+    assert pre["needs"] == ["fraction-0.25/limited-gen2"] and pre["config"]["synthetic_per_class"] == 500
+    assert "synthetic_ratio" not in pre["config"]
+    assert arms["fraction-0.25/ratio-2/mix-limited-gen1"]["config"]["synthetic"] == "fraction-0.25/limited-gen1/samples.h5"
+    assert "fraction-1/ratio-2/real+oversampling" not in arms and "fraction-0.25/ratio-2/real" not in arms
+
+
+def test_study_resumes_from_its_results_folder(monkeypatch, tmp_path):
+    """A finished arm (metrics.json in the results folder) is not rerun; a generator whose arms are all finished
+    is not retrained, one with an unfinished arm is (unless its samples are in the work folder), and the feature
+    networks are built only for a generator still to score."""
+    study = _study(monkeypatch)
+    d = study.Design("0.25", "limited", 2, 1, "1", "mix", 1, 10, None)
+    jobs = study.plan(d, tmp_path / "d.h5", tmp_path / "x.h5")
+    results, work = tmp_path / "results", tmp_path / "work"
+
+    def done(key, marker):
+        (results / key).mkdir(parents=True, exist_ok=True)
+        (results / key / marker).write_text("{}")
+    for key in ("fraction-0.25/ratio-1/real", "fraction-0.25/ratio-1/mix-limited-gen0"):
+        done(key, "metrics.json")
+    for g in (0, 1):
+        done(f"fraction-0.25/limited-gen{g}", "generator.json")
+    left = [j["key"] for j in study.to_run(jobs, results, work)]
+    assert left == ["fraction-0.25/ratio-1/real+oversampling", "fraction-0.25/ratio-1/real+augmentation",
+                    "fraction-0.25/limited-gen1", "fraction-0.25/ratio-1/mix-limited-gen1"]
+    (work / "fraction-0.25/limited-gen1").mkdir(parents=True)
+    (work / "fraction-0.25/limited-gen1/samples.h5").write_bytes(b"")
+    assert "fraction-0.25/limited-gen1" not in [j["key"] for j in study.to_run(jobs, results, work)]
+    (results / "fraction-0.25/limited-gen0/generator.json").unlink()  # its scoring was lost: score it again
+    left = [j["key"] for j in study.to_run(jobs, results, work)]
+    assert left[:4] == ["features/classifier", "features/cxr", "fraction-0.25/limited-gen0",
+                        "fraction-0.25/limited-gen0/quality"]
+
+
+def _fake_job(job, work, results):
+    """A study job that leaves a marker, or fails when its key says so (module level: the pool pickles it)."""
+    from pathlib import Path
+    if "broken" in job["key"]:
+        raise RuntimeError("broken on purpose")
+    assert all((Path(work) / n).is_file() for n in job["needs"]), job  # its needs finished before it started
+    (Path(work) / job["key"]).parent.mkdir(parents=True, exist_ok=True)
+    (Path(work) / job["key"]).write_text("done")
+
+
+def test_study_schedule_waits_for_needs_and_skips_what_a_failure_blocks(monkeypatch, tmp_path):
+    study = _study(monkeypatch)
+    jobs = [{"kind": "x", "key": k, "needs": n} for k, n in [("gen-broken", []), ("arm-a", ["gen-broken"]),
+            ("gen-ok", []), ("arm-b", ["gen-ok"]), ("arm-c", [])]]
+    failed = study.schedule(jobs, 2, tmp_path, tmp_path, fn=_fake_job)
+    assert sorted(failed) == ["arm-a", "gen-broken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arm-b", "arm-c", "gen-ok"]

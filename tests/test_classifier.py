@@ -456,6 +456,22 @@ def test_the_verdict_helps_only_when_every_control_is_beaten(tmp_path):
         verdict.primary(strong, {"other": other})
 
 
+def test_the_verdict_on_one_test_set_of_several(tmp_path):
+    """``sets`` picks the internal test set (0) or an extra one (j + 1) out of a run's predictions."""
+    from cxrgan.classify import verdict
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / "predictions.npz", names=np.array(["a", "b"]), y=np.array([0, 1]),
+             scores=np.array([[0.1, 0.9]]), extra_tests=np.array(["x.h5:test"]), extra0_names=np.array(["c", "d", "e"]),
+             extra0_y=np.array([1, 0, 1]), extra0_scores=np.array([[0.2, 0.3, 0.4]]))
+    names, y, scores = verdict.pooled_predictions(tmp_path / "run")
+    assert list(names) == ["a", "b", "c", "d", "e"] and scores.shape == (1, 5)
+    names, y, scores = verdict.pooled_predictions(tmp_path / "run", (1,))
+    assert list(names) == ["c", "d", "e"] and list(y) == [1, 0, 1] and scores.tolist() == [[0.2, 0.3, 0.4]]
+    assert list(verdict.combined_predictions(tmp_path / "run", (0,))[0]) == ["a", "b"]
+    with pytest.raises(UserError, match="holds 2 test set"):
+        verdict.pooled_predictions(tmp_path / "run", (2,))
+
+
 def test_extra_test_sets_are_refused_when_they_cannot_test(phantoms, externals, tmp_path):
     same_patients = _external(tmp_path / "same.h5", 5, 0)  # phantom ids from 1: they are --data's patients too
     r = run_tool("train_resnet.py", "--data", phantoms, "--out", tmp_path / "x", "--test-extra", same_patients,

@@ -3,18 +3,25 @@ fraction, C classifier seeds per generator, the control arms with G x C seeds, e
 and the external test images; the verdict by ``cxrgan.classify.verdict`` on the pooled test images, each synthetic
 arm's runs grouped by generator.
 
-Everything is resumable and kept in the work folder: a generator resumes from its last checkpoint and is sampled
-once; a classifier arm is one train_resnet run folder, skipped when its metrics.json exists. ``train`` runs the
-stages (``--stage generators|classifiers|all``; ``--workers`` jobs side by side, one CPU thread each), ``report``
-writes the "study" section of docs/benchmarks.md and the figure from whatever is finished.
+The study outlives a session. What each finished job leaves is small and is kept in a results folder committed
+with the project (``docs/study``: each classifier arm's ``metrics.json`` and ``predictions.npz``, each generator's
+``generator.json`` and its samples' image metrics in both feature spaces); the bulky rest (datasets, checkpoints,
+samples) lives in a work folder. ``train`` runs every job the results folder lacks, highest priority first
+(``plan``: the primary real fraction's generators and arms before the rest), ``--workers`` side by side with one
+CPU thread each; a classifier arm waits for its generator's samples; a generator is retrained only while one of
+its arms is unfinished. Generators train for a fixed number of images (``--kimg``), so a result does not depend
+on how loaded the machine was. ``report`` writes the "study" section of docs/benchmarks.md and the figure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: the machine is shared
@@ -23,65 +30,30 @@ import fire
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import (as_list, log, nih_mini_and_external, record_start, show_table, train_for,  # noqa: E402
-                    work_dir, write_section)
+from common import (NIH64_EXTRA, ROOT, as_list, log, nih_mini_and_external, record_start,  # noqa: E402
+                    show_table, work_dir, write_section)
 
+RESULTS = ROOT / "docs" / "study"
 CONTROLS = {"real": {}, "real + oversampling": {"control": "oversample"},
             "real + augmentation": {"control": "augment"}}
 MODES = {"mix": "real + synthetic", "pretrain": "pretrain on synthetic, fine-tune on real"}
 # the classifier protocol (docs/study-protocol.md); the variance-cutting options are fixed there before the run
 CLASSIFIER = {"epochs": 15, "patience": 5, "size": 64, "lr": 3e-4, "batch": 32, "n_boot": 100}
+# the image metrics of each generator's samples, per class, in the space used so far and in the cxr network's
+SPACES = ("classifier", "cxr")
+QUALITY_KEYS = ("fid", "kid_mean", "precision", "recall", "pixel_diversity")
 
 
-def generator_job(job: dict) -> str:
-    """Train (resuming) one generator for its minutes, then sample it once: its samples file."""
-    import torch
-
-    from cxrgan.generative.recipes import RECIPES
-    from cxrgan.generative.sample import resolve_generators, sample_to_file
-
-    torch.set_num_threads(1)
-    folder, out = Path(job["folder"]), Path(job["folder"]) / "samples.h5"
-    if out.is_file():
-        return str(out)
-    runs = [(folder / "gan", None)] if RECIPES[job["recipe"]].conditional else \
-        [(folder / f"gan-c{c}", c) for c in (0, 1)]
-    for run_dir, cls in runs:
-        train_for(dict(data=job["data"], out=str(run_dir), recipe=job["recipe"], cls=cls, seed=job["seed"],
-                       real_fraction=job["fraction"], device="cpu"), job["minutes"], chunk=job["chunk"],
-                  ledger=run_dir.parent / f"{run_dir.name}-budget.json")
-    gens = resolve_generators(",".join(str(r) for r, _ in runs), folder, [0, 1], torch.device("cpu"))
-    sample_to_file(out, gens, job["n"], job["seed"], torch.device("cpu"))
-    return str(out)
-
-
-def classifier_job(job: dict) -> str:
-    """One train_resnet run folder (skipped when finished)."""
-    import torch
-
-    from cxrgan.classify.train import ClassifierConfig, run
-
-    torch.set_num_threads(1)
-    if not (Path(job["out"]) / "metrics.json").is_file():
-        run(ClassifierConfig(overwrite=True, device="cpu", **job["config"]))
-    return job["out"]
-
-
-def _pool(fn, jobs: list[dict], workers: int, what: str) -> None:
-    log(f"{len(jobs)} {what} job(s), {workers} at a time")
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        for i, done in enumerate(pool.map(fn, jobs)):
-            log(f"{what} {i + 1}/{len(jobs)}: {done}")
-
+# ---- the plan: every job, its folder relative to the work and results folders, and what it waits for ----
 
 class Design:
-    """The study's plan: which folders exist for which arm (both stages and the report read it)."""
+    """The study's plan: which folders exist for which arm (``train``, ``plan`` and ``report`` read it)."""
 
-    def __init__(self, work: Path, fractions, recipes, generators: int, seeds: int, ratios, modes, minutes: float,
-                 n: int, options: dict, primary: float = 0.25, secondary_generators: int | None = None):
-        self.work, self.fractions, self.recipes = work, as_list(fractions, float), as_list(recipes, str)
+    def __init__(self, fractions, recipes, generators: int, seeds: int, ratios, modes, kimg: float, n: int,
+                 options: dict | None, primary: float = 0.25, secondary_generators: int | None = None):
+        self.fractions, self.recipes = as_list(fractions, float), as_list(recipes, str)
         self.c, self.ratios, self.modes = seeds, as_list(ratios, float), as_list(modes, str)
-        self.minutes, self.n, self.options = minutes, n, options or {}
+        self.kimg, self.n, self.options = kimg, n, options or {}
         self.primary, self.g_primary = primary, generators
         self.g_secondary = generators if secondary_generators is None else secondary_generators
 
@@ -89,124 +61,458 @@ class Design:
         """Generators per recipe at real fraction ``f``: the primary fraction has more (the power analysis)."""
         return self.g_primary if f == self.primary else self.g_secondary
 
-    def gen_folder(self, f: float, recipe: str, g: int) -> Path:
-        return self.work / f"fraction-{f:g}" / f"{recipe}-gen{g}"
+    @staticmethod
+    def gen_folder(f: float, recipe: str, g: int) -> Path:
+        return Path(f"fraction-{f:g}") / f"{recipe}-gen{g}"
 
-    def control_folder(self, f: float, arm: str, ratio: float) -> Path:
-        return self.work / f"fraction-{f:g}" / f"ratio-{ratio:g}" / arm.replace(" + ", "+")
+    @staticmethod
+    def control_folder(f: float, arm: str, ratio: float) -> Path:
+        return Path(f"fraction-{f:g}") / f"ratio-{ratio:g}" / arm.replace(" + ", "+")
 
     def synthetic_folders(self, f: float, recipe: str, mode: str, ratio: float) -> list[Path]:
-        return [self.work / f"fraction-{f:g}" / f"ratio-{ratio:g}" / f"{mode}-{recipe}-gen{g}"
-                for g in range(self.g(f))]
+        return [Path(f"fraction-{f:g}") / f"ratio-{ratio:g}" / f"{mode}-{recipe}-gen{g}" for g in range(self.g(f))]
 
-    def cells(self):
-        """(fraction, ratio): the primary ratio 1 at every fraction, the other ratios at 25% real only."""
-        return [(f, 1.0) for f in self.fractions] + [(self.primary, r) for r in self.ratios if r != 1 and
-                                                     self.primary in self.fractions]
-
-
-def generator_jobs(d: Design, data: Path, chunk: int) -> list[dict]:
-    return [{"folder": str(d.gen_folder(f, r, g)), "recipe": r, "seed": g, "fraction": f, "data": str(data),
-             "minutes": d.minutes, "n": d.n, "chunk": chunk} for f in d.fractions for r in d.recipes
-            for g in range(d.g(f))]
+    def cells(self) -> list[tuple[float, float]]:
+        """(fraction, ratio): the primary ratio 1 at every fraction (the primary fraction first), the other ratios
+        at the primary fraction only."""
+        fractions = sorted(self.fractions, key=lambda f: f != self.primary)
+        return [(f, 1.0) for f in fractions] + [(self.primary, r) for r in self.ratios if r != 1 and
+                                                self.primary in self.fractions]
 
 
-def classifier_jobs(d: Design, data: Path, extra: Path) -> list[dict]:
+def plan(d: Design, data: Path, extra: Path) -> list[dict]:
+    """Every job in priority order: per cell, generator g of each recipe, then its arms; the control arms after
+    the first generators' arms (so every cell's verdict has its controls early). A job: kind, key (its folder,
+    relative), needs (the keys it waits for), and what its kind needs to run."""
     base = {"data": str(data), "test_extra": f"{extra}:test", **CLASSIFIER, **d.options}
-    jobs = []
+    jobs: list[dict] = [{"kind": "features", "key": f"features/{s}", "needs": [], "space": s} for s in SPACES]
     for f, ratio in d.cells():
         common = {**base, "real_fraction": f, "synthetic_ratio": ratio}
+        controls = []
         for arm, opts in CONTROLS.items():
             if arm == "real" and ratio != 1:
-                continue  # real alone adds nothing: one run per fraction
+                continue  # real alone adds nothing: one arm per fraction
             folder = d.control_folder(f, arm, 1.0 if arm == "real" else ratio)
-            cfg = {**common, **opts, "seeds": d.g(f) * d.c, "out": str(folder)}
+            cfg = {**common, **opts, "seeds": d.g(f) * d.c}
             if arm == "real":
                 cfg.pop("synthetic_ratio")
-            jobs.append({"out": str(folder), "config": cfg})
-        for recipe in d.recipes:
-            for mode in d.modes if ratio == 1 else ["mix"]:
-                for g, folder in enumerate(d.synthetic_folders(f, recipe, mode, ratio)):
-                    cfg = {**common, "seeds": d.c, "out": str(folder), "synthetic_mode": mode,
-                           "synthetic": str(d.gen_folder(f, recipe, g) / "samples.h5")}
+            controls.append({"kind": "classifier", "key": str(folder), "needs": [], "config": cfg})
+        for g in range(d.g(f)):
+            for recipe in d.recipes:
+                gen = str(d.gen_folder(f, recipe, g))
+                if ratio == 1:
+                    jobs.append({"kind": "generator", "key": gen, "needs": [], "recipe": recipe, "seed": g,
+                                 "fraction": f, "data": str(data), "kimg": d.kimg, "n": d.n})
+                    jobs.append({"kind": "quality", "key": f"{gen}/quality", "generator": gen, "data": str(data),
+                                 "needs": [gen, *(f"features/{s}" for s in SPACES)]})
+                for mode in d.modes if ratio == 1 else ["mix"]:
+                    cfg = {**common, "seeds": d.c, "synthetic_mode": mode, "synthetic": f"{gen}/samples.h5"}
                     if mode == "pretrain":  # pretraining uses every sampled image, not a count-matched share
                         cfg.pop("synthetic_ratio")
                         cfg["synthetic_per_class"] = d.n
-                    jobs.append({"out": str(folder), "config": cfg})
+                    jobs.append({"kind": "classifier", "key": str(d.synthetic_folders(f, recipe, mode, ratio)[g]),
+                                 "needs": [gen], "config": cfg})
+            if g == 0:
+                jobs += controls
     return jobs
 
 
-def train(stage: str = "all", fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion",
-          generators: int = 6, secondary_generators: int = 2, seeds: int = 3, ratios: str = "1,0.5,2,4",
-          modes: str = "mix,pretrain", primary: float = 0.25,
-          minutes: float = 35, n: int = 500, workers: int = 2, options: dict = None, chunk: int = 20,
-          workdir: str = None):
-    """Run the stages (``stage``: generators, classifiers or all); ``options``: train_resnet options fixed by the
-    protocol (e.g. '{"select": "last", "ema": 0.99}'); ``chunk``: generator epochs between budget checks."""
-    work = work_dir(workdir, "study")
-    data, extra = nih_mini_and_external(work)
-    d = Design(work, fractions, recipes, generators, seeds, ratios, modes, minutes, n, options, primary,
-               secondary_generators)
-    if stage in ("generators", "all"):
-        _pool(generator_job, generator_jobs(d, data, chunk), workers, "generator")
-    if stage in ("classifiers", "all"):
-        missing = [j["config"]["synthetic"] for j in classifier_jobs(d, data, extra) if "synthetic" in j["config"]
-                   and not Path(j["config"]["synthetic"]).is_file()]
-        if missing:
-            raise SystemExit(f"{len(missing)} synthetic arm(s) lack their samples (e.g. {missing[0]}); run "
-                             "--stage generators first")
-        _pool(classifier_job, classifier_jobs(d, data, extra), workers, "classifier")
+def finished(job: dict, results: Path) -> bool:
+    """An arm is done when its metrics.json is in the results folder, a generator's scoring when its
+    generator.json is (generators and feature networks are never kept: they are rebuilt when needed)."""
+    if job["kind"] == "classifier":
+        return (results / job["key"] / "metrics.json").is_file()
+    return job["kind"] == "quality" and (results / job["generator"] / "generator.json").is_file()
 
 
-def finished(folders: list[Path]) -> bool:
-    return all((Path(p) / "metrics.json").is_file() for p in folders)
+def to_run(jobs: list[dict], results: Path, work: Path) -> list[dict]:
+    """The jobs still needed: unfinished arms and scorings, the generators those wait for (unless their samples
+    are in the work folder), and the feature networks a scoring needs."""
+    rest = [j for j in jobs if j["kind"] in ("classifier", "quality") and not finished(j, results)]
+    wanted = {n for j in rest for n in j["needs"]}
+    gens = [j for j in jobs if j["kind"] == "generator" and j["key"] in wanted and
+            not (work / j["key"] / "samples.h5").is_file()]
+    keep = {j["key"] for j in rest + gens} | {n for j in rest if j["kind"] == "quality" for n in j["needs"]}
+    return [j for j in jobs if j["key"] in keep]
+
+
+# ---- the jobs (each in a worker process, one CPU thread) ----
+
+def run_job(job: dict, work: str, results: str) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    work, results = Path(work), Path(results)
+    {"features": features_job, "generator": generator_job, "quality": quality_job,
+     "classifier": classifier_job}[job["kind"]](
+        job, work, results)
+    return job["key"]
+
+
+def feature_network(work: Path, space: str) -> Path:
+    return work / "features" / ("real-classifier/model-seed0.pt" if space == "classifier" else "cxr.pt")
+
+
+def features_job(job: dict, work: Path, results: Path) -> None:
+    """The two spaces of the image metrics, trained once per work folder as docs/benchmarks.md's "cxr feature
+    space" section trained them: the real-data ResNet-18 of nih-mini (seed 0), and `make features` with
+    FEATURES_EXTRA=nih64-extra (the cxr network; 20 epochs, seed 0)."""
+    from cxrgan.classify.train import ClassifierConfig, run
+    from cxrgan.data.ingest import IngestConfig, build_dataset
+    from cxrgan.metrics.cxr_train import FeaturesConfig, run as train_features
+
+    data, _ = nih_mini_and_external(work)
+    out = feature_network(work, job["space"])
+    if out.is_file():
+        return
+    if job["space"] == "classifier":
+        run(ClassifierConfig(data=str(data), out=str(out.parent), size=64, epochs=15, device="cpu", overwrite=True))
+        return
+    others = work / "features-extra-64.h5"
+    if not others.is_file():
+        build_dataset(IngestConfig(src=str(NIH64_EXTRA), out=str(others), size=64, other_findings=True,
+                                   fractions="1,0,0", balance=False, workers=1, seed=0))
+    train_features(FeaturesConfig(data=f"{data}:train,{others}:train", out=str(out), epochs=20, seed=0,
+                                  device="cpu", overwrite=True))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def generator_job(job: dict, work: Path, results: Path) -> None:
+    """Train (resuming) one generator to its kimg and sample it once; what it trained is kept beside the samples
+    (trained.json) for its scoring."""
+    import torch
+
+    from cxrgan.fileio import write_json_atomic
+    from cxrgan.generative.sample import resolve_generators, sample_to_file
+    from cxrgan.generative.train import GanConfig, train
+
+    folder = work / job["key"]
+    ledger = folder / "training-seconds.json"  # over resumed calls (a call killed midway is not counted)
+    result = train(GanConfig(data=job["data"], out=str(folder / "gan"), recipe=job["recipe"], seed=job["seed"],
+                             real_fraction=job["fraction"], kimg=job["kimg"], device="cpu"))
+    seconds = json.loads(ledger.read_text())["seconds"] if ledger.is_file() else 0.0
+    if result.get("trained"):
+        seconds += result["seconds"]
+        write_json_atomic(ledger, {"seconds": seconds})
+    summary = json.loads((folder / "gan" / "summary.json").read_text())
+    gens = resolve_generators(str(folder / "gan"), folder, [0, 1], torch.device("cpu"))
+    sample_to_file(folder / "samples.h5", gens, job["n"], job["seed"], torch.device("cpu"))
+    write_json_atomic(folder / "trained.json", {
+        **{k: job[k] for k in ("recipe", "seed", "fraction", "kimg", "n")},
+        "trained": {"kimg": summary["kimg"], "epochs": summary["epochs"], "seconds": seconds,
+                    "img_per_s": summary["kimg"] * 1000 / seconds if seconds else None}})
+
+
+def quality_job(job: dict, work: Path, results: Path) -> None:
+    """Score a generator's samples against the internal real test images in both spaces (the audit of copies in
+    the cxr run); its record (what it trained, the samples' hash, the metrics per class) goes to the results
+    folder as generator.json, with each space's fid_is summary beside it."""
+    from cxrgan.fileio import write_json_atomic
+    from cxrgan.metrics.evaluate import QualityConfig, evaluate
+
+    folder, keep = work / job["generator"], results / job["generator"]
+    samples = folder / "samples.h5"
+    record = {**json.loads((folder / "trained.json").read_text()), "samples_sha256": sha256(samples), "quality": {}}
+    keep.mkdir(parents=True, exist_ok=True)
+    for space in SPACES:
+        net = feature_network(work, space)
+        summary = evaluate(QualityConfig(real=f"{job['data']}:test", fake=str(samples), train=f"{job['data']}:train",
+                                         out=str(folder / f"quality-{space}.json"), features=f"{space}:{net}",
+                                         audit=space == "cxr", cache="", device="cpu", seed=0, overwrite=True))
+        shutil.copyfile(folder / f"quality-{space}.json", keep / f"quality-{space}.json")
+        record["quality"][space] = {"network_sha256": sha256(net), "per_class": {
+            name: {k: v.get(k) for k in QUALITY_KEYS} for name, v in summary.get("per_class", {}).items()}}
+    write_json_atomic(keep / "generator.json", record)
+
+
+def classifier_job(job: dict, work: Path, results: Path) -> None:
+    """One train_resnet arm in the work folder; its metrics.json and predictions.npz copied to the results folder
+    (metrics.json last: it marks the arm finished)."""
+    from cxrgan.classify.train import ClassifierConfig, run
+
+    folder, keep = work / job["key"], results / job["key"]
+    cfg = dict(job["config"])
+    if "synthetic" in cfg:
+        cfg["synthetic"] = str(work / cfg["synthetic"])
+    if not (folder / "metrics.json").is_file():
+        run(ClassifierConfig(out=str(folder), overwrite=True, device="cpu", **cfg))
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("predictions.npz", "metrics.json"):
+        shutil.copyfile(folder / name, keep / f".{name}.tmp")
+        os.replace(keep / f".{name}.tmp", keep / name)
+
+
+def schedule(jobs: list[dict], workers: int, work: Path, results: Path, fn=None) -> list[str]:
+    """Run ``jobs`` ``workers`` at a time (``fn(job, work, results)``, default ``run_job``), always the first in
+    plan order whose needs are met; a job whose need failed is skipped. Returns the keys that failed or were
+    skipped."""
+    keys = {j["key"] for j in jobs}
+    pending, running, failed = list(jobs), {}, []
+    log(f"{len(jobs)} job(s), {workers} at a time")
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        while pending or running:
+            waiting = keys - {j["key"] for j in pending} - set(running.values()) - set(failed)  # done
+            for j in [j for j in pending if any(n in failed for n in j["needs"])]:
+                log(f"skipped {j['key']}: it needs {', '.join(n for n in j['needs'] if n in failed)}, which failed")
+                pending.remove(j), failed.append(j["key"])
+            while len(running) < max(1, workers):
+                ready = next((j for j in pending if all(n not in keys or n in waiting for n in j["needs"])), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                running[pool.submit(fn or run_job, ready, str(work), str(results))] = ready["key"]
+                log(f"started {ready['kind']} {ready['key']}")
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                key = running.pop(fut)
+                try:
+                    fut.result()
+                    log(f"finished {key} ({len(pending)} waiting, {len(running)} running)")
+                except Exception:  # noqa: BLE001 - one failed job must not stop the study; it is reported
+                    failed.append(key)
+                    log(f"FAILED {key}:\n{traceback.format_exc()}")
+    return failed
+
+
+def train(fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion", generators: int = 6,
+          secondary_generators: int = 2, seeds: int = 3, ratios: str = "1,0.5,2,4", modes: str = "mix,pretrain",
+          primary: float = 0.25, kimg: float = 33, n: int = 500, workers: int = 2, options: dict = None,
+          only: str = None, workdir: str = None, results: str = None, dry_run: bool = False):
+    """Run every job the results folder lacks (``options``: train_resnet options fixed by the protocol, e.g.
+    '{"select": "last", "ema": 0.99}'; ``only``: run just the jobs whose key starts with this, e.g. fraction-0.25/;
+    ``dry_run``: list them)."""
+    work, results = work_dir(workdir, "study"), Path(results or RESULTS)
+    d = Design(fractions, recipes, generators, seeds, ratios, modes, kimg, n, options, primary, secondary_generators)
+    data, extra = (work / "nih-mini-64.h5", work / "external-test-64.h5") if dry_run else nih_mini_and_external(work)
+    jobs = to_run(plan(d, data, extra), results, work)
+    if only:
+        jobs = [j for j in jobs if j["key"].startswith(only) or j["kind"] == "features" or
+                any(k["key"].startswith(only) and j["key"] in k["needs"] for k in jobs)]
+    if dry_run:
+        for j in jobs:
+            print(f"{j['kind']:10} {j['key']}" + (f"  (after {', '.join(j['needs'])})" if j["needs"] else ""))
+        return
+    failed = schedule(jobs, workers, work, results)
+    if failed:
+        raise SystemExit(f"{len(failed)} job(s) failed: {', '.join(failed)} (the log above has each traceback)")
+
+
+# ---- the report: from the results folder only ----
+
+def arm_auroc(folders: list[Path], level: float = 0.95) -> dict:
+    """An arm's mean pooled AUROC with its seed-aware interval (runs grouped by generator when several folders)."""
+    from cxrgan.classify import stats, verdict
+
+    _, y, scores, groups = verdict.combined_predictions(folders)
+    res = stats.bootstrap_ci(y, scores, n_boot=1000, seed=0, level=level, groups=groups)["auroc"]
+    return {**res, "mean": float(np.mean([stats.auroc(y, s) for s in scores]))}
+
+
+def quality_rows(d: Design, results: Path) -> list[list[str]]:
+    """Each recipe's samples, per real fraction and class: mean ± sd over its finished generators, both spaces."""
+    rows = []
+    for f in sorted(d.fractions):
+        for recipe in d.recipes:
+            records = [json.loads(p.read_text()) for g in range(d.g(f))
+                       if (p := results / d.gen_folder(f, recipe, g) / "generator.json").is_file()]
+            if not records:
+                continue
+            for cls in records[0]["quality"][SPACES[0]]["per_class"]:
+                cells = []
+                for space in SPACES:
+                    for k in ("kid_mean", "precision", "recall"):
+                        v = [r["quality"][space]["per_class"][cls][k] for r in records]
+                        v = [x for x in v if x is not None]
+                        cells.append(f"{np.mean(v):.3g} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2g}" if v else "–")
+                pd = [r["quality"][SPACES[0]]["per_class"][cls]["pixel_diversity"] for r in records]
+                rows.append([f"{f:g}", recipe, cls, str(len(records)),
+                             f"{np.mean([r['trained'].get('kimg', np.nan) for r in records]):.1f}", *cells,
+                             f"{np.mean(pd):.3f}"])
+    return rows
+
+
+def figure(d: Design, results: Path, out: Path) -> bool:
+    """AUROC (pooled test images) against the real fraction, one line per arm, 95% seed-aware intervals; only the
+    points whose arm is finished. False when there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = {arm: lambda f, arm=arm: [d.control_folder(f, arm, 1.0)] for arm in CONTROLS}
+    for mode in d.modes:
+        for recipe in d.recipes:
+            arms[f"{MODES[mode]} ({recipe})"] = lambda f, m=mode, r=recipe: d.synthetic_folders(f, r, m, 1.0)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for i, (name, folders_at) in enumerate(arms.items()):
+        pts = []
+        for f in sorted(d.fractions):
+            folders = [results / p for p in folders_at(f)]
+            if all((p / "metrics.json").is_file() for p in folders):
+                a = arm_auroc(folders)
+                pts.append((f * (1 + 0.02 * (i - len(arms) / 2)), a["mean"], *a["ci95"]))
+        if pts:
+            x, m, lo, hi = map(np.array, zip(*pts))
+            ax.errorbar(x, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=name)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted(d.fractions), [f"{100 * f:g}%" for f in sorted(d.fractions)])
+    ax.set_xlabel("real training patients used")
+    ax.set_ylabel("test AUROC (internal + external)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return True
+
+
+TEST_SETS = {"pooled": None, "internal": (0,), "external": (1,)}  # verdict ``sets``: which test images count
+
+
+def comparison_row(f: float, ratio: float, test: str, arm: str, control: str, c: dict) -> list[str]:
+    lo, hi = c["ci95"]
+    return [f"{f:g}", f"{ratio:g}", f"{test} ({c['n_test']})", arm, control, f"{c['auroc_control']:.3f}",
+            f"{c['auroc_synthetic']:.3f}", f"{c['delta_auroc']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]",
+            f"{c['p_value']:.3g}", f"{(hi - lo) / 2:.3f}"]
+
+
+def cell_arms(d: Design, results: Path, f: float, ratio: float) -> tuple[dict, dict]:
+    """A cell's control arms (name -> folder) and synthetic arms (name -> one folder per generator)."""
+    controls = {arm: results / d.control_folder(f, arm, 1.0 if arm == "real" else ratio) for arm in CONTROLS}
+    synthetic = {f"{MODES[mode]} ({recipe})": [results / p for p in d.synthetic_folders(f, recipe, mode, ratio)]
+                 for recipe in d.recipes for mode in (d.modes if ratio == 1 else ["mix"])}
+    return controls, synthetic
+
+
+def primary_analysis(d: Design, results: Path, level: float) -> tuple[list, list, list[str]]:
+    """The primary cell: every synthetic arm against every control on the pooled, internal and external test
+    images (rows; the pooled ones decide), pretraining against mixing per recipe (rows), and the decision lines
+    with the reported primary number (best synthetic arm against best control, at ``level`` and 95%)."""
+    from cxrgan.classify import verdict
+
+    controls, synthetic = cell_arms(d, results, d.primary, 1.0)
+    rows, lines, pooled = [], [], {}
+    for test, sets in TEST_SETS.items():
+        for arm, folders in synthetic.items():
+            res = verdict.primary(folders, controls, seed=0, level=level, sets=sets)
+            rows += [comparison_row(d.primary, 1.0, test, arm, name, c) for name, c in res["comparisons"].items()]
+            if sets is None:
+                pooled[arm] = res
+                lines.append(f"- {arm}: **{res['decision']}** (against the best control, {res['best_control']}: "
+                             f"ΔAUROC {res['comparisons'][res['best_control']]['delta_auroc']:+.3f}, half-width "
+                             f"{res['half_width']:.3f})")
+    best = max(pooled, key=lambda a: next(iter(pooled[a]["comparisons"].values()))["auroc_synthetic"])
+    control = pooled[best]["best_control"]
+    at = {lv: verdict.paired_on_shared_images(controls[control], synthetic[best], 2000, 0, lv) for lv in (level, .95)}
+    lines.append(f"- Primary number: the best synthetic arm, {best}, against the best control, {control}: "
+                 f"ΔAUROC {at[level]['delta_auroc']:+.3f}, {100 * level:g}% CI [{at[level]['ci95'][0]:+.3f}, "
+                 f"{at[level]['ci95'][1]:+.3f}], 95% CI [{at[.95]['ci95'][0]:+.3f}, {at[.95]['ci95'][1]:+.3f}]; "
+                 f"half-width {(at[level]['ci95'][1] - at[level]['ci95'][0]) / 2:.3f} (target ≤ 0.05)")
+    versus = []
+    for recipe in d.recipes:
+        mix, pre = (synthetic.get(f"{MODES[m]} ({recipe})") for m in ("mix", "pretrain"))
+        if mix and pre:
+            c = verdict.paired_on_shared_images(mix, pre, 2000, 0, 0.95)
+            versus.append(comparison_row(d.primary, 1.0, "pooled", f"{MODES['pretrain']} ({recipe})",
+                                         f"{MODES['mix']} ({recipe})", c))
+    return rows, versus, lines
+
+
+def progress_rows(d: Design, results: Path) -> tuple[list, list]:
+    """Per cell: generators and arms finished; and the cells whose arms are all finished."""
+    rows, complete = [], []
+    for f, ratio in d.cells():
+        controls, synthetic = cell_arms(d, results, f, ratio)
+        folders = list(controls.values()) + [p for v in synthetic.values() for p in v]
+        done = sum((p / "metrics.json").is_file() for p in folders)
+        gens = sum((results / d.gen_folder(f, r, g) / "generator.json").is_file() for r in d.recipes
+                   for g in range(d.g(f)))
+        rows.append([f"{f:g}", f"{ratio:g}", f"{gens} / {len(d.recipes) * d.g(f)}" if ratio == 1 else "(shared)",
+                     f"{done} / {len(folders)}"])
+        if done == len(folders):
+            complete.append((f, ratio))
+    return rows, complete
 
 
 def report(fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion", generators: int = 6,
            secondary_generators: int = 2, seeds: int = 3, ratios: str = "1,0.5,2,4", modes: str = "mix,pretrain",
-           level: float = 0.9875, primary: float = 0.25, workdir: str = None, out: str = None):
-    """The study's tables, verdict and figure from the finished runs (``level``: the per-arm interval of the
-    decision, Bonferroni over the synthetic arms)."""
+           level: float = 0.9875, primary: float = 0.25, results: str = None, out: str = None,
+           figure_path: str = "docs/figures/study-efficiency.png"):
+    """The study's progress, tables, verdict and figure from the results folder (``level``: the per-arm interval
+    of the decision, Bonferroni over the synthetic arms). A cell's comparisons are shown once all its arms are
+    done (no interim verdict)."""
     from cxrgan.classify import verdict
 
     record_start()
-    work = work_dir(workdir, "study")
-    d = Design(work, fractions, recipes, generators, seeds, ratios, modes, 0, 0, None, primary,
-               secondary_generators)
-    rows, lines = [], []
-    for f, ratio in d.cells():
-        controls = {arm: d.control_folder(f, arm, 1.0 if arm == "real" else ratio) for arm in CONTROLS}
-        controls = {k: v for k, v in controls.items() if finished([v])}
-        for recipe in d.recipes:
-            for mode in d.modes if ratio == 1 else ["mix"]:
-                folders = d.synthetic_folders(f, recipe, mode, ratio)
-                if not controls or not finished(folders):
-                    continue
-                res = verdict.primary(folders, controls, seed=0, level=level)
-                arm = f"{MODES[mode]} ({recipe})"
-                for name, c in res["comparisons"].items():
-                    rows.append([f"{f:g}", f"{ratio:g}", arm, name, str(c["n_test"]), f"{c['auroc_control']:.3f}",
-                                 f"{c['auroc_synthetic']:.3f}", f"{c['delta_auroc']:+.3f}",
-                                 f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]", f"{c['p_value']:.3g}",
-                                 f"{(c['ci95'][1] - c['ci95'][0]) / 2:.3f}"])
-                if f == primary and ratio == 1:
-                    lines.append(f"- {arm}: **{res['decision']}** (against the best control, {res['best_control']}: "
-                                 f"half-width {res['half_width']:.3f})")
-    table = show_table("study", ["real fraction", "ratio", "synthetic arm", "control", "test images",
-                                 "control AUROC", "synthetic AUROC", "ΔAUROC", f"{100 * level:g}% CI", "p",
-                                 "half-width"], rows)
-    body = (f"The pre-registered study of docs/study-protocol.md, from the runs finished in `{work}`: "
+    results = Path(results or RESULTS)
+    d = Design(fractions, recipes, generators, seeds, ratios, modes, 0, 0, None, primary, secondary_generators)
+    progress, complete = progress_rows(d, results)
+    rows, versus, lines = primary_analysis(d, results, level) if (primary, 1.0) in complete else ([], [], [])
+    for f, ratio in [c for c in complete if c != (primary, 1.0)]:
+        controls, synthetic = cell_arms(d, results, f, ratio)
+        for arm, folders in synthetic.items():
+            res = verdict.primary(folders, controls, seed=0, level=level)
+            rows += [comparison_row(f, ratio, "pooled", arm, name, c) for name, c in res["comparisons"].items()]
+    headers = ["real fraction", "ratio", "test images", "synthetic arm", "control", "control AUROC",
+               "synthetic AUROC", "ΔAUROC", f"{100 * level:g}% CI", "p", "half-width"]
+    pooled = [r for r in rows if r[2].startswith("pooled")]
+    table = show_table("study", headers, pooled) if pooled else "No cell is finished yet."
+    per_set = [r for r in rows if not r[2].startswith("pooled")]
+    quality = quality_rows(d, results)
+    quality_table = show_table("quality", ["real fraction", "recipe", "class", "generators", "kimg",
+                                           *[f"{k} ({s})" for s in ("ResNet-18 space", "cxr space")
+                                             for k in ("KID", "precision", "recall")], "pixel diversity"],
+                               quality) if quality else "No generator is finished yet."
+    drew = figure(d, results, ROOT / figure_path)
+    where = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
+    body = (f"The pre-registered study of docs/study-protocol.md, from the finished runs kept in `{where}`: "
             f"{d.g_primary} generator(s) per recipe at real fraction {primary:g} and {d.g_secondary} at the others, "
-            f"{d.c} classifier seed(s) per generator, control arms with as many runs as a synthetic arm; pooled "
-            f"internal + external test images; {100 * level:g}% seed-aware intervals, each synthetic arm's runs "
-            f"grouped by generator.") + f"""
+            f"{d.c} classifier seed(s) per generator, control arms with as many runs as a synthetic arm; "
+            f"{100 * level:g}% seed-aware intervals, each synthetic arm's runs grouped by generator; the pooled "
+            f"test images (internal + external) decide. A cell's comparisons appear once every arm of it is "
+            f"finished.") + f"""
+
+Progress (arms: the control and synthetic train_resnet folders of the cell):
+
+{show_table("progress", ["real fraction", "ratio", "generators finished", "arms finished"], progress)}
 
 {table}
 
 Decisions at real fraction {primary:g} (ratio 1), by the protocol's rule:
 
-{chr(10).join(lines) or "- not finished yet"}
-"""
+{chr(10).join(lines) or "- not finished yet: no decision"}
+""" + (f"""
+The primary comparisons on each test set alone (secondary; the same intervals):
+
+{show_table("per test set", headers, per_set)}
+""" if per_set else "") + (f"""
+Pretraining against mixing, per recipe (secondary; 95% intervals, pooled test images):
+
+{show_table("pretrain vs mix", [*headers[:8], "95% CI", "p", "half-width"], versus)}
+""" if versus else "") + f"""
+Image metrics of each generator's 500 samples per class against the internal real test images, per class (mean ±
+sd over the finished generators; the ResNet-18 space is the one of the earlier quality tables, the cxr space is the
+cxr network's, docs/benchmarks.md "A chest X-ray feature space"):
+
+{quality_table}
+""" + (f"\n![AUROC against the real fraction]({os.path.relpath(ROOT / figure_path, ROOT / 'docs')})\n" if drew
+         else "")
     write_section("study", "The usefulness study (pre-registered)", body, out)
 
 
