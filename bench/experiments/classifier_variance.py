@@ -95,16 +95,17 @@ def cells(results: list[dict]) -> list[str]:
 
 
 def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str = "baseline (val AUROC, "
-         "constant lr)|EMA 0.99 + cosine, last epoch", sources: bool = True, report_only: bool = False,
-         workdir: str = None, out: str = None):
-    """Run the study (``variants``: '|'-separated names of VARIANTS, default all; ``arm_variants``: those also run on
-    the control arms, "" none) and write its section (``out`` another file; "" none); ``report_only``: train
+         "constant lr)|EMA 0.99 + cosine, last epoch", arms: str = "real + oversampling|real + augmentation",
+         sources: bool = True, report_only: bool = False, section: str = "", workdir: str = None, out: str = None):
+    """Run the study (``variants``: '|'-separated names of VARIANTS run on the real arm, default all, "none" none;
+    ``arm_variants``: those also run on the control ``arms``, "" none) and write its section (``out`` another file;
+    "" none; ``section``: a part run on its own, written as its own section with this name); ``report_only``: train
     nothing, and show the rows whose runs have all finished."""
     record_start()
     work = work_dir(workdir, "classifier-variance")
     data, extra = nih_mini_and_external(work)
     (work / "runs").mkdir(exist_ok=True)
-    chosen = [v for v in (variants.split("|") if variants else VARIANTS)]
+    chosen = [] if variants == "none" else [v for v in (variants.split("|") if variants else VARIANTS)]
     on_arms = [v for v in arm_variants.split("|") if v]
 
     def jobs(variant: str, arm: str, source: str = "both") -> list[dict]:
@@ -116,7 +117,7 @@ def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str
     plan = [(v, "real", "both") for v in chosen]
     if sources:
         plan += [(list(VARIANTS)[0], "real", s) for s in ("order", "init")]
-    plan += [(v, a, "both") for a in ARM_OPTIONS if a != "real" for v in on_arms]  # one arm's before/after first
+    plan += [(v, a, "both") for a in arms.split("|") if a for v in on_arms]  # one arm's before/after first
     all_jobs = [jobs(*p) for p in plan]
     if report_only:
         plan, all_jobs = zip(*[(p, js) for p, js in zip(plan, all_jobs) if all(Path(j["file"]).is_file() for j in js)])
@@ -124,10 +125,10 @@ def main(seeds: int = 8, workers: int = 2, variants: str = "", arm_variants: str
     by_plan, i = {}, 0
     for p, js in zip(plan, all_jobs):
         by_plan[p], i = results[i:i + len(js)], i + len(js)
-    write(by_plan, seeds, out)
+    write(by_plan, seeds, section, out)
 
 
-def write(by_plan: dict, seeds: int, out: str | None) -> None:
+def write(by_plan: dict, seeds: int, section: str, out: str | None) -> None:
     headers = ["arm", "variant", "runs", "internal AUROC", "sd [95% CI]", "external AUROC", "sd [95% CI]",
                "mean kept epoch", "s/run"]
     source_rows = [[s, *cells(by_plan[(list(VARIANTS)[0], "real", key)])] for s, key in SOURCES.items()
@@ -145,15 +146,19 @@ of the runs' test AUROC, with a 95% chi-square interval (normal runs assumed). P
 own luck with the particular test images (model x image noise), so the sd on 330 images is the better measure
 of the training runs' spread.
 
+""" + (f"""
 Sources of the spread (baseline options, real arm):
 
 {sources_table}
-
+""" if source_rows else "") + f"""
 Training options, per arm:
 
 {table}
 """
-    write_section("classifier-variance", "Spread between classifier seeds: sources and cures (nih-mini)", body, out)
+    key, title = "classifier-variance", "Spread between classifier seeds: sources and cures (nih-mini)"
+    if section:
+        key, title = f"{key}-{section.replace(' ', '-')}", f"{title}: {section}"
+    write_section(key, title, body, out)
 
 
 if __name__ == "__main__":

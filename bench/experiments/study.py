@@ -39,6 +39,9 @@ CONTROLS = {"real": {}, "real + oversampling": {"control": "oversample"},
 MODES = {"mix": "real + synthetic", "pretrain": "pretrain on synthetic, fine-tune on real"}
 # the classifier protocol (docs/study-protocol.md); the variance-cutting options are fixed there before the run
 CLASSIFIER = {"epochs": 15, "patience": 5, "size": 64, "lr": 3e-4, "batch": 32, "n_boot": 100}
+# a 25% fraction's epoch is about 80 images (5 s): an epoch checkpoint, grid and loss plot each epoch would cost a
+# large share of the training time (last.pt, to resume from, is still written every epoch)
+CKPT_EVERY = 25
 # the image metrics of each generator's samples, per class, in the space used so far and in the cxr network's
 SPACES = ("classifier", "cxr")
 QUALITY_KEYS = ("fid", "kid_mean", "precision", "recall", "pixel_diversity")
@@ -196,7 +199,7 @@ def generator_job(job: dict, work: Path, results: Path) -> None:
     folder = work / job["key"]
     ledger = folder / "training-seconds.json"  # over resumed calls (a call killed midway is not counted)
     result = train(GanConfig(data=job["data"], out=str(folder / "gan"), recipe=job["recipe"], seed=job["seed"],
-                             real_fraction=job["fraction"], kimg=job["kimg"], device="cpu"))
+                             real_fraction=job["fraction"], kimg=job["kimg"], device="cpu", ckpt_every=CKPT_EVERY))
     seconds = json.loads(ledger.read_text())["seconds"] if ledger.is_file() else 0.0
     if result.get("trained"):
         seconds += result["seconds"]
