@@ -159,7 +159,7 @@ SMOKE_VARS := DATA=phantom DATA_DIR=$(SMOKE_DIR)/data OUTPUTS=$(SMOKE_DIR)/outpu
 # neither the dataset nor the real-data classifier. Stamps are written only when make is asked to build (not for
 # `make`, help, test, clean, or a dry run -n / question -q, which compare against them as they are).
 NOT_BUILDING := $(or $(findstring n,$(firstword -$(MAKEFLAGS))),$(findstring q,$(firstword -$(MAKEFLAGS))),$(if \
-	$(filter-out help setup test smoke nih-smoke gpu-check bench docker clean download,$(or $(MAKECMDGOALS),help)),,yes))
+	$(filter-out help setup test smoke nih-smoke gpu-check bench docker docker-test clean download,$(or $(MAKECMDGOALS),help)),,yes))
 # Before any stage (and before a stamp is written): every variable's value is checked, and a build takes
 # OUTPUTS/.make.lock for as long as this make runs (lib/cxrgan/makeguard.py), so a second make in the same OUTPUTS is
 # refused at once instead of overwriting the first one's stages. Sub-makes of a locking make share its lock.
@@ -204,7 +204,7 @@ $(SYNTH_CHECK): $(DATASET) $(SAMPLE_ARGS) $(ADDED_ARGS) | $(STAMP)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup download data gan samples classify tstr efficiency features metrics report all test smoke nih-smoke \
-	bench gpu-check docker clean
+	bench gpu-check docker docker-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -421,8 +421,14 @@ bench: $(STAMP)  ## speed benchmarks (needs ../shared/data), results to docs/ben
 	$(PY) bench/speed/sample_speed.py
 	$(PY) bench/speed/fid_speed.py
 
-docker:  ## build the CUDA image, tagged cxrgan
-	docker build -f docker/Dockerfile -t cxrgan .
+# the container engine: docker when its daemon answers, else podman (ENGINE=podman or ENGINE=docker to choose);
+# podman builds in docker format, which keeps the Dockerfile's SHELL
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || { command -v podman >/dev/null && echo podman; } || echo docker)
+docker:  ## build the CUDA image, tagged cxrgan (with docker, or podman where no docker daemon runs)
+	$(ENGINE) build $(if $(filter podman,$(notdir $(ENGINE))),--format docker )-f docker/Dockerfile -t cxrgan .
+
+docker-test: $(STAMP)  ## build the image on a Debian stand-in base (podman; installed as root) and run it: sample.py --n 500, make smoke, a bad input; skips, saying why, where no engine can run
+	$(PY) docker/check.py
 
 clean:  ## remove OUTPUTS, built datasets and build/ (keeps NIH downloads and .venv)
 	find $(OUTPUTS) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
