@@ -173,6 +173,13 @@ LOCK_ERROR := $(shell $(call GUARD,$(PYTHON)) lock '$(OUTPUTS)' $$PPID)
 $(if $(LOCK_ERROR),$(error $(LOCK_ERROR)))
 export CXRGAN_MAKE_LOCK := $(abspath $(OUTPUTS))
 endif
+# The progress view (lib/cxrgan/progress.py): every tool command runs as a named stage of this make (its process
+# id), which prints the stage's number of how many, the time since the run began and an estimate of what is left.
+MAKE_PID := $(shell echo $$PPID)
+stage = $(PYTHON) $(HERE)lib/cxrgan/progress.py stage $(OUTPUTS) $(MAKE_PID) $(1) --
+export CXRGAN_PROGRESS_GOALS := $(or $(MAKECMDGOALS),help)
+export CXRGAN_PROGRESS_KEY := $(DATA) $(RECIPE) size$(SIZE) kimg$(or $(KIMG),-) epochs$(or $(EPOCHS),-) \
+	clf$(CLF_EPOCHS) seeds$(SEEDS) synth$(N_SYNTH) controls=$(subst $(space),+,$(strip $(CONTROLS)))
 args_stamp = $(strip $(eval _new := $(strip $(2)))$(eval _old := $(strip $(if $(wildcard $(1)),$(file < $(1)))))$(if \
 	$(or $(NOT_BUILDING),$(and $(findstring |$(_new)|,|$(_old)|),$(findstring |$(_old)|,|$(_new)|))),,$(shell \
 	mkdir -p $(dir $(1)))$(file > $(1),$(_new)))$(1))
@@ -233,13 +240,13 @@ $(NIH_DIR)/download.json: | $(STAMP)
 data: $(DATASET)  ## build the dataset HDF5 (DATA=nih-mini: the shipped real subset; DATA=nih: from NIH_DIR; DATA=phantom)
 
 $(DATA_DIR)/phantom-$(SIZE).h5: $(DATA_ARGS) | $(STAMP)
-	$(PY) tools/make_phantoms.py --overwrite --out $@ --n $(N_PHANTOMS) --size $(SIZE) --seed $(SEED)
+	$(call stage,data) $(PY) tools/make_phantoms.py --overwrite --out $@ --n $(N_PHANTOMS) --size $(SIZE) --seed $(SEED)
 
 $(DATA_DIR)/nih-mini-$(SIZE).h5: $(DATA_ARGS) $(wildcard $(NIH_MINI)/*.csv) | $(STAMP)
-	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_MINI) --out $@ --size $(SIZE) --seed $(SEED) --nobalance
+	$(call stage,data) $(PY) tools/make_hdf5.py --overwrite --src $(NIH_MINI) --out $@ --size $(SIZE) --seed $(SEED) --nobalance
 
 $(DATA_DIR)/nih-$(SIZE).h5: $(DATA_ARGS) | $(STAMP)
-	$(PY) tools/make_hdf5.py --overwrite --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED) \
+	$(call stage,data) $(PY) tools/make_hdf5.py --overwrite --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED) \
 		$(if $(filter official,$(SPLIT)),--official-split)
 
 gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited, the default, or improved: one conditional model; RECIPE=study-dcgan, formerly seed: the study's DCGAN per class)
@@ -248,10 +255,10 @@ gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited
 define gan_rules
 ifeq ($(call recipe_kind,$(1)),per-class)
 $(GAN_DIR)/$(1)-c%/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP) $(SYNTH_CHECK)
-	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1) --cls $$*
+	$$(call stage,gan:$(1)-c$$*) $$(TRAIN) $$(TRAIN_ARGS) --recipe $(1) --cls $$*
 else
 $(GAN_DIR)/$(1)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP) $(SYNTH_CHECK)
-	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(1)
+	$$(call stage,gan:$(1)) $$(TRAIN) $$(TRAIN_ARGS) --recipe $(1)
 endif
 endef
 $(foreach r,$(RECIPES),$(eval $(call gan_rules,$(r))))
@@ -259,7 +266,7 @@ $(foreach r,$(RECIPES),$(eval $(call gan_rules,$(r))))
 samples: $(SYNTH)  ## sample N_SYNTH images per class from the trained GAN(s) into OUTPUTS/synthetic-RECIPE.h5
 
 $(SYNTH): $(addsuffix /summary.json,$(GAN_RUNS)) $(SAMPLE_ARGS)
-	$(PY) tools/sample.py --overwrite --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
+	$(call stage,samples) $(PY) tools/sample.py --overwrite --n $(N_SYNTH) --seed $(SEED) --device $(DEVICE) --out $@ \
 		--ckpt $(subst $(space),$(comma),$(GAN_RUNS))
 
 classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies (controls), real+synthetic-RECIPE (paired with all three); SEEDS seeds
@@ -267,29 +274,29 @@ classify: $(CLASSIFY)  ## ResNet-18: real, real + oversampled / augmented copies
 tstr: $(CLF_DIR)/tstr-$(RECIPE)/metrics.json  ## train on synthetic images only, test on real (not part of `all`; the report shows it when present)
 
 $(CLF_DIR)/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP) $(SYNTH_CHECK)
-	$(PY) tools/train_resnet.py $(CLF_ARGS)
+	$(call stage,classify:real) $(PY) tools/train_resnet.py $(CLF_ARGS)
 
 $(CLF_DIR)/real+%/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(CLF_DIR)/real/metrics.json
-	$(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --control $* --baseline $(CLF_DIR)/real
+	$(call stage,classify:real+$*) $(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --control $* --baseline $(CLF_DIR)/real
 
 $(CLF_DIR)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(SYNTH_ARM_ARGS) $(SYNTH) $(CLF_DIR)/real/metrics.json $(addsuffix /metrics.json,$(CONTROL_RUNS))
-	$(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --synthetic $(SYNTH) \
+	$(call stage,classify:$(SYN_ARM)) $(PY) tools/train_resnet.py $(CLF_ARGS) $(ADDED) --synthetic $(SYNTH) \
 		--baseline $(subst $(space),$(comma),$(CLF_DIR)/real $(CONTROL_RUNS))
 
 $(CLF_DIR)/tstr-$(RECIPE)/metrics.json: $(DATASET) $(SYNTH) $(CLF_STAGE_ARGS) | $(STAMP)
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
+	$(call stage,classify:tstr-$(RECIPE)) $(PY) tools/train_resnet.py $(CLF_ARGS) --synthetic $(SYNTH) --synthetic-only
 
 # the real arm and the control arms of the curve (EFFICIENCY_ARMS, from the arm table) at fraction $(1)
 eff_runs = $(foreach a,real $(addprefix real+,$(EFFICIENCY_ARMS)),$(CLF_DIR)/fraction-$(1)/$(a))
 efficiency: $(foreach f,$(FRACTIONS),$(addsuffix /metrics.json,$(call eff_runs,$(f)) $(CLF_DIR)/fraction-$(f)/$(SYN_ARM)))  ## real, real+oversampling, real+synthetic at each real fraction in FRACTIONS, the GAN retrained per fraction (REUSE_GAN=1: not)
 
 $(CLF_DIR)/fraction-%/real/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) | $(STAMP)
-	$(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
+	$(call stage,fraction-$*:classify:real) $(PY) tools/train_resnet.py $(CLF_ARGS) --real-fraction $*
 
 define efficiency_arm_rules
 $(CLF_DIR)/fraction-%/real+$(1)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) \
 		$(CLF_DIR)/fraction-%/real/metrics.json
-	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $$* --control $(1) \
+	$$(call stage,fraction-$$*:classify:real+$(1)) $$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $$* --control $(1) \
 		--baseline $$(CLF_DIR)/fraction-$$*/real
 endef
 $(foreach a,$(EFFICIENCY_ARMS),$(eval $(call efficiency_arm_rules,$(a))))
@@ -303,19 +310,19 @@ eff_gan_runs = $(if $(filter per-class,$(call recipe_kind,$(RECIPE))),$(GAN_DIR)
 eff_synth = $(if $(or $(filter 1,$(REUSE_GAN)),$(call is_full,$(1))),$(SYNTH),$(OUTPUTS)/fraction-$(1)/synthetic-$(RECIPE).h5)
 define fraction_rules
 $(OUTPUTS)/fraction-$(1)/synthetic-$(RECIPE).h5: $(addsuffix /summary.json,$(call eff_gan_runs,$(1))) $(SAMPLE_ARGS)
-	$$(PY) tools/sample.py --overwrite --n $$(N_SYNTH) --seed $$(SEED) --device $$(DEVICE) --out $$@ \
+	$$(call stage,fraction-$(1):samples) $$(PY) tools/sample.py --overwrite --n $$(N_SYNTH) --seed $$(SEED) --device $$(DEVICE) --out $$@ \
 		--ckpt $(subst $(space),$(comma),$(strip $(call eff_gan_runs,$(1))))
 ifeq ($(call recipe_kind,$(RECIPE)),per-class)
 $(GAN_DIR)/fraction-$(1)/$(RECIPE)-c%/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
-	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --cls $$* --real-fraction $(1)
+	$$(call stage,fraction-$(1):gan:$(RECIPE)-c$$*) $$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --cls $$* --real-fraction $(1)
 else
 $(GAN_DIR)/fraction-$(1)/$(RECIPE)/summary.json: $(DATASET) $(GAN_STAGE_ARGS) | $(STAMP)
-	$$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
+	$$(call stage,fraction-$(1):gan:$(RECIPE)) $$(TRAIN) $$(TRAIN_ARGS) --recipe $(RECIPE) --real-fraction $(1)
 endif
 $(CLF_DIR)/fraction-$(1)/$(SYN_ARM)/metrics.json: $(DATASET) $(CLF_STAGE_ARGS) $(ADDED_ARGS) $(SYNTH_ARM_ARGS) \
 		$(call eff_synth,$(1)) \
 		$(addsuffix /metrics.json,$(call eff_runs,$(1)))
-	$$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
+	$$(call stage,fraction-$(1):classify:$(SYN_ARM)) $$(PY) tools/train_resnet.py $$(CLF_ARGS) $$(ADDED) --real-fraction $(1) --synthetic $(call eff_synth,$(1)) \
 		--baseline $(subst $(space),$(comma),$(strip $(call eff_runs,$(1))))
 endef
 $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
@@ -323,7 +330,7 @@ $(foreach f,$(FRACTIONS),$(eval $(call fraction_rules,$(f))))
 metrics: $(METRICS)  ## FID, KID, precision/recall (+IS) and the memorisation audit (INCEPTION=1: Inception metrics; XRV=1: torchxrayvision's DenseNet, FID_xrv; NAME=1: any other network of lib/cxrgan/metrics/networks.py)
 
 $(OUTPUTS)/metrics/domain-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(CLF_DIR)/real/metrics.json
-	$(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
+	$(call stage,metrics:domain) $(PY) tools/fid_is.py $(FID_ARGS) --features classifier:$(CLF_DIR)/real/model-seed$(SEED).pt
 
 # one rule per feature network of FEATURE_TABLE; its weights: NAME:VAR:OPTION passes OPTION $(VAR_WEIGHTS),
 # NAME:VAR --features NAME:$(VAR_WEIGHTS); without VAR_WEIGHTS, NAME:VAR:-:BUILT --features NAME:$(OUTPUTS)/BUILT
@@ -331,7 +338,7 @@ feature_weights = $(if $($(2)_WEIGHTS),$(if $(3), $(3) $($(2)_WEIGHTS),:$($(2)_W
 define feature_rules
 $(OUTPUTS)/metrics/$(1)-$(RECIPE).json: $(SYNTH) $(METRIC_ARGS) $(if $(4),$(if $($(2)_WEIGHTS),,$(OUTPUTS)/$(4))) \
 		| $(STAMP)
-	$$(PY) tools/fid_is.py $$(FID_ARGS) --features $(1)$$(call feature_weights,$(1),$(2),$(3),$(4))
+	$$(call stage,metrics:$(1)) $$(PY) tools/fid_is.py $$(FID_ARGS) --features $(1)$$(call feature_weights,$(1),$(2),$(3),$(4))
 endef
 feature_option = $(filter-out -,$(call row_field,$(1),3))
 $(foreach r,$(FEATURE_TABLE),$(eval $(call feature_rules,$(call row_field,$(r),1),$(call row_field,$(r),2),$(call \
@@ -341,18 +348,18 @@ features: $(foreach r,$(FEATURE_TABLE),$(if $(call row_field,$(r),4),$(OUTPUTS)/
 
 # FEATURES_EXTRA's images that neither class takes (no test set holds them), every one in the train split
 $(FEATURES_EXTRA_H5): $(FEATURES_EXTRA_ARGS) | $(STAMP)
-	$(PY) tools/make_hdf5.py --overwrite --src $(FEATURES_EXTRA) --out $@ --size 64 --other-findings --fractions 1,0,0 \
+	$(call stage,features:extra-data) $(PY) tools/make_hdf5.py --overwrite --src $(FEATURES_EXTRA) --out $@ --size 64 --other-findings --fractions 1,0,0 \
 		--nobalance --seed $(SEED)
 
 $(OUTPUTS)/features/cxr.pt: $(DATASET) $(if $(FEATURES_EXTRA),$(FEATURES_EXTRA_H5)) $(FEATURES_STAGE_ARGS) | $(STAMP)
-	$(PY) tools/train_features.py --overwrite \
+	$(call stage,features:cxr) $(PY) tools/train_features.py --overwrite \
 		--data $(DATASET):train$(if $(FEATURES_EXTRA),$(comma)$(FEATURES_EXTRA_H5):train) --out $@ \
 		--epochs $(FEATURES_EPOCHS) --seed $(SEED) --device $(DEVICE)
 
 report: $(OUTPUTS)/REPORT.md  ## OUTPUTS/REPORT.md from every result under OUTPUTS (tables, figures, audit)
 
 $(OUTPUTS)/REPORT.md: $(CLASSIFY) $(METRICS) $(wildcard $(CLF_DIR)/fraction-*/*/metrics.json $(CLF_DIR)/tstr-*/metrics.json)
-	$(PY) tools/report.py --overwrite --outputs $(OUTPUTS) --seed $(SEED)
+	$(call stage,report) $(PY) tools/report.py --overwrite --outputs $(OUTPUTS) --seed $(SEED)
 
 all: report  ## the whole pipeline on the default data: data, gan, samples, classify, metrics, report
 

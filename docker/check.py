@@ -40,7 +40,8 @@ BASE_TAG = "localhost/cxrgan-base:bookworm"
 IMAGE = "cxrgan"
 PACKAGES = ("podman", "podman-docker", "runc", "debootstrap")
 DEBOOTSTRAP = ["debootstrap", "--variant=minbase", "bookworm"]
-RUNC_CONF = """# docker/check.py: podman with runc and explicit ulimits (crun cannot set RLIMIT_NOFILE in some sandboxes)
+RUNC_CONF = """# docker/check.py: podman with runc and explicit ulimits
+# (crun cannot set RLIMIT_NOFILE in some sandboxes)
 [containers]
 default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 [engine]

@@ -50,11 +50,13 @@ def main(fresh: bool = False, out: str | None = None) -> None:
     table = show_table("make docker-test", ["step", "measured"], rows)
     checks = "; ".join(f"{name} ({c['detail']})" for name, c in report["checks"].items())
     body = (f"{table}\n\nEngine: {report['engine']} (`{report['docker']}` for `docker run`), runtime "
-            f"{report.get('runtime', 'the engine default')}; {'a fresh machine: no cached base or layers' if fresh else 'caches as found'}. "
+            f"{report.get('runtime', 'the engine default')}; "
+            f"{'a fresh machine: no cached base or layers' if fresh else 'caches as found'}. "
             f"Checks passed: {checks}. The stand-in base is Debian bookworm, not the CUDA base (docker/README.md "
             "says what only a GPU host verifies). The image is mostly torch's CUDA build and its NVIDIA libraries "
             "in /opt/venv, as in .venv. The containers run in their own cgroup, so niced background work on the "
-            "machine slows them more than it slows the host's processes.")
+            "machine slows them more than it slows the host's processes; and the share of \"other work\" below "
+            "counts the containers' own processes, which run outside this script's process tree.")
     write_section("container", "Container image", body, out)
 
 
