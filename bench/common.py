@@ -223,6 +223,38 @@ def nih_mini_and_external(work: Path) -> tuple[Path, Path]:
     return data, extra
 
 
+SPACES = ("classifier", "cxr")  # the image metrics' feature spaces of the nih-mini experiments (study, cpu_budget)
+
+
+def feature_network(work: Path, space: str) -> Path:
+    """Where build_feature_network keeps the network of ``space`` in ``work``."""
+    return work / "features" / ("real-classifier/model-seed0.pt" if space == "classifier" else "cxr.pt")
+
+
+def build_feature_network(work: Path, space: str) -> Path:
+    """Train (once per work folder) the network of one of SPACES, as docs/benchmarks.md's "cxr feature space"
+    section trained them: the real-data ResNet-18 of nih-mini (seed 0, 15 epochs), or `make features` with
+    FEATURES_EXTRA=nih64-extra (the cxr network; 20 epochs, seed 0)."""
+    from cxrgan.classify.train import ClassifierConfig, run
+    from cxrgan.data.ingest import IngestConfig, build_dataset
+    from cxrgan.metrics.cxr_train import FeaturesConfig, run as train_features
+
+    data, _ = nih_mini_and_external(work)
+    out = feature_network(work, space)
+    if out.is_file():
+        return out
+    if space == "classifier":
+        run(ClassifierConfig(data=str(data), out=str(out.parent), size=64, epochs=15, device="cpu", overwrite=True))
+        return out
+    others = work / "features-extra-64.h5"
+    if not others.is_file():
+        build_dataset(IngestConfig(src=str(NIH64_EXTRA), out=str(others), size=64, other_findings=True,
+                                   fractions="1,0,0", balance=False, workers=1, seed=0))
+    train_features(FeaturesConfig(data=f"{data}:train,{others}:train", out=str(out), epochs=20, seed=0,
+                                  device="cpu", overwrite=True))
+    return out
+
+
 def real_classifier(work: Path) -> Path:
     """The real-data ResNet-18 (seed 0) whose penultimate layer is the GAN experiments' feature space."""
     return work / "eval" / "real" / "model-seed0.pt"

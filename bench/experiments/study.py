@@ -30,8 +30,8 @@ import fire
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import (NIH64_EXTRA, ROOT, as_list, log, nih_mini_and_external, record_start,  # noqa: E402
-                    show_table, work_dir, write_section)
+from common import (ROOT, SPACES, as_list, build_feature_network, feature_network, log,  # noqa: E402
+                    nih_mini_and_external, record_start, show_table, work_dir, write_section)
 
 RESULTS = ROOT / "docs" / "study"
 CONTROLS = {"real": {}, "real + oversampling": {"control": "oversample"},
@@ -43,7 +43,6 @@ CLASSIFIER = {"epochs": 15, "patience": 5, "size": 64, "lr": 3e-4, "batch": 32, 
 # large share of the training time (last.pt, to resume from, is still written every epoch)
 CKPT_EVERY = 25
 # the image metrics of each generator's samples, per class, in the space used so far and in the cxr network's
-SPACES = ("classifier", "cxr")
 QUALITY_KEYS = ("fid", "kid_mean", "precision", "recall", "pixel_diversity")
 
 
@@ -152,31 +151,9 @@ def run_job(job: dict, work: str, results: str) -> str:
     return job["key"]
 
 
-def feature_network(work: Path, space: str) -> Path:
-    return work / "features" / ("real-classifier/model-seed0.pt" if space == "classifier" else "cxr.pt")
-
-
 def features_job(job: dict, work: Path, results: Path) -> None:
-    """The two spaces of the image metrics, trained once per work folder as docs/benchmarks.md's "cxr feature
-    space" section trained them: the real-data ResNet-18 of nih-mini (seed 0), and `make features` with
-    FEATURES_EXTRA=nih64-extra (the cxr network; 20 epochs, seed 0)."""
-    from cxrgan.classify.train import ClassifierConfig, run
-    from cxrgan.data.ingest import IngestConfig, build_dataset
-    from cxrgan.metrics.cxr_train import FeaturesConfig, run as train_features
-
-    data, _ = nih_mini_and_external(work)
-    out = feature_network(work, job["space"])
-    if out.is_file():
-        return
-    if job["space"] == "classifier":
-        run(ClassifierConfig(data=str(data), out=str(out.parent), size=64, epochs=15, device="cpu", overwrite=True))
-        return
-    others = work / "features-extra-64.h5"
-    if not others.is_file():
-        build_dataset(IngestConfig(src=str(NIH64_EXTRA), out=str(others), size=64, other_findings=True,
-                                   fractions="1,0,0", balance=False, workers=1, seed=0))
-    train_features(FeaturesConfig(data=f"{data}:train,{others}:train", out=str(out), epochs=20, seed=0,
-                                  device="cpu", overwrite=True))
+    """One of the two spaces of the image metrics (common.build_feature_network), trained once per work folder."""
+    build_feature_network(work, job["space"])
 
 
 def sha256(path: Path) -> str:
