@@ -40,6 +40,9 @@ THREADS = 2
 # name: the recipe, train_dcgan overrides, and the sampler's arguments (diffusion: steps and solver)
 CANDIDATES = {
     "limited": {"recipe": "limited", "overrides": {}, "sampler": {}},
+    # fewer filters: 3.5x the training img/s on 2 CPU threads (docs/benchmarks.md, "Generator training throughput")
+    "limited, base 32": {"recipe": "limited", "overrides": {"base": 32}, "sampler": {}},
+    "limited, base 48": {"recipe": "limited", "overrides": {"base": 48}, "sampler": {}},
     "diffusion": {"recipe": "diffusion", "overrides": {}, "sampler": {"steps": 18}},
     # the same training as `diffusion`, sampled with DPM-Solver++(2M) at 10 calls per image instead of Heun's 35
     "diffusion, dpm++2m 10": {"recipe": "diffusion", "overrides": {}, "sampler": {"steps": 10, "solver": "dpm++2m"},

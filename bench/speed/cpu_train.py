@@ -20,7 +20,7 @@ import fire
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import ROOT, record_start, show_table, write_section  # noqa: E402
+from common import ROOT, log, record_start, show_table, write_section  # noqa: E402
 from cxrgan import runtime  # noqa: E402
 from cxrgan.generative.train import GanConfig, train  # noqa: E402
 
@@ -95,10 +95,16 @@ def main(kimg: float = 1.0, only: str = "", out: str | None = None) -> None:
             continue
         batch = overrides.get("batch", 32)
         per_epoch = n_train // batch * batch / 1000  # kimg per epoch: full batches
-        r = measure(data, recipe, threads, overrides, cl, max(1, round(kimg / per_epoch)))
+        try:
+            r = measure(data, recipe, threads, overrides, cl, max(1, round(kimg / per_epoch)))
+        except RuntimeError as e:  # a variant that does not run is a result too
+            rows.append([name, "fails: " + str(e).splitlines()[0][:90], "–", "–"])
+            log(f"{name}: {rows[-1][1]}")
+            continue
         rate = r["img_per_s"]
         baseline.setdefault(recipe, rate)
         rows.append([name, f"{rate:.1f}", f"{rate / baseline[recipe]:.2f}x", f"{r['kimg'] - r['warm_kimg']:.2f}"])
+        log(f"{name}: {rate:.1f} img/s")
     table = show_table("generator training on the CPU (64x64, nih-mini)", ["variant", "img/s", "vs today", "kimg"],
                        rows)
     if only:
