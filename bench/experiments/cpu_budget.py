@@ -119,9 +119,10 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
                 score_point(work, run_dir, keep, name, seed, m, n, trained)
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float], digits: int = 2) -> str:
     v = np.array([x for x in values if x is not None], float)
-    return "–" if not len(v) else f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+    return "–" if not len(v) else f"{v.mean():.{digits}f}" if len(v) == 1 else \
+        f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 def report(workdir: str = "", out: str | None = None) -> None:
@@ -144,7 +145,8 @@ def report(workdir: str = "", out: str | None = None) -> None:
             for cls in runs[0]["quality"][space]:
                 rows.append([name, f"{minutes:g}", len(runs), _cell([r["trained"]["kimg"] for r in runs]),
                              _cell([r["sample_seconds"] / 60 for r in runs]), cls,
-                             *(_cell([r["quality"][space][cls][k] for r in runs]) for k in KEYS)])
+                             *(_cell([r["quality"][space][cls][k] for r in runs], 3 if k == "kid_mean" else 2)
+                               for k in KEYS)])
         sections.append(f"Feature space: {space}.\n\n" + show_table(
             f"quality per CPU-minute ({space} space)",
             ["candidate", "train min", "seeds", "kimg", "sampling min", "class", *KEYS], rows))
