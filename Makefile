@@ -9,8 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # The recipe table (lib/cxrgan/generative/recipes.py, read without torch) says whether a recipe is one conditional model
-# (outputs/gan/NAME) or one model per class (outputs/gan/NAME-c0, NAME-c1), and which one is the default (the same
-# as train_dcgan's: one source for both).
+# (outputs/gan/NAME) or one model per class (outputs/gan/NAME-c0, NAME-c1), which one is the default (the same
+# as train_dcgan's: one source for both), and which one the laptop run on the shipped data uses (DATA=nih-mini).
 HERE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 RECIPE_TABLE := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(HERE)lib"); \
 	from cxrgan.generative.recipes import make_table; print(make_table())')
@@ -19,6 +19,7 @@ $(error cannot read the recipe table with PYTHON=$(PYTHON); set PYTHON to a Pyth
 endif
 RECIPES := $(foreach r,$(RECIPE_TABLE),$(word 1,$(subst :, ,$(r))))
 DEFAULT_RECIPE := $(word 1,$(subst :, ,$(filter %:default,$(RECIPE_TABLE))))
+LAPTOP_RECIPE := $(word 1,$(subst :, ,$(filter %:laptop,$(RECIPE_TABLE))))
 # The feature networks of fid_is (lib/cxrgan/metrics/networks.py) that need no argument or that `make features`
 # builds, NAME:VAR[:OPTION[:BUILT]]: with VAR=1, `make metrics` also writes metrics/NAME-RECIPE.json (VAR_WEIGHTS: a
 # local weights file, given to OPTION or as --features NAME:VAR_WEIGHTS; without it a BUILT network is OUTPUTS/BUILT,
@@ -41,7 +42,7 @@ OUTPUTS ?= outputs
 NIH_DIR ?= $(DATA_DIR)/nih
 SEED ?= 0
 N_PHANTOMS ?= 400
-RECIPE ?= $(DEFAULT_RECIPE)
+RECIPE ?= $(if $(filter nih-mini,$(DATA)),$(LAPTOP_RECIPE),$(DEFAULT_RECIPE))
 EPOCHS ?=
 KIMG ?=
 N_SYNTH ?= 500
@@ -86,7 +87,8 @@ INCEPTION ?= 0
 ifeq ($(origin CONTROLS),file)
 CONTROLS := $(call arms_with,laptop)
 endif
-ifeq ($(strip $(KIMG)$(EPOCHS)),)
+# the laptop recipe trains for its own length (sized for the 15-minute run); any other recipe for 7 kimg
+ifeq ($(strip $(KIMG)$(EPOCHS))$(filter $(LAPTOP_RECIPE),$(RECIPE)),)
 KIMG := 7
 endif
 DATASET := $(DATA_DIR)/nih-mini-$(SIZE).h5

@@ -140,6 +140,15 @@ def test_domain_features_audit_and_report_keys(real, fake, classifier_ckpt, tmp_
     for png in s["figures"].values():
         assert (out.parent / png).stat().st_size > 1000
     assert s["real"]["content_sha256"] and s["args"]["features"].startswith("classifier:")
+    # the reference: the real training split scored in the generated images' place, overall and per class
+    ref, n_train = s["real_reference"], len(H5ImageDataset(real, "train"))
+    assert ref["n_fake"] == n_train and ref["n_real"] == s["n_real"] and ref["set"].endswith(":train")
+    assert sum(m["n_fake"] for m in ref["per_class"].values()) == n_train
+    assert 0.8 < ref["pixel_diversity"] < 1.25  # real images of other patients vary as much as the test images
+    assert ref["precision"] > s["precision"]  # the darkened 'generated' images lie further off the real manifold
+    from cxrgan.report import quality_section
+    table, _ = quality_section([(out, s)], tmp_path)
+    assert table.count("| *real training images (reference)* |") == 3  # overall + two classes
 
 
 def test_feature_cache_is_keyed_by_content_and_split(real, classifier_ckpt, tmp_path):

@@ -88,8 +88,16 @@ def test_nothing_outside_the_table_branches_on_a_recipe_name():
 def test_the_makefile_reads_the_table(monkeypatch):
     monkeypatch.setitem(RECIPES, "tiny", TINY)
     assert recipes.make_table().split() == ["study-dcgan:per-class", "improved:conditional",
-                                            "limited:conditional:default", "diffusion:conditional",
+                                            "limited:conditional:default", "laptop:conditional:laptop",
+                                            "diffusion:conditional",
                                             "diffusion-ddpm:conditional", "tiny:conditional", "seed:per-class"]
+    # DATA=nih-mini (the laptop run) trains the laptop recipe for its own length; other data the default recipe
+    laptop = subprocess.run(["make", "-n", "gan"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert f"--recipe {recipes.LAPTOP_RECIPE}" in laptop and "--kimg" not in laptop
+    assert "--kimg 7 " in subprocess.run(["make", "-n", "gan", "RECIPE=limited"], cwd=ROOT, capture_output=True,
+                                         text=True, check=True).stdout
+    assert f"--recipe {recipes.DEFAULT_RECIPE}" in subprocess.run(
+        ["make", "-n", "gan", "DATA=phantom"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     out = subprocess.run(["make", "-n", "gan", "RECIPE=seed"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "--recipe seed --cls 0" in out.stdout and "--recipe seed --cls 1" in out.stdout
     bad = subprocess.run(["make", "-n", "gan", "RECIPE=nope"], cwd=ROOT, capture_output=True, text=True)

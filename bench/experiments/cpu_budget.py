@@ -6,15 +6,17 @@ for nested wall-clock budgets (--minutes, e.g. 4, 8, 12: one run per seed, conti
 training time kept in a ledger so a killed run resumes). At each budget it samples --n images per class (timed: a
 diffusion model's sampling is part of what a laptop run pays) and scores them against nih-mini's real test images,
 as `make all`'s report does, in both feature spaces of the study (common.SPACES: the real-data ResNet-18 and the cxr
-network): per class precision, recall (k = 3), KID and pixel diversity.
+network): per class precision, recall (k = 3), KID and pixel diversity. Beside them, per space, the same metrics of
+the real training images scored in the generated images' place (the reference a generator reads against).
 
     python bench/experiments/cpu_budget.py run [--minutes 4,8,12] [--seeds 0,1] [--only NAME]
     python bench/experiments/cpu_budget.py report      # the "Quality per CPU-minute" section and its figure
 
 Wall-clock budgets need a quiet machine: run it with nothing else at normal priority (a niced study beside it gets
-almost no CPU). Every finished point is kept as points/CANDIDATE-seedS-Mmin.json in the work folder
-(build/bench/cpu-budget); `report` reads only those. The datasets and the two feature networks are the study's
-(build/bench/study, built there when missing), so both experiments score in the same spaces.
+almost no CPU). Every finished point is kept in the repository as docs/cpu-budget/CANDIDATE-seedS-Mmin.json (small;
+the runs' checkpoints stay in the work folder, build/bench/cpu-budget), so the table grows over sessions and
+machines; `report` reads only those. The datasets and the two feature networks are the study's (build/bench/study,
+built there when missing), so both experiments score in the same spaces.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import (DOC, ROOT, SPACES, as_list, build_feature_network, log, nih_mini_and_external,  # noqa: E402
-                    record_start, show_table, train_for, work_dir, write_section)
+from common import (DOC, ROOT, SPACES, as_list, build_feature_network, cpu_model, log,  # noqa: E402
+                    nih_mini_and_external, record_start, show_table, train_for, work_dir, write_section)
 
 THREADS = 2
 # name: the recipe, train_dcgan overrides, and the sampler's arguments (diffusion: steps and solver)
@@ -49,17 +51,42 @@ CANDIDATES = {
                               "shares": "diffusion"},
 }
 KEYS = ("precision", "recall", "kid_mean", "pixel_diversity")
+POINTS = ROOT / "docs" / "cpu-budget"  # the finished points, kept with the docs
 
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
 
-def point_path(work: Path, name: str, seed: int, minutes: float) -> Path:
-    return work / "points" / f"{slug(name)}-seed{seed}-{minutes:g}min.json"
+def point_path(name: str, seed: int, minutes: float) -> Path:
+    return POINTS / f"{slug(name)}-seed{seed}-{minutes:g}min.json"
 
 
-def score_point(work: Path, run_dir: Path, ckpt: Path, name: str, seed: int, minutes: float, n: int,
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def real_reference(space: str) -> dict:
+    """Per class, the metrics of nih-mini's real training images scored as if generated against its test images in
+    ``space`` (computed once, kept as docs/cpu-budget/reference-SPACE.json)."""
+    from cxrgan.metrics.evaluate import QualityConfig, evaluate
+
+    path = POINTS / f"reference-{space}.json"
+    if not path.is_file():
+        shared = work_dir(None, "study")
+        data, _ = nih_mini_and_external(shared)
+        net = build_feature_network(shared, space)
+        out = work_dir(None, "cpu-budget") / f"reference-{space}-quality.json"
+        m = evaluate(QualityConfig(real=f"{data}:test", fake=f"{data}:train", audit=False, out=str(out),
+                                   features=f"{space}:{net}", cache="", device="cpu", seed=0, overwrite=True))
+        write_json(path, {"set": f"{data.name}:train", "against": f"{data.name}:test", "quality": {
+            c: {k: v.get(k) for k in (*KEYS, "n_real", "n_fake")} for c, v in m["per_class"].items()}})
+    return json.loads(path.read_text())
+
+
+def score_point(run_dir: Path, ckpt: Path, name: str, seed: int, minutes: float, n: int,
                 trained: dict) -> None:
     from cxrgan.generative.sample import resolve_generators, sample_to_file
     from cxrgan.metrics.evaluate import QualityConfig, evaluate
@@ -72,7 +99,7 @@ def score_point(work: Path, run_dir: Path, ckpt: Path, name: str, seed: int, min
     t0 = time.perf_counter()
     sample_to_file(samples, gens, n, seed, torch.device("cpu"), **cand["sampler"])
     sample_seconds = time.perf_counter() - t0
-    record = {"candidate": name, "seed": seed, "minutes": minutes, "n": n, "threads": THREADS,
+    record = {"candidate": name, "seed": seed, "minutes": minutes, "n": n, "threads": THREADS, "cpu": cpu_model(),
               "trained": trained, "sample_seconds": round(sample_seconds, 1), "quality": {}}
     for space in SPACES:
         net = build_feature_network(shared, space)
@@ -81,10 +108,7 @@ def score_point(work: Path, run_dir: Path, ckpt: Path, name: str, seed: int, min
                                    device="cpu", seed=0, overwrite=True))
         record["quality"][space] = {c: {k: v.get(k) for k in KEYS} for c, v in m["per_class"].items()}
     samples.unlink()
-    out = point_path(work, name, seed, minutes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".tmp").write_text(json.dumps(record, indent=1))
-    os.replace(out.with_suffix(".tmp"), out)
+    write_json(point_path(name, seed, minutes), record)
     log(f"{name} seed {seed} at {minutes:g} min: " + "; ".join(
         f"{c} P/R {q['precision']:.2f}/{q['recall']:.2f}" for c, q in record["quality"]["classifier"].items()))
 
@@ -97,6 +121,8 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
     work = work_dir(workdir or None, "cpu-budget")
     data, _ = nih_mini_and_external(work_dir(None, "study"))
     budgets = sorted(as_list(minutes, float))
+    for space in SPACES:
+        real_reference(space)
     for name, cand in CANDIDATES.items():
         if only and only not in name:
             continue
@@ -104,7 +130,7 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
             run_dir = work / "runs" / f"{slug(cand.get('shares', name))}-seed{seed}"
             ledger = run_dir / "ledger.json"
             for m in budgets:
-                if point_path(work, name, seed, m).is_file():
+                if point_path(name, seed, m).is_file():
                     continue
                 keep = run_dir / f"at-{m:g}min.pt"
                 if not keep.is_file():
@@ -116,7 +142,7 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
                     (run_dir / f"at-{m:g}min.json").write_text(json.dumps(
                         {"kimg": summary["kimg"], "epochs": summary["epochs"], "seconds": trained["seconds"]}))
                 trained = json.loads((run_dir / f"at-{m:g}min.json").read_text())
-                score_point(work, run_dir, keep, name, seed, m, n, trained)
+                score_point(run_dir, keep, name, seed, m, n, trained)
 
 
 def _cell(values: list[float], digits: int = 2) -> str:
@@ -130,33 +156,42 @@ def report(workdir: str = "", out: str | None = None) -> None:
     import matplotlib.pyplot as plt
 
     work = work_dir(workdir or None, "cpu-budget")
-    points = [json.loads(p.read_text()) for p in sorted((work / "points").glob("*.json"))]
+    points = [json.loads(p.read_text()) for p in sorted(POINTS.glob("*-seed*-*min.json"))]
     if not points:
-        sys.exit(f"error: no points in {work / 'points'}; run `python bench/experiments/cpu_budget.py run` first")
+        sys.exit(f"error: no points in {POINTS}; run `python bench/experiments/cpu_budget.py run` first")
+    # minutes buy different amounts of training on different CPUs: seeds are pooled per CPU model only
     groups: dict[tuple, list[dict]] = {}
     for p in points:
-        groups.setdefault((p["candidate"], p["minutes"]), []).append(p)
+        groups.setdefault((p["candidate"], p["minutes"], p["cpu"]), []).append(p)
+    cpus = sorted({p["cpu"] for p in points})
     sections = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for space in SPACES:
         rows = []
-        for (name, minutes), runs in sorted(groups.items(), key=lambda kv: (list(CANDIDATES).index(kv[0][0]),
-                                                                              kv[0][1])):
+        for (name, minutes, cpu), runs in sorted(groups.items(), key=lambda kv: (
+                kv[0][2], list(CANDIDATES).index(kv[0][0]), kv[0][1])):
             for cls in runs[0]["quality"][space]:
-                rows.append([name, f"{minutes:g}", len(runs), _cell([r["trained"]["kimg"] for r in runs]),
+                rows.append([cpu, name, f"{minutes:g}", len(runs), _cell([r["trained"]["kimg"] for r in runs]),
                              _cell([r["sample_seconds"] / 60 for r in runs]), cls,
                              *(_cell([r["quality"][space][cls][k] for r in runs], 3 if k == "kid_mean" else 2)
                                for k in KEYS)])
+        reference = POINTS / f"reference-{space}.json"
+        if reference.is_file():
+            for cls, q in json.loads(reference.read_text())["quality"].items():
+                rows.append(["–", "*real training images (reference)*", "–", "–", "–", "–", cls,
+                             *(_cell([q[k]], 3 if k == "kid_mean" else 2) for k in KEYS)])
         sections.append(f"Feature space: {space}.\n\n" + show_table(
             f"quality per CPU-minute ({space} space)",
-            ["candidate", "train min", "seeds", "kimg", "sampling min", "class", *KEYS], rows))
+            ["CPU", "candidate", "train min", "seeds", "kimg", "sampling min", "class", *KEYS], rows))
     for ax, cls in zip(axes, points[0]["quality"]["classifier"]):
-        for name in CANDIDATES:
-            xs = sorted(m for (c, m) in groups if c == name)
-            if not xs:
-                continue
-            ys = [np.mean([r["quality"]["classifier"][cls]["recall"] for r in groups[(name, m)]]) for m in xs]
-            ax.plot(xs, ys, marker="o", label=name)
+        for cpu, style in zip(cpus, ("-", "--", ":")):
+            for name, color in zip(CANDIDATES, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+                xs = sorted(m for (c, m, u) in groups if c == name and u == cpu)
+                if not xs:
+                    continue
+                ys = [np.mean([r["quality"]["classifier"][cls]["recall"] for r in groups[(name, m, cpu)]])
+                      for m in xs]
+                ax.plot(xs, ys, style, marker="o", color=color, label=f"{name} ({cpu})")
         ax.set_title(f"{cls}: recall (ResNet-18 space)")
         ax.set_xlabel("training minutes on 2 threads")
     axes[0].set_ylabel("recall against the real test images")
@@ -168,7 +203,8 @@ def report(workdir: str = "", out: str | None = None) -> None:
     body = ("Each candidate trained on nih-mini (64x64, 331 training images) with 2 threads for the budget in wall "
             "minutes (one run per seed, continued from one budget to the next), then sampled 500 images per class "
             "(\"sampling min\": that sampling's time) and was scored against the 90 real test images: mean ± sd "
-            "over seeds.\n\n" + "\n\n".join(sections) +
+            "over seeds. The last rows score nih-mini's 331 real training images in the generated images' place: "
+            "what real radiographs of other patients reach in each space.\n\n" + "\n\n".join(sections) +
             f"\n\n![recall against training minutes]({os.path.relpath(figure, Path(out or DOC).parent)})")
     write_section("quality-per-cpu-minute", "Quality per CPU-minute", body, out)
 

@@ -289,7 +289,9 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
     out = Path(cfg.out)
     with Staging() as staged:  # the audit's figures appear with the json, not before it
         if train is not None:
-            train_f, _ = features_of(train, "real training")
+            train_f, train_lg = features_of(train, "real training")
+            summary["real_reference"] = real_reference(real, train, real_f, real_lg, real_px, train_f, train_lg,
+                                                       fake.classes, side, cfg)
             summary.update(run_audit(real, fake, train, real_f, fake_f, train_f, cfg, out, features_of,
                                      runtime.resolve_device(cfg.device), staged))
         _record_inputs(summary, real, fake, cfg, call_args)
@@ -297,6 +299,26 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
         staged.publish()
         write_json_atomic(out, summary)
     return summary
+
+
+def real_reference(real, train, real_f, real_lg, real_px, train_f, train_lg, classes, side: int,
+                   cfg: QualityConfig) -> dict:
+    """The same metrics with the real training images in the generated images' place: what real radiographs of
+    other patients score against ``real`` in this feature space, the ceiling a generator's numbers read against
+    (in a weak feature space even real images score low precision). Fewer images than the generated set usually,
+    so its recall is a little lower than the same images would get at the generated set's N."""
+    train_px = audit.pixel_vectors(train.read_uint8(np.arange(len(train))), side)
+    out = set_metrics(ImageSets(real_f, train_f, real_lg, train_lg, real_px, train_px), cfg)
+    out["set"] = f"{train.path}:{train.split}"
+    out["per_class"] = {}
+    for name in classes:
+        if name not in real.classes or name not in train.classes:
+            continue
+        r, t = real.labels == real.classes.index(name), train.labels == train.classes.index(name)
+        if t.any():
+            out["per_class"][name] = set_metrics(ImageSets(real_f[r], train_f[t], real_lg[r], train_lg[t],
+                                                           real_px[r], train_px[t]), cfg)
+    return out
 
 
 def _record_inputs(summary: dict, real, fake, cfg: QualityConfig, call_args: dict | None) -> None:
