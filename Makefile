@@ -251,7 +251,7 @@ $(DATA_DIR)/nih-$(SIZE).h5: $(DATA_ARGS) | $(STAMP)
 	$(call stage,data) $(PY) tools/make_hdf5.py --overwrite --src $(NIH_DIR) --out $@ --size $(SIZE) --seed $(SEED) \
 		$(if $(filter official,$(SPLIT)),--official-split)
 
-gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited, the default, or improved: one conditional model; RECIPE=study-dcgan, formerly seed: the study's DCGAN per class)
+gan: $(addsuffix /summary.json,$(GAN_RUNS))  ## train the GAN(s) (RECIPE=limited, the default, laptop, the default of DATA=nih-mini, or improved: one conditional model; RECIPE=study-dcgan, formerly seed: the study's DCGAN per class; diffusion)
 
 # summary.json is written only when a run reaches EPOCHS; an interrupted run resumes from last.pt
 define gan_rules

@@ -13,10 +13,10 @@ the real training images scored in the generated images' place (the reference a 
     python bench/experiments/cpu_budget.py report      # the "Quality per CPU-minute" section and its figure
 
 Wall-clock budgets need a quiet machine: run it with nothing else at normal priority (a niced study beside it gets
-almost no CPU). Every finished point is kept in the repository as docs/cpu-budget/CANDIDATE-seedS-Mmin.json (small;
-the runs' checkpoints stay in the work folder, build/bench/cpu-budget), so the table grows over sessions and
-machines; `report` reads only those. The datasets and the two feature networks are the study's (build/bench/study,
-built there when missing), so both experiments score in the same spaces.
+almost no CPU). Every finished point is kept in the repository as docs/cpu-budget/CPU/CANDIDATE-seedS-Mmin.json
+(small; one folder per CPU model; the runs' checkpoints stay in the work folder, build/bench/cpu-budget), so the
+table grows over sessions and machines; `report` reads only those. The datasets and the two feature networks are
+the study's (build/bench/study, built there when missing), so both experiments score in the same spaces.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def slug(name: str) -> str:
 
 
 def point_path(name: str, seed: int, minutes: float) -> Path:
-    return POINTS / f"{slug(name)}-seed{seed}-{minutes:g}min.json"
+    """Where the point is kept: one folder per CPU model (wall-clock budgets are only comparable on one)."""
+    return POINTS / slug(cpu_model()) / f"{slug(name)}-seed{seed}-{minutes:g}min.json"
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -114,8 +115,8 @@ def score_point(run_dir: Path, ckpt: Path, name: str, seed: int, minutes: float,
 
 
 def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "", workdir: str = "") -> None:
-    """Train and score every candidate (or those whose name contains --only) at each budget and seed; points
-    already kept are skipped, so a second call resumes."""
+    """Train and score every candidate at each budget and seed (--only: comma-separated candidate names, or parts of
+    names when none is a whole name); points already kept are skipped, so a second call resumes."""
     record_start()
     torch.set_num_threads(THREADS)
     work = work_dir(workdir or None, "cpu-budget")
@@ -123,8 +124,10 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
     budgets = sorted(as_list(minutes, float))
     for space in SPACES:
         real_reference(space)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    chosen = [n for n in CANDIDATES if n in wanted] or [n for n in CANDIDATES if any(w in n for w in wanted)]
     for name, cand in CANDIDATES.items():
-        if only and only not in name:
+        if wanted and name not in chosen:
             continue
         for seed in as_list(seeds, int):
             run_dir = work / "runs" / f"{slug(cand.get('shares', name))}-seed{seed}"
@@ -156,7 +159,7 @@ def report(workdir: str = "", out: str | None = None) -> None:
     import matplotlib.pyplot as plt
 
     work = work_dir(workdir or None, "cpu-budget")
-    points = [json.loads(p.read_text()) for p in sorted(POINTS.glob("*-seed*-*min.json"))]
+    points = [json.loads(p.read_text()) for p in sorted(POINTS.glob("*/*-seed*-*min.json"))]
     if not points:
         sys.exit(f"error: no points in {POINTS}; run `python bench/experiments/cpu_budget.py run` first")
     # minutes buy different amounts of training on different CPUs: seeds are pooled per CPU model only
@@ -203,8 +206,10 @@ def report(workdir: str = "", out: str | None = None) -> None:
     body = ("Each candidate trained on nih-mini (64x64, 331 training images) with 2 threads for the budget in wall "
             "minutes (one run per seed, continued from one budget to the next), then sampled 500 images per class "
             "(\"sampling min\": that sampling's time) and was scored against the 90 real test images: mean ± sd "
-            "over seeds. The last rows score nih-mini's 331 real training images in the generated images' place: "
-            "what real radiographs of other patients reach in each space.\n\n" + "\n\n".join(sections) +
+            "over seeds of one CPU model (\"CPU\": minutes buy different amounts of training on different machines, "
+            "so points of different CPUs are shown apart; \"kimg\" says how much each got). The last rows score "
+            "nih-mini's 331 real training images in the generated images' place: what real radiographs of other "
+            "patients reach in each space.\n\n" + "\n\n".join(sections) +
             f"\n\n![recall against training minutes]({os.path.relpath(figure, Path(out or DOC).parent)})")
     write_section("quality-per-cpu-minute", "Quality per CPU-minute", body, out)
 

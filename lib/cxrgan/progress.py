@@ -30,9 +30,9 @@ from pathlib import Path
 
 STATE, TIMES = "run.json", "times.json"
 # `make all` with every default on a quiet 2-core CPU (README, stage table); the key the Makefile passes then
-TYPICAL_KEY = "nih-mini limited size64 kimg7 epochs- clf6 seeds3 synth500 controls=oversample"
-TYPICAL = {"data": 4, "classify:real": 110, "classify:real+oversample": 198, "gan:limited": 236, "samples": 11,
-           "classify:real+synthetic-limited": 186, "metrics:domain": 31, "report": 10}
+TYPICAL_KEY = "nih-mini laptop size64 kimg- epochs- clf6 seeds3 synth500 controls=oversample"
+TYPICAL = {"data": 2, "classify:real": 46, "classify:real+oversample": 75, "gan:laptop": 245, "samples": 3,
+           "classify:real+synthetic-laptop": 73, "metrics:domain": 13, "report": 9}
 STAGE_LINE = re.compile(r"progress\.py stage \S+ \S+ (\S+) --")
 
 
