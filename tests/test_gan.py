@@ -316,3 +316,28 @@ def test_a_checkpoint_edited_after_writing_is_refused(trained, tmp_path):
     with pytest.raises(UserError, match="modified after it was written"):
         torchfile.load(tmp_path / "edited.pt")
     assert torchfile.tensors_digest(saved) != saved[torchfile.TENSORS_DIGEST]
+
+
+def test_bf16_autocast_on_the_cpu_only_when_asked(phantoms, tmp_path, monkeypatch):
+    from cxrgan import runtime
+    assert not torch.is_autocast_enabled("cpu")
+    with runtime.setup("cpu").autocast():
+        assert not torch.is_autocast_enabled("cpu")  # the CPU default: float32, bit-reproducible
+    with runtime.setup("cpu", precision="bf16").autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    seen = []
+    original = runtime.Runtime.autocast
+
+    def spy(self):
+        seen.append(self.precision)
+        return original(self)
+
+    monkeypatch.setattr(runtime.Runtime, "autocast", spy)
+    result = train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="limited", epochs=1, precision="bf16",
+                             **TINY_GAN))
+    assert result["trained"] and set(seen) == {"bf16"}
+    saved = _weights(tmp_path / "last.pt")
+    assert saved["config"]["precision"] == "bf16"
+    assert all(torch.isfinite(w).all() for w in saved["networks"]["generator"].values() if w.is_floating_point())
+    with pytest.raises(UserError, match="--precision must be auto, bf16, fp32"):
+        GanConfig(data=str(phantoms), out=str(tmp_path / "x"), precision="fp16").resolved()

@@ -36,7 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
 from common import (DOC, ROOT, SPACES, as_list, build_feature_network, cpu_model, log,  # noqa: E402
-                    nih_mini_and_external, record_start, show_table, train_for, work_dir, write_section)
+                    nih_mini_and_external, real_reference, record_start, show_table, train_for, work_dir,
+                    write_section)
 
 THREADS = 2
 # name: the recipe, train_dcgan overrides, and the sampler's arguments (diffusion: steps and solver)
@@ -69,19 +70,16 @@ def write_json(path: Path, record: dict) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def real_reference(space: str) -> dict:
+def reference(space: str) -> dict:
     """Per class, the metrics of nih-mini's real training images scored as if generated against its test images in
     ``space`` (computed once, kept as docs/cpu-budget/reference-SPACE.json)."""
-    from cxrgan.metrics.evaluate import QualityConfig, evaluate
-
     path = POINTS / f"reference-{space}.json"
     if not path.is_file():
         shared = work_dir(None, "study")
         data, _ = nih_mini_and_external(shared)
-        net = build_feature_network(shared, space)
-        out = work_dir(None, "cpu-budget") / f"reference-{space}-quality.json"
-        m = evaluate(QualityConfig(real=f"{data}:test", fake=f"{data}:train", audit=False, out=str(out),
-                                   features=f"{space}:{net}", cache="", device="cpu", seed=0, overwrite=True))
+        work = work_dir(None, "cpu-budget")
+        work.mkdir(parents=True, exist_ok=True)
+        m = real_reference(data, f"{space}:{build_feature_network(shared, space)}", work)
         write_json(path, {"set": f"{data.name}:train", "against": f"{data.name}:test", "quality": {
             c: {k: v.get(k) for k in (*KEYS, "n_real", "n_fake")} for c, v in m["per_class"].items()}})
     return json.loads(path.read_text())
@@ -115,8 +113,9 @@ def score_point(run_dir: Path, ckpt: Path, name: str, seed: int, minutes: float,
 
 
 def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "", workdir: str = "") -> None:
-    """Train and score every candidate at each budget and seed (--only: comma-separated candidate names, or parts of
-    names when none is a whole name); points already kept are skipped, so a second call resumes."""
+    """Train and score every candidate at each budget and seed (--only: comma-separated; a whole candidate name
+    picks that candidate, any other word every candidate whose name contains it, e.g. "limited,base 32"); points
+    already kept are skipped, so a second call resumes."""
     record_start()
     torch.set_num_threads(THREADS)
     work = work_dir(workdir or None, "cpu-budget")
@@ -125,7 +124,8 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
     for space in SPACES:
         real_reference(space)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
-    chosen = [n for n in CANDIDATES if n in wanted] or [n for n in CANDIDATES if any(w in n for w in wanted)]
+    # a whole name means that candidate; any other word, every candidate whose name contains it
+    chosen = [n for n in CANDIDATES if n in wanted or any(w not in CANDIDATES and w in n for w in wanted)]
     for name, cand in CANDIDATES.items():
         if wanted and name not in chosen:
             continue

@@ -1,5 +1,6 @@
-"""Where tensors run, for every tool: the device, data-parallel processes under torchrun, bf16 autocast and the
-memory layout on CUDA. Tools call ``setup`` once; nothing here is global state beyond what torch itself keeps."""
+"""Where tensors run, for every tool: the device, data-parallel processes under torchrun, bf16 autocast (on CUDA,
+and on the CPU when asked) and the memory layout on CUDA. Tools call ``setup`` once; nothing here is global state
+beyond what torch itself keeps."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Runtime:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    precision: str = "auto"  # a row of PRECISIONS
 
     @property
     def main(self) -> bool:
@@ -30,8 +32,11 @@ class Runtime:
         return self.device.type == "cuda"
 
     def autocast(self):
-        """A fresh autocast context: bf16 on CUDA, nothing on the CPU (float32 there, bit-reproducible)."""
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+        """A fresh autocast context: bf16 on CUDA; on the CPU nothing (float32, bit-reproducible) unless precision
+        is "bf16"; nothing anywhere with "fp32"."""
+        if self.precision == "fp32" or (not self.cuda and self.precision != "bf16"):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def layout(self, x):
         """Channels-last on CUDA (faster convolutions with cuDNN); unchanged on the CPU. Modules or tensors."""
@@ -39,6 +44,14 @@ class Runtime:
             return x
         return x.to(memory_format=torch.channels_last) if isinstance(x, torch.nn.Module) else \
             x.contiguous(memory_format=torch.channels_last)
+
+
+# --precision: what the autocast contexts of the training loops do
+PRECISIONS = {
+    "auto": "bf16 autocast on CUDA, float32 on the CPU",
+    "bf16": "bf16 autocast on CUDA and on the CPU (fast where the CPU has AMX or AVX512-BF16, slow where it has not)",
+    "fp32": "float32 everywhere",
+}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,9 +66,12 @@ def resolve_device(device: str) -> torch.device:
         raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
 
 
-def setup(device: str, distributed: bool = False) -> Runtime:
+def setup(device: str, distributed: bool = False, precision: str = "auto") -> Runtime:
     """Resolve ``device``; with ``distributed``, join the torchrun process group (nccl on GPU, gloo on CPU) when
-    WORLD_SIZE > 1, one GPU per local rank. On CUDA, cuDNN picks the fastest kernels for the shapes it sees."""
+    WORLD_SIZE > 1, one GPU per local rank. On CUDA, cuDNN picks the fastest kernels for the shapes it sees.
+    ``precision``: a row of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     world = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
     rank = int(os.environ.get("RANK", "0")) if distributed else 0
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed else 0
@@ -67,7 +83,7 @@ def setup(device: str, distributed: bool = False) -> Runtime:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True
-    return Runtime(dev, rank, world, local_rank)
+    return Runtime(dev, rank, world, local_rank, precision)
 
 
 def teardown(rt: Runtime) -> None:

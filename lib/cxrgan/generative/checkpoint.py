@@ -31,7 +31,8 @@ EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
 # Options that must match to continue a run (the rest, e.g. --epochs or --ckpt-every, may change on resume).
 RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps",
                      "ada_target", "real_fraction", "subset_seed")
-ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0}  # what checkpoints without these options were trained with
+# what checkpoints without these options were trained with
+ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0, "precision": "auto"}
 
 
 def epoch_path(folder: Path, epoch: int) -> Path:

@@ -14,6 +14,7 @@ from .. import options
 from ..errors import UserError
 from ..fileio import check_writable
 from ..metrics.networks import argument_file
+from ..runtime import PRECISIONS
 from .adversarial import LOSSES
 from .augment import parse_policy
 from .recipes import ALIASES, DEFAULT_RECIPE, DEFAULTS, RECIPES, Recipe, canonical, objective_options
@@ -69,6 +70,10 @@ class GanConfig:
     keep: int = option(3, "how many ckpt-EEEEEE.pt to keep (default 3).")
     grid: int = option(16, "fixed-noise images per class in each grid PNG (default 16).")
     compile: bool = option(False, "torch.compile the networks (CUDA).")
+    precision: str = option("auto", "auto: bf16 autocast on CUDA, float32 on the CPU; bf16: bf16 autocast on the "
+                                    "CPU too, 1.4-1.5x faster training on CPUs with AMX or AVX512-BF16 (much slower "
+                                    "on CPUs without; docs/benchmarks.md, \"Generator training throughput on the "
+                                    "CPU\"); fp32: no autocast.")
     kimg: float | None = option(None, "training length in thousands of real images shown, counting resumed ones, "
                                       "instead of --epochs (rounded up to whole epochs; a 300-image dataset then "
                                       "gets the thousands of steps a GAN needs).")
@@ -152,6 +157,7 @@ def _check_common(cfg: GanConfig, recipe: Recipe) -> None:
         raise UserError("--select-snapshot picks the snapshot with the lowest validation KID: it needs "
                         "--snapshot-kimg N and --snapshot-features cxr:PATH (or classifier:CKPT, inception)")
     options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
+    options.one_of(cfg, "precision", PRECISIONS, ", ".join(PRECISIONS))
     options.positive_number(cfg, "lr_g", maximum=1.0)  # beyond 1, Adam's steps overflow the weights
     for name in ("beta1", "beta2"):
         v = getattr(cfg, name)

@@ -48,7 +48,7 @@ def train(cfg: GanConfig, call_args: dict | None = None, progress: ProgressFn = 
     """Train to ``cfg.epochs`` epochs (or ``cfg.kimg``), resuming from ``out/last.pt`` when allowed. Returns a
     summary."""
     cfg = cfg.resolved()
-    rt = runtime.setup(cfg.device, distributed=True)
+    rt = runtime.setup(cfg.device, distributed=True, precision=cfg.precision)
     try:
         run = prepare(cfg, rt, call_args or {})
         return train_epochs(run, progress)

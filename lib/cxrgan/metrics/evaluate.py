@@ -304,8 +304,8 @@ def evaluate(cfg: QualityConfig, call_args: dict | None = None, progress: Progre
 def real_reference(real, train, real_f, real_lg, real_px, train_f, train_lg, classes, side: int,
                    cfg: QualityConfig) -> dict:
     """The same metrics with the real training images in the generated images' place: what real radiographs of
-    other patients score against ``real`` in this feature space, the ceiling a generator's numbers read against
-    (in a weak feature space even real images score low precision). Fewer images than the generated set usually,
+    other patients score against ``real`` in this feature space, the yardstick for a generator's numbers (in a
+    weak feature space even real images score low precision). Fewer images than the generated set usually,
     so its recall is a little lower than the same images would get at the generated set's N."""
     train_px = audit.pixel_vectors(train.read_uint8(np.arange(len(train))), side)
     out = set_metrics(ImageSets(real_f, train_f, real_lg, train_lg, real_px, train_px), cfg)
