@@ -49,7 +49,7 @@ class Runtime:
 # --precision: what the autocast contexts of the training loops do
 PRECISIONS = {
     "auto": "bf16 autocast on CUDA, float32 on the CPU",
-    "bf16": "bf16 autocast on CUDA and on the CPU (fast where the CPU has AMX or AVX512-BF16, slow where it has not)",
+    "bf16": "bf16 autocast on CUDA and on the CPU (faster where the CPU has AMX or AVX512-BF16)",
     "fp32": "float32 everywhere",
 }
 

@@ -71,9 +71,9 @@ class GanConfig:
     grid: int = option(16, "fixed-noise images per class in each grid PNG (default 16).")
     compile: bool = option(False, "torch.compile the networks (CUDA).")
     precision: str = option("auto", "auto: bf16 autocast on CUDA, float32 on the CPU; bf16: bf16 autocast on the "
-                                    "CPU too, 1.4-1.5x faster training on CPUs with AMX or AVX512-BF16 (much slower "
-                                    "on CPUs without; docs/benchmarks.md, \"Generator training throughput on the "
-                                    "CPU\"); fp32: no autocast.")
+                                    "CPU too, 1.4-1.5x faster training on CPUs with AMX or AVX512-BF16 (not measured "
+                                    "on CPUs without, where bf16 is emulated; docs/benchmarks.md, \"Generator "
+                                    "training throughput on the CPU\"); fp32: no autocast.")
     kimg: float | None = option(None, "training length in thousands of real images shown, counting resumed ones, "
                                       "instead of --epochs (rounded up to whole epochs; a 300-image dataset then "
                                       "gets the thousands of steps a GAN needs).")
