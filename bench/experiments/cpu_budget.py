@@ -122,8 +122,8 @@ def run(minutes: str = "4,8,12", seeds: str = "0,1", n: int = 500, only: str = "
     data, _ = nih_mini_and_external(work_dir(None, "study"))
     budgets = sorted(as_list(minutes, float))
     for space in SPACES:
-        real_reference(space)
-    wanted = [w.strip() for w in only.split(",") if w.strip()]
+        reference(space)
+    wanted = [w.strip() for w in as_list(only, str) if w.strip()] if only else []
     # a whole name means that candidate; any other word, every candidate whose name contains it
     chosen = [n for n in CANDIDATES if n in wanted or any(w not in CANDIDATES and w in n for w in wanted)]
     for name, cand in CANDIDATES.items():
