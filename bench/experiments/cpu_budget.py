@@ -72,8 +72,9 @@ def write_json(path: Path, record: dict) -> None:
 
 def reference(space: str) -> dict:
     """Per class, the metrics of nih-mini's real training images scored as if generated against its test images in
-    ``space`` (computed once, kept as docs/cpu-budget/reference-SPACE.json)."""
-    path = POINTS / f"reference-{space}.json"
+    ``space`` (computed once per CPU model, kept as docs/cpu-budget/CPU/reference-SPACE.json: the feature networks
+    are retrained in each work folder, and not bit-identically on another CPU)."""
+    path = POINTS / slug(cpu_model()) / f"reference-{space}.json"
     if not path.is_file():
         shared = work_dir(None, "study")
         data, _ = nih_mini_and_external(shared)
@@ -168,7 +169,7 @@ def report(workdir: str = "", out: str | None = None) -> None:
         groups.setdefault((p["candidate"], p["minutes"], p["cpu"]), []).append(p)
     cpus = sorted({p["cpu"] for p in points})
     sections = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.5), sharey=True)
     for space in SPACES:
         rows = []
         for (name, minutes, cpu), runs in sorted(groups.items(), key=lambda kv: (
@@ -178,10 +179,10 @@ def report(workdir: str = "", out: str | None = None) -> None:
                              _cell([r["sample_seconds"] / 60 for r in runs]), cls,
                              *(_cell([r["quality"][space][cls][k] for r in runs], 3 if k == "kid_mean" else 2)
                                for k in KEYS)])
-        reference = POINTS / f"reference-{space}.json"
-        if reference.is_file():
+        for reference in sorted(POINTS.glob(f"*/reference-{space}.json")):
+            cpu = next((p["cpu"] for p in points if slug(p["cpu"]) == reference.parent.name), reference.parent.name)
             for cls, q in json.loads(reference.read_text())["quality"].items():
-                rows.append(["–", "*real training images (reference)*", "–", "–", "–", "–", cls,
+                rows.append([cpu, "*real training images (reference)*", "–", "–", "–", "–", cls,
                              *(_cell([q[k]], 3 if k == "kid_mean" else 2) for k in KEYS)])
         sections.append(f"Feature space: {space}.\n\n" + show_table(
             f"quality per CPU-minute ({space} space)",
@@ -198,18 +199,20 @@ def report(workdir: str = "", out: str | None = None) -> None:
         ax.set_title(f"{cls}: recall (ResNet-18 space)")
         ax.set_xlabel("training minutes on 2 threads")
     axes[0].set_ylabel("recall against the real test images")
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
     # the figure goes beside docs/benchmarks.md's figures, or into the work folder when --out names another file
     figure = (ROOT / "docs" / "figures" if out is None else work) / "quality-per-cpu-minute.png"
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(figure, dpi=110)
     body = ("Each candidate trained on nih-mini (64x64, 331 training images) with 2 threads for the budget in wall "
             "minutes (one run per seed, continued from one budget to the next), then sampled 500 images per class "
             "(\"sampling min\": that sampling's time) and was scored against the 90 real test images: mean ± sd "
             "over seeds of one CPU model (\"CPU\": minutes buy different amounts of training on different machines, "
-            "so points of different CPUs are shown apart; \"kimg\" says how much each got). The last rows score "
-            "nih-mini's 331 real training images in the generated images' place: what real radiographs of other "
-            "patients reach in each space.\n\n" + "\n\n".join(sections) +
+            "so points of different CPUs are shown apart; \"kimg\" says how much each got; the feature networks "
+            "were retrained on each machine, not bit-identically, so the spaces differ slightly too). The last "
+            "rows score nih-mini's 331 real training images in the generated images' place: what real radiographs "
+            "of other patients reach in each space.\n\n" + "\n\n".join(sections) +
             f"\n\n![recall against training minutes]({os.path.relpath(figure, Path(out or DOC).parent)})")
     write_section("quality-per-cpu-minute", "Quality per CPU-minute", body, out)
 
