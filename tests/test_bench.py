@@ -237,3 +237,16 @@ def test_study_schedule_waits_for_needs_and_skips_what_a_failure_blocks(monkeypa
     failed = study.schedule(jobs, 2, tmp_path, tmp_path, fn=_fake_job)
     assert sorted(failed) == ["arm-a", "gen-broken"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arm-b", "arm-c", "gen-ok"]
+
+
+def test_study_refuses_a_retrained_generator_whose_samples_differ_from_the_recorded_ones(tmp_path, monkeypatch):
+    study = _study(monkeypatch)
+    samples, record = tmp_path / "samples.h5", tmp_path / "generator.json"
+    samples.write_bytes(b"the samples")
+    study.check_same_samples(samples, record)  # nothing recorded yet: fine
+    record.write_text(json.dumps({"samples_sha256": study.sha256(samples)}))
+    study.check_same_samples(samples, record)  # the same samples: fine
+    samples.write_bytes(b"other samples")
+    with pytest.raises(SystemExit, match="differs from the samples recorded"):
+        study.check_same_samples(samples, record)
+    assert not samples.exists()  # so the next run does not take them for finished

@@ -164,6 +164,20 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_same_samples(samples: Path, record: Path) -> None:
+    """A generator retrained for arms that still need its samples (its work folder was lost) must give the samples
+    its scoring and finished arms used (generator.json's samples_sha256); on another CPU it may not, and then the
+    study stops instead of mixing two versions of one generator."""
+    if record.is_file():
+        want = json.loads(record.read_text()).get("samples_sha256")
+        if want and sha256(samples) != want:
+            samples.unlink()
+            raise SystemExit(f"error: {samples} differs from the samples recorded in {record} (sha256 {want[:12]}…): "
+                             "the retrained generator is not the one its finished arms used (another CPU or "
+                             "library?); run the study where it started, or delete that generator's results to redo "
+                             "its arms")
+
+
 def generator_job(job: dict, work: Path, results: Path) -> None:
     """Train (resuming) one generator to its kimg and sample it once; what it trained is kept beside the samples
     (trained.json) for its scoring."""
@@ -184,6 +198,7 @@ def generator_job(job: dict, work: Path, results: Path) -> None:
     summary = json.loads((folder / "gan" / "summary.json").read_text())
     gens = resolve_generators(str(folder / "gan"), folder, [0, 1], torch.device("cpu"))
     sample_to_file(folder / "samples.h5", gens, job["n"], job["seed"], torch.device("cpu"))
+    check_same_samples(folder / "samples.h5", results / job["key"] / "generator.json")
     write_json_atomic(folder / "trained.json", {
         **{k: job[k] for k in ("recipe", "seed", "fraction", "kimg", "n")},
         "trained": {"kimg": summary["kimg"], "epochs": summary["epochs"], "seconds": seconds,
