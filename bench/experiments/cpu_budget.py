@@ -65,9 +65,10 @@ def point_path(name: str, seed: int, minutes: float) -> Path:
 
 
 def write_json(path: Path, record: dict) -> None:
+    from cxrgan.fileio import write_json_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(path.with_suffix(".tmp"), path)
+    write_json_atomic(path, record)
 
 
 def reference(space: str) -> dict:

@@ -33,6 +33,7 @@ KEYS = ("precision", "recall", "pixel_diversity")
 
 def point(work: Path, data: Path, precision: str, seed: int, kimg: float, n: int) -> dict:
     """Train (continuing) to ``kimg``, sample, score; kept as points/PRECISION-seedS-Kkimg.json in the work folder."""
+    from cxrgan.fileio import write_json_atomic
     from cxrgan.generative.sample import resolve_generators, sample_to_file
     from cxrgan.generative.train import GanConfig, train
     from cxrgan.metrics.evaluate import QualityConfig, evaluate
@@ -56,7 +57,7 @@ def point(work: Path, data: Path, precision: str, seed: int, kimg: float, n: int
         record["quality"][space] = {c: {k: v[k] for k in KEYS} for c, v in m["per_class"].items()}
     samples.unlink()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    write_json_atomic(out, record)
     log(f"{precision} seed {seed} at {kimg:g} kimg ({trained['img_per_s']:.0f} img/s): " + "; ".join(
         f"{c} P/R {q['precision']:.2f}/{q['recall']:.2f}" for c, q in record["quality"]["classifier"].items()))
     return record
