@@ -220,6 +220,25 @@ def test_study_resumes_from_its_results_folder(monkeypatch, tmp_path):
                         "fraction-0.25/limited-gen0/quality"]
 
 
+def test_study_retrains_a_generator_only_when_its_first_waiting_arm_is_due(monkeypatch, tmp_path):
+    """A generator whose primary arms are finished and which only a secondary cell still needs is not retrained
+    ahead of the primary cell's unfinished generators (it goes just before the first arm waiting for it)."""
+    study = _study(monkeypatch)
+    d = study.Design("0.25", "limited", 2, 1, "1,2", "mix", 1, 10, None)
+    jobs = study.plan(d, tmp_path / "d.h5", tmp_path / "x.h5")
+    results, work = tmp_path / "results", tmp_path / "work"
+    for key, marker in [("fraction-0.25/ratio-1/real", "metrics.json"),
+                        ("fraction-0.25/ratio-1/real+oversampling", "metrics.json"),
+                        ("fraction-0.25/ratio-1/real+augmentation", "metrics.json"),
+                        ("fraction-0.25/ratio-1/mix-limited-gen0", "metrics.json"),
+                        ("fraction-0.25/limited-gen0", "generator.json")]:
+        (results / key).mkdir(parents=True, exist_ok=True)
+        (results / key / marker).write_text("{}")
+    left = [j["key"] for j in study.to_run(jobs, results, work)]
+    assert left.index("fraction-0.25/ratio-1/mix-limited-gen1") < left.index("fraction-0.25/limited-gen0")
+    assert left.index("fraction-0.25/limited-gen0") == left.index("fraction-0.25/ratio-2/mix-limited-gen0") - 1
+
+
 def _fake_job(job, work, results):
     """A study job that leaves a marker, or fails when its key says so (module level: the pool pickles it)."""
     from pathlib import Path

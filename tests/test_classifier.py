@@ -399,6 +399,13 @@ def test_extra_test_sets_end_to_end(phantoms, fake_samples, externals, tmp_path)
                              **EXTRA_FAST))
     extra = s["comparisons"][0]["extra"]
     assert [x["test"] for x in extra] == [f"{ext_a}:test", f"{copy_b}:test"]
+    # every image set the runs read is named with its content hash (the synthetic arm names its exact samples)
+    assert s["inputs"]["synthetic"]["content_sha256"] == H5ImageDataset(fake_samples, "synthetic").info.attrs[
+        "content_sha256"]
+    hashes = [x["content_sha256"] for x in s["inputs"]["test_extra"]]
+    assert hashes == [H5ImageDataset(p, "test").info.attrs["content_sha256"] for p in externals]  # b's copy: b's hash
+    assert hashes[0] != hashes[1]
+    assert "synthetic" not in m["inputs"] and m["inputs"]["train"]["file"] == f"{phantoms}:train"
     assert all(-1 <= x["delta_auroc"] <= 1 and "only_b_correct" in x["mcnemar"] for x in extra)
     report = build(tmp_path / "outputs").read_text()
     for name in ("internal", "ext-a.h5", "copy-of-b.h5"):

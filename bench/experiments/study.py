@@ -135,7 +135,18 @@ def to_run(jobs: list[dict], results: Path, work: Path) -> list[dict]:
     gens = [j for j in jobs if j["kind"] == "generator" and j["key"] in wanted and
             not (work / j["key"] / "samples.h5").is_file()]
     keep = {j["key"] for j in rest + gens} | {n for j in rest if j["kind"] == "quality" for n in j["needs"]}
-    return [j for j in jobs if j["key"] in keep]
+    kept = [j for j in jobs if j["key"] in keep]
+    # a generator goes just before the first remaining job that waits for it: one whose primary arms are all
+    # finished and that only the secondary cells still need is not retrained ahead of the primary cell's jobs
+    by_key, placed, ordered = {j["key"]: j for j in gens}, set(), []
+    for j in kept:
+        if j["kind"] == "generator":
+            continue
+        for n in j["needs"]:
+            if n in by_key and n not in placed:
+                ordered.append(by_key[n]), placed.add(n)
+        ordered.append(j)
+    return ordered
 
 
 # ---- the jobs (each in a worker process, one CPU thread) ----

@@ -468,6 +468,12 @@ def _summary(cfg: ClassifierConfig, data: dict, runs: list[dict], gan_data, call
                                   for b in baselines(cfg)]
         summary["paired"] = summary["comparisons"][0]
     summary["config"] = {k: v for k, v in asdict(cfg).items()}
+    # the content hash of every image set the runs read, so a result names the exact samples it was trained on
+    sets = {"train": data["train"], "val": data["val"], "test": data["test"], "synthetic": data["synthetic"]}
+    summary["inputs"] = {role: {"file": ref_of(d), "content_sha256": d.info.attrs.get("content_sha256")}
+                         for role, d in sets.items() if d is not None}
+    summary["inputs"]["test_extra"] = [{"file": ref_of(d), "content_sha256": d.info.attrs.get("content_sha256")}
+                                       for d in data["extra"]]
     summary["args"] = call_args or {}
     summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return summary
