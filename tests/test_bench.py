@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import fire
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -237,6 +238,47 @@ def test_study_retrains_a_generator_only_when_its_first_waiting_arm_is_due(monke
     left = [j["key"] for j in study.to_run(jobs, results, work)]
     assert left.index("fraction-0.25/ratio-1/mix-limited-gen1") < left.index("fraction-0.25/limited-gen0")
     assert left.index("fraction-0.25/limited-gen0") == left.index("fraction-0.25/ratio-2/mix-limited-gen0") - 1
+
+
+def test_study_quality_table_keeps_generators_scored_in_different_feature_networks_apart(monkeypatch, tmp_path):
+    study = _study(monkeypatch)
+    d = study.Design("0.25", "limited", 3, 1, "1", "mix", 1, 10, None)
+
+    def record(g, nets, recall):
+        per_class = {"No Finding": {"kid_mean": 0.01, "precision": 0.8, "recall": recall, "pixel_diversity": 0.9}}
+        folder = tmp_path / d.gen_folder(0.25, "limited", g)
+        folder.mkdir(parents=True)
+        (folder / "generator.json").write_text(json.dumps({"trained": {"kimg": 1.0}, "quality": {
+            s: {"network_sha256": nets[k] * 64, "per_class": per_class} for k, s in enumerate(study.SPACES)}}))
+    record(0, "ab", 0.2), record(1, "ab", 0.4), record(2, "cd", 0.9)
+    rows = study.quality_rows(d, tmp_path)
+    assert [(r[2], r[4]) for r in rows] == [("aaaaaaaa / bbbbbbbb", "2"), ("cccccccc / dddddddd", "1")]
+    assert rows[0][8].startswith("0.3 ±") and rows[1][8].startswith("0.9 ±")  # recall, ResNet-18 space
+
+
+def test_study_machine_check_pairs_the_same_seeds_on_the_same_images(monkeypatch, tmp_path):
+    """Two folders of one arm (seeds 0-2 and 1-3, the second's images in another order): the shared seeds are
+    paired image by image; the second equal to the first gives a zero difference, a shifted copy a negative one."""
+    study = _study(monkeypatch)
+    rng = np.random.default_rng(0)
+    y, scores = np.array([0, 1] * 20), rng.normal(size=(4, 40))
+    scores[:, y == 1] += 1.0
+
+    def arm(name, seeds, s, order):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.savez(folder / "predictions.npz", names=np.array([f"i{k}" for k in range(40)])[order], y=y[order],
+                 scores=s[seeds][:, order], extra_tests=np.array([], dtype=str))
+        (folder / "metrics.json").write_text(json.dumps({"per_seed": [{"seed": k} for k in seeds]}))
+        return str(folder)
+    first, flipped = arm("a", [0, 1, 2], scores, np.arange(40)), np.arange(40)[::-1]
+    out = study.machine_check(first, arm("b", [1, 2, 3], scores, flipped))
+    assert out["seeds"] == [1, 2] and out["mean_difference"] == 0 and out["correlation"] == pytest.approx(1)
+    worse = scores.copy()
+    worse[:, y == 1] -= 0.8
+    assert study.machine_check(first, arm("c", [0, 1], worse, flipped))["mean_difference"] < 0
+    with pytest.raises(SystemExit, match="fewer than 2 seeds"):
+        study.machine_check(first, arm("d", [3], scores, np.arange(40)))
 
 
 def _fake_job(job, work, results):

@@ -324,25 +324,36 @@ def arm_auroc(folders: list[Path], level: float = 0.95) -> dict:
 
 
 def quality_rows(d: Design, results: Path) -> list[list[str]]:
-    """Each recipe's samples, per real fraction and class: mean ± sd over its finished generators, both spaces."""
+    """Each recipe's samples, per real fraction and class: mean ± sd over its finished generators, both spaces.
+    The feature networks are rebuilt in each work folder and differ bit for bit between machines, so generators
+    scored in different networks (their sha256) are summarised in separate rows, never averaged together."""
     rows = []
     for f in sorted(d.fractions):
         for recipe in d.recipes:
-            records = [json.loads(p.read_text()) for g in range(d.g(f))
-                       if (p := results / d.gen_folder(f, recipe, g) / "generator.json").is_file()]
-            if not records:
-                continue
-            for cls in records[0]["quality"][SPACES[0]]["per_class"]:
-                cells = []
-                for space in SPACES:
-                    for k in ("kid_mean", "precision", "recall"):
-                        v = [r["quality"][space]["per_class"][cls][k] for r in records]
-                        v = [x for x in v if x is not None]
-                        cells.append(f"{np.mean(v):.3g} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2g}" if v else "–")
-                pd = [r["quality"][SPACES[0]]["per_class"][cls]["pixel_diversity"] for r in records]
-                rows.append([f"{f:g}", recipe, cls, str(len(records)),
-                             f"{np.mean([r['trained'].get('kimg', np.nan) for r in records]):.1f}", *cells,
-                             f"{np.mean(pd):.3f}"])
+            by_networks: dict[str, list] = {}
+            for g in range(d.g(f)):
+                if (p := results / d.gen_folder(f, recipe, g) / "generator.json").is_file():
+                    r = json.loads(p.read_text())
+                    nets = " / ".join(r["quality"][s].get("network_sha256", "?")[:8] for s in SPACES)
+                    by_networks.setdefault(nets, []).append(r)
+            for nets, records in by_networks.items():
+                rows += _quality_rows(f, recipe, nets, records)
+    return rows
+
+
+def _quality_rows(f: float, recipe: str, nets: str, records: list[dict]) -> list[list[str]]:
+    """One row per class for ``records``, generators scored in the same feature networks ``nets``."""
+    rows = []
+    for cls in records[0]["quality"][SPACES[0]]["per_class"]:
+        cells = []
+        for space in SPACES:
+            for k in ("kid_mean", "precision", "recall"):
+                v = [r["quality"][space]["per_class"][cls][k] for r in records]
+                v = [x for x in v if x is not None]
+                cells.append(f"{np.mean(v):.3g} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2g}" if v else "–")
+        pd = [r["quality"][SPACES[0]]["per_class"][cls]["pixel_diversity"] for r in records]
+        rows.append([f"{f:g}", recipe, nets, cls, str(len(records)),
+                     f"{np.mean([r['trained'].get('kimg', np.nan) for r in records]):.1f}", *cells, f"{np.mean(pd):.3f}"])
     return rows
 
 
@@ -481,7 +492,7 @@ def report(fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion"
     table = show_table("study", headers, pooled) if pooled else "No cell is finished yet."
     per_set = [r for r in rows if not r[2].startswith("pooled")]
     quality = quality_rows(d, results)
-    quality_table = show_table("quality", ["real fraction", "recipe", "class", "generators", "kimg",
+    quality_table = show_table("quality", ["real fraction", "recipe", "feature networks", "class", "generators", "kimg",
                                            *[f"{k} ({s})" for s in ("ResNet-18 space", "cxr space")
                                              for k in ("KID", "precision", "recall")], "pixel diversity"],
                                quality) if quality else "No generator is finished yet."
@@ -514,7 +525,9 @@ Pretraining against mixing, per recipe (secondary; 95% intervals, pooled test im
 """ if versus else "") + f"""
 Image metrics of each generator's 500 samples per class against the internal real test images, per class (mean ±
 sd over the finished generators; the ResNet-18 space is the one of the earlier quality tables, the cxr space is the
-cxr network's, docs/benchmarks.md "A chest X-ray feature space"):
+cxr network's, docs/benchmarks.md "A chest X-ray feature space"). Both networks are retrained in each work folder
+and are not bit-identical across machines: "feature networks" names the pair (the first 8 hex digits of each
+one's sha256, ResNet-18 / cxr) a generator was scored in, and only rows with the same pair are comparable:
 
 {quality_table}
 """ + (f"\n![AUROC against the real fraction]({os.path.relpath(ROOT / figure_path, ROOT / 'docs')})\n" if drew
@@ -522,5 +535,39 @@ cxr network's, docs/benchmarks.md "A chest X-ray feature space"):
     write_section("study", "The usefulness study (pre-registered)", body, out)
 
 
+def machine_check(first: str, second: str) -> dict:
+    """Runs of one arm with the same seeds trained on two machines (two train_resnet folders): their pooled test
+    AUROC seed by seed, the paired difference, and the first folder's spread between seeds, to show whether the
+    machine shifts results beyond a seed change (docs/study-protocol.md, "two machines")."""
+    from scipy import stats as st
+
+    from cxrgan.classify import stats, verdict
+
+    runs = []
+    for folder in (first, second):
+        names, y, scores, _ = verdict.combined_predictions(Path(folder))
+        seeds = [r["seed"] for r in json.loads((Path(folder) / "metrics.json").read_text())["per_seed"]]
+        runs.append(({n: i for i, n in enumerate(names)}, y, scores, seeds))
+    (index_a, y_a, a, seeds_a), (index_b, y_b, b, seeds_b) = runs
+    if sorted(index_a) != sorted(index_b):
+        raise SystemExit("error: the two folders were evaluated on different test images; use the same test sets")
+    order = np.array([index_b[n] for n in sorted(index_a, key=index_a.get)])  # the second's images in the first's order
+    y_b, b = y_b[order], b[:, order]
+    if not np.array_equal(y_a, y_b):
+        raise SystemExit("error: the two folders label the same test images differently; use the same test sets")
+    shared = [s for s in seeds_b if s in seeds_a]
+    if len(shared) < 2:
+        raise SystemExit("error: the two folders share fewer than 2 seeds; train the same seeds on both machines")
+    auc_a = np.array([stats.auroc(y_a, a[seeds_a.index(s)]) for s in shared])
+    auc_b = np.array([stats.auroc(y_b, b[seeds_b.index(s)]) for s in shared])
+    diff = auc_b - auc_a
+    every_a = np.array([stats.auroc(y_a, s) for s in a])
+    out = {"seeds": shared, "first": auc_a.round(4).tolist(), "second": auc_b.round(4).tolist(),
+           "mean_difference": float(diff.mean()), "se_difference": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+           "p_paired_t": float(st.ttest_rel(auc_b, auc_a).pvalue), "correlation": float(np.corrcoef(auc_a, auc_b)[0, 1]),
+           "sd_between_seeds_first": float(every_a.std(ddof=1)), "n_test": int(len(y_a))}
+    return out
+
+
 if __name__ == "__main__":
-    fire.Fire({"train": train, "report": report})
+    fire.Fire({"train": train, "report": report, "machine-check": machine_check})
