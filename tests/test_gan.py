@@ -341,3 +341,30 @@ def test_bf16_autocast_on_the_cpu_only_when_asked(phantoms, tmp_path, monkeypatc
     assert all(torch.isfinite(w).all() for w in saved["networks"]["generator"].values() if w.is_floating_point())
     with pytest.raises(UserError, match="--precision must be auto, bf16, fp32"):
         GanConfig(data=str(phantoms), out=str(tmp_path / "x"), precision="fp16").resolved()
+
+
+def test_balance_draws_each_class_equally_often(phantoms, tmp_path, monkeypatch):
+    """--balance: an epoch's draws are half of each class even when the data holds 3 of one per 1 of the other;
+    without it, every image once; the run records it and refuses to continue with the other setting."""
+    import types
+
+    import cxrgan.generative.train as gan_train
+
+    labels = torch.tensor([0] * 300 + [1] * 100)
+    run = types.SimpleNamespace(data=types.SimpleNamespace(images=torch.zeros(400, 1), labels=labels),
+                                cfg=types.SimpleNamespace(balance=True), data_gen=torch.Generator().manual_seed(0))
+    order = gan_train._epoch_order(run)
+    assert len(order) == 400 and abs(int((labels[order] == 1).sum()) - 200) < 40
+    run.cfg.balance = False
+    assert sorted(gan_train._epoch_order(run).tolist()) == list(range(400))
+    run.data.labels = torch.zeros(400, dtype=torch.long)  # one class (a per-class model): nothing to balance
+    run.cfg.balance = True
+    assert sorted(gan_train._epoch_order(run).tolist()) == list(range(400))
+
+    result = train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="limited", epochs=1, balance=True,
+                             **TINY_GAN))
+    assert result["trained"] and _weights(tmp_path / "last.pt")["config"]["balance"] is True
+    with pytest.raises(UserError, match="was trained with --balance True"):
+        train(GanConfig(data=str(phantoms), out=str(tmp_path), recipe="limited", epochs=2, balance=False, **TINY_GAN))
+    with pytest.raises(UserError, match="--balance takes no value"):
+        GanConfig(data=str(phantoms), out=str(tmp_path / "x"), balance="yes").resolved()

@@ -30,9 +30,9 @@ LEGACY_FORMAT = "cxrgan-gan/1"  # until 2026-12: GANs and diffusion models in a 
 EPOCH_FILE = re.compile(r"^ckpt-(\d{6})\.pt$")
 # Options that must match to continue a run (the rest, e.g. --epochs or --ckpt-every, may change on resume).
 RESUME_MUST_MATCH = ("recipe", "cls", "batch", "latent", "base", "channels", "loss", "augment", "g_steps",
-                     "ada_target", "real_fraction", "subset_seed")
+                     "ada_target", "real_fraction", "subset_seed", "balance")
 # what checkpoints without these options were trained with
-ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0, "precision": "auto"}
+ADDED_LATER = {"real_fraction": 1.0, "subset_seed": 0, "precision": "auto", "balance": False}
 
 
 def epoch_path(folder: Path, epoch: int) -> Path:

@@ -62,6 +62,8 @@ class GanConfig:
     loss: str | None = option(None, f"a GAN's loss: {' or '.join(LOSSES)}.")
     augment: str | None = option(None, "a GAN's DiffAugment policy, comma-separated from translation,cutout,"
                                        "brightness,contrast, or none.")
+    balance: bool | None = option(None, "a class-conditional model's epochs draw each class equally often (with "
+                                        "replacement) instead of every image once; --nobalance turns it off.")
     ema_kimg: float | None = option(None, "half-life of the EMA of the network that generates, in thousands of "
                                           "images (sampled from); 0 disables.")
     ckpt_every: int = option(1, "write ckpt-EEEEEE.pt, the grid and losses.png every this many epochs (last.pt "
@@ -158,6 +160,8 @@ def _check_common(cfg: GanConfig, recipe: Recipe) -> None:
                         "--snapshot-kimg N and --snapshot-features cxr:PATH (or classifier:CKPT, inception)")
     options.one_of(cfg, "channels", (1, 3), "1 (gray) or 3 (gray replicated, as in the study)")
     options.one_of(cfg, "precision", PRECISIONS, ", ".join(PRECISIONS))
+    if not isinstance(cfg.balance, bool):
+        raise UserError(f"--balance takes no value (or --nobalance), got {cfg.balance!r}")
     options.positive_number(cfg, "lr_g", maximum=1.0)  # beyond 1, Adam's steps overflow the weights
     for name in ("beta1", "beta2"):
         v = getattr(cfg, name)

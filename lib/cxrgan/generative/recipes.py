@@ -54,6 +54,9 @@ class Recipe:
     beta2: float
     kimg: float | None = None  # default training length in thousands of real images shown (then epochs is unused)
     base: int = 64  # base filter count of the networks
+    # a conditional model's training order: False draws every image once per epoch (classes as often as the data
+    # has them); True draws each class equally often (with replacement), so a small class trains as much as a large
+    balance: bool = False
 
     @property
     def objective(self) -> str:
@@ -63,7 +66,7 @@ class Recipe:
 # The fields of a row that are also train_dcgan options: left unset on the command line, they take the row's value.
 # (The training length, epochs or kimg, is resolved on its own: see GanConfig.resolved.) The objective's settings
 # that are options are those its settings class names in ``options``.
-DEFAULTS = ("lr_g", "beta1", "beta2", "ema_kimg", "base")
+DEFAULTS = ("lr_g", "beta1", "beta2", "ema_kimg", "base", "balance")
 R1_INTERVAL = 16  # lazy regularisation (StyleGAN2): the R1 term every 16 discriminator steps, scaled by 16
 
 # For a few hundred images: the conditional networks with adaptive augmentation (ADA) instead of fixed

@@ -236,7 +236,7 @@ def train_epochs(run: Run, progress: ProgressFn = no_progress) -> dict:
     task = progress("train", (cfg.epochs - state.epoch) * run.steps_per_epoch) if rt.main else no_progress("train")
     for epoch in range(state.epoch, cfg.epochs):
         nimg_before = state.nimg
-        shard = torch.randperm(len(run.data.images), generator=run.data_gen)[rt.rank::rt.world].to(rt.device)
+        shard = _epoch_order(run)[rt.rank::rt.world].to(rt.device)
         rows, t_epoch = [], time.perf_counter()
         for module in trained.values():
             module.train()
@@ -270,6 +270,16 @@ def train_epochs(run: Run, progress: ProgressFn = no_progress) -> dict:
     if rt.main:
         write_json_atomic(summary_path, {**result, "config": _plain(asdict(cfg)), "dataset": run.data.identity})
     return result
+
+
+def _epoch_order(run: Run) -> torch.Tensor:
+    """One epoch's image indices: a permutation, or with --balance as many draws with each class equally likely
+    (replacement, as torch's WeightedRandomSampler), so a class with 80 images trains as often as one with 250."""
+    n, labels = len(run.data.images), run.data.labels
+    counts = torch.bincount(labels)
+    if not run.cfg.balance or (counts > 0).sum() < 2:
+        return torch.randperm(n, generator=run.data_gen)
+    return torch.multinomial(1.0 / counts[labels].double(), n, replacement=True, generator=run.data_gen)
 
 
 def _already_trained(run: Run, summary_path: Path) -> dict:
