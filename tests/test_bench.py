@@ -281,6 +281,38 @@ def test_study_machine_check_pairs_the_same_seeds_on_the_same_images(monkeypatch
         study.machine_check(first, arm("d", [3], scores, np.arange(40)))
 
 
+def test_study_report_states_the_verdict_once_the_primary_cell_is_complete(monkeypatch, tmp_path):
+    """study.py report on a finished primary cell (1 recipe, 2 generators x 2 seeds, mixing only): the pooled,
+    internal and external comparisons, the verdict by the protocol's rule, the primary number and its half-width."""
+    study = _study(monkeypatch)
+    rng = np.random.default_rng(0)
+    y, ext = np.repeat([0, 1], 30), np.repeat([0, 1], 40)
+    d = study.Design("0.25", "limited", 2, 2, "1", "mix", 1, 10, None)
+    results = tmp_path / "results"
+
+    def arm(folder, skill, runs):
+        folder = results / folder
+        folder.mkdir(parents=True)
+        np.savez(folder / "predictions.npz", names=np.array([f"i{k}" for k in range(60)]), y=y,
+                 scores=skill * y + rng.normal(size=(runs, 60)), extra_tests=np.array(["ext.h5:test"]),
+                 extra0_names=np.array([f"e{k}" for k in range(80)]), extra0_y=ext,
+                 extra0_scores=skill * ext + rng.normal(size=(runs, 80)))
+        (folder / "metrics.json").write_text("{}")
+    for name in ("real", "real+oversampling", "real+augmentation"):
+        arm(d.control_folder(0.25, name, 1.0), 1.0, 4)
+    for g, folder in enumerate(d.synthetic_folders(0.25, "limited", "mix", 1.0)):
+        arm(folder, 4.0, 2)  # far better than every control
+    out = tmp_path / "bench.md"
+    study.report(fractions="0.25", recipes="limited", generators=2, seeds=2, ratios="1", modes="mix",
+                 results=str(results), out=str(out), figure_path=str(tmp_path / "fig.png"))
+    text = out.read_text()
+    assert "| 0.25 | 1 | 0 / 2 | 5 / 5 |" in text  # progress: no generator record, every arm finished
+    assert "**Verdict by the protocol's rule over the 1 synthetic arms: synthetic data helps**" in text
+    assert "Primary number: the best synthetic arm, real + synthetic (limited)" in text and "half-width" in text
+    for test in ("pooled (140)", "internal (60)", "external (80)"):
+        assert f"| 0.25 | 1 | {test} | real + synthetic (limited) | real |" in text
+
+
 def _fake_job(job, work, results):
     """A study job that leaves a marker, or fails when its key says so (module level: the pool pickles it)."""
     from pathlib import Path

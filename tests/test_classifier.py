@@ -445,6 +445,9 @@ def test_the_verdict_helps_only_when_every_control_is_beaten(tmp_path):
     lo, hi = same["comparisons"]["real"]["ci95"]
     assert same["half_width"] > 0 and lo < 0 < hi
     assert verdict.decide({"a": {"ci95": (0.01, 0.2)}, "b": {"ci95": (-0.01, 0.2)}}) == verdict.UNDECIDED
+    h, x, u = verdict.HELPS, verdict.HURTS, verdict.UNDECIDED  # the rule over several synthetic arms
+    assert verdict.overall([x, h, u]) == h and verdict.overall([x, x]) == x and verdict.overall([x, u]) == u
+    assert verdict.overall([]) == u
     # one folder per generator: the runs are grouped by folder (the interval holds over generator retraining)
     folders = [arm("gen0", 1.8), arm("gen1", 0.6)]  # two generators far apart
     nested = verdict.primary(folders, {"real": real})["comparisons"]["real"]

@@ -84,8 +84,12 @@ def main(kimg: str = "30,50", variants: str = "fp32,bf16,balanced", seeds: str =
     torch.set_num_threads(2)
     work = work_dir(None, "laptop-gan")
     data, _ = nih_mini_and_external(work_dir(None, "study"))
-    points = [point(work, data, v, s, k, n) for v in as_list(variants, str) for s in as_list(seeds, int)
-              for k in sorted(as_list(kimg, float))]
+    for v in as_list(variants, str):
+        for s in as_list(seeds, int):
+            for k in sorted(as_list(kimg, float)):
+                point(work, data, v, s, k, n)
+    # the table: every kept point of these variants, also seeds run by an earlier call (e.g. more seeds of a few)
+    points = [json.loads(p.read_text()) for p in sorted((work / "points").glob("*.json"))]
     sections = []
     for space in SPACES:
         rows = []

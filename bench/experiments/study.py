@@ -434,6 +434,9 @@ def primary_analysis(d: Design, results: Path, level: float) -> tuple[list, list
                 lines.append(f"- {arm}: **{res['decision']}** (against the best control, {res['best_control']}: "
                              f"ΔAUROC {res['comparisons'][res['best_control']]['delta_auroc']:+.3f}, half-width "
                              f"{res['half_width']:.3f})")
+    said = verdict.overall([r["decision"] for r in pooled.values()])
+    lines.insert(0, f"- **Verdict by the protocol's rule over the {len(pooled)} synthetic arms: "
+                    f"{'synthetic data ' + said if said != verdict.UNDECIDED else said}**")
     best = max(pooled, key=lambda a: next(iter(pooled[a]["comparisons"].values()))["auroc_synthetic"])
     control = pooled[best]["best_control"]
     at = {lv: verdict.paired_on_shared_images(controls[control], synthetic[best], 2000, 0, lv) for lv in (level, .95)}

@@ -85,6 +85,17 @@ def decide(comparisons: dict[str, dict]) -> str:
     return UNDECIDED
 
 
+def overall(decisions: list[str]) -> str:
+    """The study's rule over several synthetic arms (each decided by ``decide`` at a Bonferroni level): synthetic
+    data helps if one arm beats every control, hurts if every arm loses to some control, else no detectable
+    difference (docs/study-protocol.md, "Decision rule")."""
+    if HELPS in decisions:
+        return HELPS
+    if decisions and all(d == HURTS for d in decisions):
+        return HURTS
+    return UNDECIDED
+
+
 def primary(synthetic: Path | list[Path], controls: dict[str, Path | list[Path]], n_boot: int = 2000, seed: int = 0,
             level: float = 0.95, sets: tuple[int, ...] | None = None) -> dict:
     """One synthetic arm (a run folder, or one per generator) against every control (``controls``: name -> run
