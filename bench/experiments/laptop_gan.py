@@ -109,7 +109,8 @@ def main(kimg: str = "30,50", variants: str = "fp32,bf16,balanced", seeds: str =
                   f"The `{RECIPE}` recipe on nih-mini (64x64, 331 training images, 2 threads), one run per variant "
                   "(fp32: as the recipe; bf16: `--precision bf16`; balanced: `--balance`, each class drawn equally "
                   "often) and seed continued from one length to the next; 500 images per class scored against the 90 real "
-                  "test images (mean ± sd over seeds). img/s: train_dcgan's, over the training since the previous "
+                  "test images (mean ± sd over seeds: every point kept in the work folder, also seeds that an earlier "
+                  "call ran). img/s: train_dcgan's, over the training since the previous "
                   "length.\n\n"
                   + "\n\n".join(sections), out)
 
