@@ -186,6 +186,8 @@ def test_study_plan_puts_the_primary_cell_first_and_sizes_the_controls(monkeypat
     assert arms["fraction-0.25/ratio-1/real"]["config"]["seeds"] == 6  # 3 generators x 2 seeds
     assert arms["fraction-1/ratio-1/real"]["config"]["seeds"] == 6  # secondary_generators defaults to generators
     assert all(a["config"]["test_extra"].endswith("x.h5:test") and a["config"]["ema"] == 0.99 for a in arms.values())
+    gen = next(j for j in jobs if j["key"] == "fraction-0.25/limited-gen1")
+    assert gen["primary_arms"] == ["fraction-0.25/ratio-1/mix-limited-gen1", "fraction-0.25/ratio-1/pretrain-limited-gen1"]
     pre = arms["fraction-0.25/ratio-1/pretrain-limited-gen2"]
     assert pre["needs"] == ["fraction-0.25/limited-gen2"] and pre["config"]["synthetic_per_class"] == 500
     assert "synthetic_ratio" not in pre["config"]
@@ -340,6 +342,8 @@ def test_study_refuses_a_retrained_generator_whose_samples_differ_from_the_recor
     record.write_text(json.dumps({"samples_sha256": study.sha256(samples)}))
     study.check_same_samples(samples, record)  # the same samples: fine
     samples.write_bytes(b"other samples")
+    # its primary arms all finished: only secondary arms will use it, so the second version is accepted, named
+    assert study.check_same_samples(samples, record, primary_done=True) == study.sha256(samples)
     with pytest.raises(SystemExit, match="differs from the samples recorded"):
         study.check_same_samples(samples, record)
     assert not samples.exists()  # so the next run does not take them for finished

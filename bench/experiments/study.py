@@ -30,7 +30,7 @@ import fire
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared helper module, common.py
-from common import (ROOT, SPACES, as_list, build_feature_network, feature_network, log,  # noqa: E402
+from common import (ROOT, SPACES, as_list, build_feature_network, cpu_model, feature_network, log,  # noqa: E402
                     nih_mini_and_external, record_start, show_table, work_dir, write_section)
 
 RESULTS = ROOT / "docs" / "study"
@@ -104,7 +104,8 @@ def plan(d: Design, data: Path, extra: Path) -> list[dict]:
                 gen = str(d.gen_folder(f, recipe, g))
                 if ratio == 1:
                     jobs.append({"kind": "generator", "key": gen, "needs": [], "recipe": recipe, "seed": g,
-                                 "fraction": f, "data": str(data), "kimg": d.kimg, "n": d.n})
+                                 "fraction": f, "data": str(data), "kimg": d.kimg, "n": d.n,
+                                 "primary_arms": [str(d.synthetic_folders(f, recipe, m, 1.0)[g]) for m in d.modes]})
                     jobs.append({"kind": "quality", "key": f"{gen}/quality", "generator": gen, "data": str(data),
                                  "needs": [gen, *(f"features/{s}" for s in SPACES)]})
                 for mode in d.modes if ratio == 1 else ["mix"]:
@@ -175,13 +176,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_same_samples(samples: Path, record: Path) -> None:
+def check_same_samples(samples: Path, record: Path, primary_done: bool = False) -> str | None:
     """A generator retrained for arms that still need its samples (its work folder was lost) must give the samples
-    its scoring and finished arms used (generator.json's samples_sha256); on another CPU it may not, and then the
-    study stops instead of mixing two versions of one generator."""
+    its scoring and finished arms used (generator.json's samples_sha256); on another CPU it may not. While one of
+    its primary (ratio 1) arms is unfinished the study then stops instead of mixing two versions of one generator.
+    Once they are all finished, only secondary arms are left to use it (docs/study-protocol.md, "two machines",
+    item 4): the retrained version is accepted, and its sha256 is returned for the record."""
     if record.is_file():
-        want = json.loads(record.read_text()).get("samples_sha256")
-        if want and sha256(samples) != want:
+        want, got = json.loads(record.read_text()).get("samples_sha256"), sha256(samples)
+        if want and got != want and primary_done:
+            return got
+        if want and got != want:
             samples.unlink()
             raise SystemExit(f"error: {samples} differs from the samples recorded in {record} (sha256 {want[:12]}…): "
                              "the retrained generator is not the one its finished arms used (another CPU or "
@@ -209,7 +214,12 @@ def generator_job(job: dict, work: Path, results: Path) -> None:
     summary = json.loads((folder / "gan" / "summary.json").read_text())
     gens = resolve_generators(str(folder / "gan"), folder, [0, 1], torch.device("cpu"))
     sample_to_file(folder / "samples.h5", gens, job["n"], job["seed"], torch.device("cpu"))
-    check_same_samples(folder / "samples.h5", results / job["key"] / "generator.json")
+    primary_done = all((results / a / "metrics.json").is_file() for a in job.get("primary_arms", []))
+    other = check_same_samples(folder / "samples.h5", results / job["key"] / "generator.json", primary_done)
+    if other:  # a second version, for the secondary arms only: recorded beside the first (whose arms are done)
+        write_json_atomic(results / job["key"] / f"retrained-{other[:12]}.json", {
+            "samples_sha256": other, "cpu": cpu_model(), "why": "work folder lost; retrained for secondary arms",
+            "trained": {"kimg": summary["kimg"], "epochs": summary["epochs"]}})
     write_json_atomic(folder / "trained.json", {
         **{k: job[k] for k in ("recipe", "seed", "fraction", "kimg", "n")},
         "trained": {"kimg": summary["kimg"], "epochs": summary["epochs"], "seconds": seconds,
