@@ -289,7 +289,7 @@ def test_study_report_states_the_verdict_once_the_primary_cell_is_complete(monke
     study = _study(monkeypatch)
     rng = np.random.default_rng(0)
     y, ext = np.repeat([0, 1], 30), np.repeat([0, 1], 40)
-    d = study.Design("0.25", "limited", 2, 2, "1", "mix", 1, 10, None)
+    d = study.Design("0.25", "limited", 2, 2, "1,2", "mix", 1, 10, None)
     results = tmp_path / "results"
 
     def arm(folder, skill, runs):
@@ -304,11 +304,20 @@ def test_study_report_states_the_verdict_once_the_primary_cell_is_complete(monke
         arm(d.control_folder(0.25, name, 1.0), 1.0, 4)
     for g, folder in enumerate(d.synthetic_folders(0.25, "limited", "mix", 1.0)):
         arm(folder, 4.0, 2)  # far better than every control
+    for name in ("real+oversampling", "real+augmentation"):  # the ratio sweep's cell at ratio 2
+        arm(d.control_folder(0.25, name, 2.0), 1.0, 4)
+    for folder in d.synthetic_folders(0.25, "limited", "mix", 2.0):
+        arm(folder, 0.0, 2)  # no skill at all: worse than every control
     out = tmp_path / "bench.md"
-    study.report(fractions="0.25", recipes="limited", generators=2, seeds=2, ratios="1", modes="mix",
+    study.report(fractions="0.25", recipes="limited", generators=2, seeds=2, ratios="1,2", modes="mix",
                  results=str(results), out=str(out), figure_path=str(tmp_path / "fig.png"))
     text = out.read_text()
     assert "| 0.25 | 1 | 0 / 2 | 5 / 5 |" in text  # progress: no generator record, every arm finished
+    assert "| 0.25 | 2 | (shared) | 5 / 5 |" in text
+    row = next(r for r in text.splitlines() if r.startswith("| 0.25 | 2 | pooled (140) | real + synthetic (limited) | real + oversampling |"))
+    assert float(row.split("|")[8]) < 0  # the ratio-2 cell is compared with its own count-matched controls
+    from PIL import Image
+    assert Image.open(tmp_path / "fig.png").size[0] > Image.open(tmp_path / "fig.png").size[1] * 2  # two panels
     assert "**Verdict by the protocol's rule over the 1 synthetic arms: synthetic data helps**" in text
     assert "Primary number: the best synthetic arm, real + synthetic (limited)" in text and "half-width" in text
     for test in ("pooled (140)", "internal (60)", "external (80)"):

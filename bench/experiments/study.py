@@ -367,41 +367,68 @@ def _quality_rows(f: float, recipe: str, nets: str, records: list[dict]) -> list
     return rows
 
 
+def _draw_arms(ax, arms: dict, xs: list[float], results: Path, colors: dict) -> bool:
+    """One line per arm (name -> folders at x), its finished points only, 95% seed-aware intervals; points of
+    neighbouring arms are offset slightly so that their intervals stay readable (the x axis is logarithmic)."""
+    drawn = False
+    for i, (name, folders_at) in enumerate(arms.items()):
+        pts = []
+        for x in xs:
+            folders = [results / p for p in folders_at(x)]
+            if all((p / "metrics.json").is_file() for p in folders):
+                a = arm_auroc(folders)
+                pts.append((x * (1 + 0.02 * (i - len(arms) / 2)), a["mean"], *a["ci95"]))
+        if pts:
+            x, m, lo, hi = map(np.array, zip(*pts))
+            ax.errorbar(x, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=name, color=colors[name])
+            drawn = True
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_ylabel("test AUROC (internal + external)")
+    ax.grid(alpha=0.3)
+    return drawn
+
+
 def figure(d: Design, results: Path, out: Path) -> bool:
-    """AUROC (pooled test images) against the real fraction, one line per arm, 95% seed-aware intervals; only the
+    """Left: AUROC (pooled test images) against the real fraction at ratio 1, one line per arm. Right (when the
+    design has other ratios): the ratio sweep at the primary fraction, the mixing arms and the count-matched
+    controls against the synthetic-to-real ratio, the real arm as a band. 95% seed-aware intervals; only the
     points whose arm is finished. False when there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sweep = len(d.ratios) > 1 and d.primary in d.fractions
+    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(12 if sweep else 7, 4.5), squeeze=False)
     arms = {arm: lambda f, arm=arm: [d.control_folder(f, arm, 1.0)] for arm in CONTROLS}
     for mode in d.modes:
         for recipe in d.recipes:
             arms[f"{MODES[mode]} ({recipe})"] = lambda f, m=mode, r=recipe: d.synthetic_folders(f, r, m, 1.0)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
-    for i, (name, folders_at) in enumerate(arms.items()):
-        pts = []
-        for f in sorted(d.fractions):
-            folders = [results / p for p in folders_at(f)]
-            if all((p / "metrics.json").is_file() for p in folders):
-                a = arm_auroc(folders)
-                pts.append((f * (1 + 0.02 * (i - len(arms) / 2)), a["mean"], *a["ci95"]))
-        if pts:
-            x, m, lo, hi = map(np.array, zip(*pts))
-            ax.errorbar(x, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=name)
-            drawn = True
+    colors = {name: f"C{i}" for i, name in enumerate(arms)}  # an arm keeps its colour in both panels
+    ax = axes[0, 0]
+    drawn = _draw_arms(ax, arms, sorted(d.fractions), results, colors)
+    ax.set_xticks(sorted(d.fractions), [f"{100 * f:g}%" for f in sorted(d.fractions)])
+    ax.set_xlabel("real training patients used (synthetic-to-real ratio 1)")
+    ax.legend(fontsize=7)
+    if sweep:
+        ax = axes[0, 1]
+        real = [results / d.control_folder(d.primary, "real", 1.0)]
+        if (real[0] / "metrics.json").is_file():
+            a = arm_auroc(real)
+            ax.axhspan(*a["ci95"], color=colors["real"], alpha=0.1)
+            ax.axhline(a["mean"], color=colors["real"], lw=1, label="real (ratio 0; 95% interval)")
+        ratio_arms = {arm: lambda r, arm=arm: [d.control_folder(d.primary, arm, r)] for arm in CONTROLS
+                      if arm != "real"}
+        for recipe in d.recipes:
+            ratio_arms[f"{MODES['mix']} ({recipe})"] = lambda r, rc=recipe: d.synthetic_folders(d.primary, rc, "mix", r)
+        drawn = _draw_arms(ax, ratio_arms, sorted(d.ratios), results, colors) or drawn
+        ax.set_xticks(sorted(d.ratios), [f"{r:g}" for r in sorted(d.ratios)])
+        ax.set_xlabel(f"added images per real image (real fraction {100 * d.primary:g}%)")
+        ax.legend(fontsize=7)
     if not drawn:
         plt.close(fig)
         return False
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(sorted(d.fractions), [f"{100 * f:g}%" for f in sorted(d.fractions)])
-    ax.set_xlabel("real training patients used")
-    ax.set_ylabel("test AUROC (internal + external)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -543,7 +570,7 @@ and are not bit-identical across machines: "feature networks" names the pair (th
 one's sha256, ResNet-18 / cxr) a generator was scored in, and only rows with the same pair are comparable:
 
 {quality_table}
-""" + (f"\n![AUROC against the real fraction]({os.path.relpath(ROOT / figure_path, ROOT / 'docs')})\n" if drew
+""" + (f"\n![AUROC against the real fraction, and against the synthetic-to-real ratio]({os.path.relpath(ROOT / figure_path, ROOT / 'docs')})\n" if drew
          else "")
     write_section("study", "The usefulness study (pre-registered)", body, out)
 
