@@ -314,7 +314,8 @@ def test_study_report_states_the_verdict_once_the_primary_cell_is_complete(monke
     text = out.read_text()
     assert "| 0.25 | 1 | 0 / 2 | 5 / 5 |" in text  # progress: no generator record, every arm finished
     assert "| 0.25 | 2 | (shared) | 5 / 5 |" in text
-    row = next(r for r in text.splitlines() if r.startswith("| 0.25 | 2 | pooled (140) | real + synthetic (limited) | real + oversampling |"))
+    ratio2 = "| 0.25 | 2 | pooled (140) | real + synthetic (limited) | real + oversampling |"
+    row = next(r for r in text.splitlines() if r.startswith(ratio2))
     assert float(row.split("|")[8]) < 0  # the ratio-2 cell is compared with its own count-matched controls
     from PIL import Image
     assert Image.open(tmp_path / "fig.png").size[0] > Image.open(tmp_path / "fig.png").size[1] * 2  # two panels

@@ -570,8 +570,8 @@ and are not bit-identical across machines: "feature networks" names the pair (th
 one's sha256, ResNet-18 / cxr) a generator was scored in, and only rows with the same pair are comparable:
 
 {quality_table}
-""" + (f"\n![AUROC against the real fraction, and against the synthetic-to-real ratio]({os.path.relpath(ROOT / figure_path, ROOT / 'docs')})\n" if drew
-         else "")
+""" + (f"\n![AUROC against the real fraction, and against the synthetic-to-real ratio]"
+         f"({os.path.relpath(ROOT / figure_path, ROOT / 'docs')})\n" if drew else "")
     write_section("study", "The usefulness study (pre-registered)", body, out)
 
 
