@@ -323,6 +323,12 @@ def test_study_report_states_the_verdict_once_the_primary_cell_is_complete(monke
     assert "Primary number: the best synthetic arm, real + synthetic (limited)" in text and "half-width" in text
     for test in ("pooled (140)", "internal (60)", "external (80)"):
         assert f"| 0.25 | 1 | {test} | real + synthetic (limited) | real |" in text
+    levels = {(r.split("|")[2].strip(), r.split("|")[3].strip()): [c.strip() for c in r.split("|")[4:8]]
+              for r in text.splitlines() if r.startswith("| 0.25 |")
+              and len(r.split("|")) == 9}  # the arm-level table: fraction, ratio, arm, runs, 3 AUROCs
+    assert levels[("2", "real + synthetic (limited)")][0] == "4"  # 2 generators x 2 runs, together
+    assert float(levels[("2", "real + synthetic (limited)")][1].split("±")[0]) < 0.65  # no skill
+    assert float(levels[("1", "real + synthetic (limited)")][2].split("±")[0]) > 0.9  # skill 4, external set alone
 
 
 def _fake_job(job, work, results):

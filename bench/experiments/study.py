@@ -491,6 +491,25 @@ def primary_analysis(d: Design, results: Path, level: float) -> tuple[list, list
     return rows, versus, lines
 
 
+def arm_level_rows(d: Design, results: Path, cells: list[tuple[float, float]]) -> list[list[str]]:
+    """Each arm of the finished cells: its runs' AUROC on the internal and the external test images alone (mean ±
+    sd over runs, every generator's runs together) and pooled. Descriptive: where an arm stands on each test set."""
+    from cxrgan.classify import stats, verdict
+
+    rows = []
+    for f, ratio in cells:
+        controls, synthetic = cell_arms(d, results, f, ratio)
+        for arm, folders in [*controls.items(), *synthetic.items()]:
+            aurocs = {}
+            for test, sets in TEST_SETS.items():
+                _, y, scores, _ = verdict.combined_predictions(folders, sets)
+                aurocs[test] = [stats.auroc(y, s) for s in scores]
+            rows.append([f"{f:g}", f"{ratio:g}", arm, str(len(aurocs["pooled"])),
+                         *(f"{np.mean(a):.3f} ± {np.std(a, ddof=1) if len(a) > 1 else 0:.3f}"
+                           for a in (aurocs["internal"], aurocs["external"], aurocs["pooled"]))])
+    return rows
+
+
 def progress_rows(d: Design, results: Path) -> tuple[list, list]:
     """Per cell: generators and arms finished; and the cells whose arms are all finished."""
     rows, complete = [], []
@@ -531,6 +550,7 @@ def report(fractions: str = "0.25,0.1,0.5,1", recipes: str = "limited,diffusion"
     pooled = [r for r in rows if r[2].startswith("pooled")]
     table = show_table("study", headers, pooled) if pooled else "No cell is finished yet."
     per_set = [r for r in rows if not r[2].startswith("pooled")]
+    levels = arm_level_rows(d, results, complete)
     quality = quality_rows(d, results)
     quality_table = show_table("quality", ["real fraction", "recipe", "feature networks", "class", "generators", "kimg",
                                            *[f"{k} ({s})" for s in ("ResNet-18 space", "cxr space")
@@ -562,7 +582,13 @@ The primary comparisons on each test set alone (secondary; the same intervals):
 Pretraining against mixing, per recipe (secondary; 95% intervals, pooled test images):
 
 {show_table("pretrain vs mix", [*headers[:8], "95% CI", "p", "half-width"], versus)}
-""" if versus else "") + f"""
+""" if versus else "") + (f"""
+Each arm's AUROC on each test set alone and pooled (mean ± sd over its runs, every generator's runs together;
+descriptive: the pooled AUROC is lower than either set's when the two sets' scores sit at different levels):
+
+{show_table("arm levels", ["real fraction", "ratio", "arm", "runs", "internal AUROC", "external AUROC",
+                           "pooled AUROC"], levels)}
+""" if levels else "") + f"""
 Image metrics of each generator's 500 samples per class against the internal real test images, per class (mean ±
 sd over the finished generators; the ResNet-18 space is the one of the earlier quality tables, the cxr space is the
 cxr network's, docs/benchmarks.md "A chest X-ray feature space"). Both networks are retrained in each work folder
