@@ -500,6 +500,8 @@ def arm_level_rows(d: Design, results: Path, cells: list[tuple[float, float]]) -
     for f, ratio in cells:
         controls, synthetic = cell_arms(d, results, f, ratio)
         for arm, folders in [*controls.items(), *synthetic.items()]:
+            if arm == "real" and ratio != 1:
+                continue  # the ratio-1 real arm, shared by every ratio: listed once
             aurocs = {}
             for test, sets in TEST_SETS.items():
                 _, y, scores, _ = verdict.combined_predictions(folders, sets)
